@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: set up (idempotent, no demo), lint, then run the whole suite.
+#   bash installers/run-tests.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash installers/setup.sh --no-demo
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/python -m pytest "$@"

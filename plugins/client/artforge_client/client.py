@@ -1,0 +1,195 @@
+"""A small synchronous client for the ArtForge v1 API: grpcio and protobuf only.
+
+    with Client("127.0.0.1:50051") as client:
+        stream = client.generate_text("a misty forest at dawn", task="scene_description")
+        for piece in stream.iter_text():
+            print(piece, end="", flush=True)
+        print(stream.finished.usage.tokens_per_second)
+
+Every failure comes out as ArtForgeError, carrying the gRPC status code and the server's
+sentence. Calls block; plugins run them on a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+
+from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+UNARY_TIMEOUT = 30.0
+
+
+class ArtForgeError(Exception):
+    """A failed call: `code` is a grpc.StatusCode, `message` the server's sentence."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, job_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.job_id = job_id
+
+    @classmethod
+    def from_rpc(cls, error: grpc.RpcError, address: str, job_id: str = "") -> ArtForgeError:
+        code, details = error.code(), error.details() or ""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            details = f"cannot reach the ArtForge server at {address} ({details})"
+        return cls(code, details, job_id)
+
+
+class JobStream:
+    """The events of one job as they arrive. Iterating yields artforge.v1.JobEvent messages."""
+
+    def __init__(self, client: Client, call: grpc.CallIterator) -> None:
+        self._client = client
+        self._call = call
+        self.job_id = ""
+        self.last_sequence = -1
+        self.queue_position: int | None = None
+        self.started: jobs_pb2.JobStarted | None = None
+        self.finished: jobs_pb2.JobFinished | None = None
+
+    def __iter__(self) -> Iterator[jobs_pb2.JobEvent]:
+        try:
+            for event in self._call:
+                self.job_id = event.job_id
+                self.last_sequence = event.sequence
+                match event.WhichOneof("event"):
+                    case "queued":
+                        self.queue_position = event.queued.position
+                    case "started":
+                        self.started = event.started
+                    case "finished":
+                        self.finished = event.finished
+                yield event
+        except grpc.RpcError as error:
+            raise ArtForgeError.from_rpc(error, self._client.address, self.job_id) from None
+
+    def iter_text(self) -> Iterator[str]:
+        """Only the text as it is generated (text jobs)."""
+        for event in self:
+            if event.HasField("text"):
+                yield event.text.text
+
+    def wait(self) -> jobs_pb2.JobFinished:
+        """Read to the end; the final event (ArtForgeError if the job did not succeed)."""
+        for _ in self:
+            pass
+        assert self.finished is not None, "a job stream always ends with a finished event"
+        return self.finished
+
+    def cancel(self) -> jobs_pb2.JobInfo:
+        """Ask the server to cancel the job; the stream then ends with CANCELLED."""
+        return self._client.cancel(self.job_id)
+
+    def disconnect(self) -> None:
+        """Drop the call: the server cancels the job unless it was submitted with keep=True."""
+        self._call.cancel()
+
+
+class Client:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | str | Path | None = None,
+        timeout: float = UNARY_TIMEOUT,
+    ) -> None:
+        """Connect to `address` (host:port). With `tls`, `root_certificates` (PEM bytes or a
+        file) is the CA to trust, for servers with a self-signed certificate."""
+        self.address = address
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 256 << 20)]
+        if tls:
+            if isinstance(root_certificates, (str, Path)):
+                root_certificates = Path(root_certificates).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = service_pb2_grpc.ArtForgeStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _unary(self, method: grpc.UnaryUnaryMultiCallable, request: object, timeout: float | None = None) -> object:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise ArtForgeError.from_rpc(error, self.address) from None
+
+    def _stream(self, method: grpc.UnaryStreamMultiCallable, request: object, timeout: float | None) -> JobStream:
+        return JobStream(self, method(request, timeout=timeout, metadata=self._metadata))
+
+    # -- server ---------------------------------------------------------------------------
+
+    def server_info(self) -> server_pb2.ServerInfo:
+        """Also the cheapest way to test a connection and a token."""
+        return self._unary(self._stub.GetServerInfo, server_pb2.GetServerInfoRequest())
+
+    def list_models(self, kind: int = server_pb2.MODEL_KIND_UNSPECIFIED) -> list[server_pb2.ModelInfo]:
+        return list(self._unary(self._stub.ListModels, server_pb2.ListModelsRequest(kind=kind)).models)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def generate_text(
+        self,
+        prompt: str,
+        *,
+        task: str = "",
+        model: str = "",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: Iterable[str] = (),
+        seed: int | None = None,
+        history: Iterable[tuple[str, str]] = (),
+        system_prompt: str = "",
+        priority: int = 0,
+        keep: bool = False,
+        label: str = "",
+        timeout: float | None = None,
+    ) -> JobStream:
+        """Submit a text job. `timeout` (seconds) is the job's deadline; None waits for as long as it takes."""
+        request = text_pb2.GenerateTextRequest(
+            prompt=prompt,
+            task=task,
+            model=model,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=list(stop),
+            seed=seed,
+            history=[text_pb2.ChatMessage(role=role, content=content) for role, content in history],
+            system_prompt=system_prompt,
+            options=jobs_pb2.JobOptions(priority=priority, keep_on_disconnect=keep, label=label),
+        )
+        return self._stream(self._stub.GenerateText, request, timeout)
+
+    def generate_image(self, request: image_pb2.GenerateImageRequest, timeout: float | None = None) -> JobStream:
+        return self._stream(self._stub.GenerateImage, request, timeout)
+
+    def stylize(self, request: image_pb2.StylizeRequest, timeout: float | None = None) -> JobStream:
+        return self._stream(self._stub.Stylize, request, timeout)
+
+    def watch(self, job_id: str, from_sequence: int = 0, timeout: float | None = None) -> JobStream:
+        """Re-attach to a running or recently finished job, replaying from `from_sequence`."""
+        return self._stream(self._stub.WatchJob, jobs_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence), timeout)
+
+    def cancel(self, job_id: str) -> jobs_pb2.JobInfo:
+        return self._unary(self._stub.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id))
+
+    def get_job(self, job_id: str) -> jobs_pb2.JobInfo:
+        return self._unary(self._stub.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))

@@ -1,0 +1,149 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
+    MODEL_KIND_TEXT: _ClassVar[ModelKind]
+    MODEL_KIND_IMAGE: _ClassVar[ModelKind]
+    MODEL_KIND_STYLE: _ClassVar[ModelKind]
+    MODEL_KIND_SAFETY: _ClassVar[ModelKind]
+    MODEL_KIND_LORA: _ClassVar[ModelKind]
+MODEL_KIND_UNSPECIFIED: ModelKind
+MODEL_KIND_TEXT: ModelKind
+MODEL_KIND_IMAGE: ModelKind
+MODEL_KIND_STYLE: ModelKind
+MODEL_KIND_SAFETY: ModelKind
+MODEL_KIND_LORA: ModelKind
+
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    default_max_tokens: int
+    max_prompt_chars: int
+    max_image_pixels: int
+    max_steps: int
+    max_batch: int
+    max_queue: int
+    chunk_bytes: int
+    max_request_bytes: int
+    max_priority: int
+    result_ttl_seconds: float
+    def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("name", "description", "busy")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    busy: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., busy: _Optional[bool] = ...) -> None: ...
+
+class TextTask(_message.Message):
+    __slots__ = ("name", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class Style(_message.Message):
+    __slots__ = ("index", "name")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    name: str
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("server_version", "api_version", "devices", "limits", "tasks", "default_text_model", "default_image_model", "schedulers", "styles", "queue_length", "running_jobs", "auth_required", "images_available", "stylize_available")
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TEXT_MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_IMAGE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULERS_FIELD_NUMBER: _ClassVar[int]
+    STYLES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    STYLIZE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    server_version: str
+    api_version: str
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    limits: Limits
+    tasks: _containers.RepeatedCompositeFieldContainer[TextTask]
+    default_text_model: str
+    default_image_model: str
+    schedulers: _containers.RepeatedScalarFieldContainer[str]
+    styles: _containers.RepeatedCompositeFieldContainer[Style]
+    queue_length: int
+    running_jobs: int
+    auth_required: bool
+    images_available: bool
+    stylize_available: bool
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TextTask, _Mapping]]] = ..., default_text_model: _Optional[str] = ..., default_image_model: _Optional[str] = ..., schedulers: _Optional[_Iterable[str]] = ..., styles: _Optional[_Iterable[_Union[Style, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., auth_required: _Optional[bool] = ..., images_available: _Optional[bool] = ..., stylize_available: _Optional[bool] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "kind", "format", "path", "backend_requested", "backend", "backend_reason", "loaded", "is_default", "description", "context_length")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ModelKind
+    format: str
+    path: str
+    backend_requested: str
+    backend: str
+    backend_reason: str
+    loaded: bool
+    is_default: bool
+    description: str
+    context_length: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[str] = ..., path: _Optional[str] = ..., backend_requested: _Optional[str] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded: _Optional[bool] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., context_length: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("kind",)
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    kind: ModelKind
+    def __init__(self, kind: _Optional[_Union[ModelKind, str]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

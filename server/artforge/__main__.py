@@ -1,0 +1,3 @@
+from artforge.cli import main
+
+raise SystemExit(main())

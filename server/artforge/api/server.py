@@ -1,0 +1,77 @@
+"""The gRPC server: the ArtForge service, standard health and reflection, auth and TLS."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from artforge.api.auth import AuthInterceptor, TokenAuth
+from artforge.api.servicer import ArtForgeServicer
+from artforge.app import App
+from artforge_client.v1 import service_pb2, service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ArtForge"].full_name
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """A started gRPC server around an App; `port` is the one actually bound."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        config = app.config
+        auth = TokenAuth(config.tokens)
+        limits = config.limits
+        self.grpc = grpc.aio.server(
+            interceptors=[AuthInterceptor(auth)] if auth.enabled else [],
+            options=[
+                ("grpc.max_receive_message_length", limits.max_request_bytes),
+                # Results travel in chunks; this bounds every message the server sends.
+                ("grpc.max_send_message_length", limits.chunk_bytes + (1 << 20)),
+            ],
+        )
+        service_pb2_grpc.add_ArtForgeServicer_to_server(ArtForgeServicer(app, auth), self.grpc)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
+        if config.tls_cert:
+            credentials = grpc.ssl_server_credentials([(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+            self.port = self.grpc.add_secure_port(config.address, credentials)
+        else:
+            self.port = self.grpc.add_insecure_port(config.address)
+        if not self.port:
+            raise OSError(f"could not listen on {config.address}")
+        if not is_loopback(config.host) and not auth.enabled:
+            log.warning("listening on %s with no tokens: anyone who can reach this port can use the server", config.host)
+        if not is_loopback(config.host) and not config.tls_cert:
+            log.warning("listening on %s without TLS: prompts, tokens and images cross the network in the clear", config.host)
+
+    async def start(self) -> None:
+        """Listen at once (NOT_SERVING), preload models, then report SERVING."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.app.start()
+        await self.grpc.start()
+        await self.app.preload()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.app.stop()
+        await self.grpc.stop(grace)

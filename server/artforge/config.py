@@ -1,0 +1,231 @@
+"""Server configuration: defaults < TOML file < ARTFORGE_* environment < command-line flags.
+
+A config file looks like this (every key optional):
+
+    [server]
+    host = "127.0.0.1"
+    port = 50051
+    devices = ["auto"]          # or ["cpu"], ["cuda:0", "cuda:1"]
+    result_ttl_seconds = 600
+    log_level = "info"
+
+    [auth]
+    tokens = { alice = "long-random-secret" }   # name = token; empty: no auth
+    tls_cert = "server.crt"
+    tls_key = "server.key"
+
+    [models]
+    dir = "~/.local/share/artforge/models"
+    default_text = "smollm2-135m-instruct"
+    preload = ["smollm2-135m-instruct"]
+    max_loaded = 2
+
+    [model.my-llm]              # a named model anywhere on disk
+    path = "/data/llm/Qwen2.5-0.5B-Instruct"
+    kind = "text"
+
+    [limits]
+    max_tokens = 2048
+
+    [tasks.haiku]               # a task of your own, next to the built-in ones
+    description = "a haiku about the prompt"
+    system_prompt = "Answer with one haiku."
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from artforge.errors import ArtForgeError, ErrorCode
+
+EMBEDDED_TEXT_MODEL = "smollm2-135m-instruct"
+
+
+def default_models_dir() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data_home) / "artforge" / "models"
+
+
+@dataclass
+class ModelEntry:
+    """A model named in the config, wherever its files are."""
+
+    name: str
+    path: str
+    kind: str = "text"
+    backend: str = "auto"
+    description: str = ""
+
+
+@dataclass
+class TaskEntry:
+    description: str
+    system_prompt: str
+
+
+@dataclass
+class Limits:
+    max_tokens: int = 2048
+    default_max_tokens: int = 256
+    max_prompt_chars: int = 32_000
+    max_image_pixels: int = 2048 * 2048
+    max_steps: int = 150
+    max_batch: int = 8
+    max_queue: int = 64
+    chunk_bytes: int = 1 << 20
+    max_request_bytes: int = 64 << 20
+    max_priority: int = 10
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    devices: list[str] = field(default_factory=lambda: ["auto"])
+    result_ttl_seconds: float = 600.0
+    log_level: str = "info"
+    tokens: dict[str, str] = field(default_factory=dict)
+    tls_cert: str = ""
+    tls_key: str = ""
+    models_dir: Path = field(default_factory=default_models_dir)
+    default_text_model: str = EMBEDDED_TEXT_MODEL
+    preload: list[str] = field(default_factory=lambda: [EMBEDDED_TEXT_MODEL])
+    max_loaded_models: int = 2
+    models: list[ModelEntry] = field(default_factory=list)
+    tasks: dict[str, TaskEntry] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+# TOML section -> key -> Config attribute. Anything else in a file is an error, so a typo
+# never silently falls back to a default.
+_FILE_KEYS: dict[str, dict[str, str]] = {
+    "server": {
+        "host": "host",
+        "port": "port",
+        "devices": "devices",
+        "result_ttl_seconds": "result_ttl_seconds",
+        "log_level": "log_level",
+    },
+    "auth": {"tokens": "tokens", "tls_cert": "tls_cert", "tls_key": "tls_key"},
+    "models": {
+        "dir": "models_dir",
+        "default_text": "default_text_model",
+        "preload": "preload",
+        "max_loaded": "max_loaded_models",
+    },
+}
+
+# Environment variable -> Config attribute; lists are comma-separated.
+ENV_VARS: dict[str, str] = {
+    "ARTFORGE_HOST": "host",
+    "ARTFORGE_PORT": "port",
+    "ARTFORGE_DEVICES": "devices",
+    "ARTFORGE_MODELS_DIR": "models_dir",
+    "ARTFORGE_DEFAULT_TEXT_MODEL": "default_text_model",
+    "ARTFORGE_PRELOAD": "preload",
+    "ARTFORGE_TLS_CERT": "tls_cert",
+    "ARTFORGE_TLS_KEY": "tls_key",
+    "ARTFORGE_LOG_LEVEL": "log_level",
+    "ARTFORGE_RESULT_TTL_SECONDS": "result_ttl_seconds",
+}
+# A single token from the environment, for the common one-studio-one-secret case.
+TOKEN_ENV = "ARTFORGE_TOKEN"
+
+
+def _config_error(where: str, problem: str) -> ArtForgeError:
+    return ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"config {where}: {problem}")
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Turn a file, env or flag value into the type of Config.<name>."""
+    current = getattr(Config(), name)
+    try:
+        if isinstance(current, bool):
+            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, Path):
+            return Path(str(value)).expanduser()
+        if isinstance(current, list):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(item).strip() for item in items if str(item).strip()]
+        if isinstance(current, dict):
+            if not isinstance(value, Mapping):
+                raise TypeError("expected a table")
+            return {str(k): str(v) for k, v in value.items()}
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise _config_error(where, f"{value!r} is not a valid {type(current).__name__} ({exc})") from None
+
+
+def _dataclass_from(cls: type, data: Mapping[str, Any], where: str, **extra: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise _config_error(where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    try:
+        return cls(**extra, **data)
+    except TypeError as exc:
+        raise _config_error(where, str(exc)) from None
+
+
+def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
+    for section, values in data.items():
+        where = f"{source} [{section}]"
+        if section in _FILE_KEYS:
+            keys = _FILE_KEYS[section]
+            for key, value in values.items():
+                if key not in keys:
+                    raise _config_error(where, f"unknown key {key!r}; known: {', '.join(keys)}")
+                setattr(config, keys[key], _coerce(keys[key], value, f"{where} {key}"))
+        elif section == "limits":
+            config.limits = _dataclass_from(Limits, values, where)
+        elif section == "model":
+            config.models = [_dataclass_from(ModelEntry, v, f"{source} [model.{n}]", name=n) for n, v in values.items()]
+        elif section == "tasks":
+            config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in values.items()}
+        else:
+            known = [*_FILE_KEYS, "limits", "model", "tasks"]
+            raise _config_error(source, f"unknown section [{section}]; known: {', '.join(known)}")
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config from defaults, an optional TOML file, the environment and flags."""
+    env = os.environ if env is None else env
+    config = Config()
+    path = path or (Path(env["ARTFORGE_CONFIG"]) if env.get("ARTFORGE_CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise _config_error(str(path), "file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise _config_error(str(path), f"not valid TOML ({exc})") from None
+        apply_file(config, data, str(path))
+    for var, name in ENV_VARS.items():
+        if env.get(var):
+            setattr(config, name, _coerce(name, env[var], var))
+    if env.get(TOKEN_ENV):
+        config.tokens = {**config.tokens, "default": env[TOKEN_ENV]}
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            setattr(config, name, _coerce(name, value, f"--{name.replace('_', '-')}"))
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise _config_error("auth", "tls_cert and tls_key go together: set both or neither")
+    return config

@@ -1,0 +1,63 @@
+"""What happens to a job, in order. The API turns these into artforge.v1.JobEvent messages."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from artforge.engines.base import Usage
+from artforge.errors import ErrorCode
+
+
+class JobState(enum.Enum):
+    QUEUED = 1
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+    DEADLINE_EXCEEDED = 6
+
+    @property
+    def finished(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Queued:
+    position: int
+    queue_length: int
+
+
+@dataclass(frozen=True)
+class Started:
+    model: str
+    backend: str
+    device: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "loading_model", "generating", "postprocessing"
+    step: int = 0
+    total_steps: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    state: JobState
+    usage: Usage
+    text: str = ""
+    finish_reason: str = ""
+    error_code: ErrorCode | None = None
+    error_message: str = ""
+
+
+Event = Queued | Started | Progress | TextDelta | Finished

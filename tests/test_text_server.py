@@ -1,0 +1,266 @@
+"""Text generation through a real server and the real SmolLM2 model, over gRPC."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+
+from artforge_client import ArtForgeError
+from artforge_client.v1 import jobs_pb2
+from tests.conftest import wait_finished
+
+LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
+
+
+def collect(stream) -> tuple[list[str], jobs_pb2.JobFinished]:
+    pieces = list(stream.iter_text())
+    return pieces, stream.finished
+
+
+def test_text_streams_piece_by_piece_and_adds_up(client):
+    stream = client.generate_text("Describe a red fox in the snow.", max_tokens=24, seed=7)
+    arrivals = []
+    pieces = []
+    token_counts = []
+    for event in stream:
+        if event.HasField("text"):
+            arrivals.append(time.monotonic())
+            pieces.append(event.text.text)
+            token_counts.append(event.text.completion_tokens)
+    finished = stream.finished
+    assert finished.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert len(pieces) >= 10, "text arrives in many small pieces, not at once"
+    assert "".join(pieces) == finished.text
+    assert token_counts == sorted(token_counts)
+    assert finished.usage.completion_tokens == token_counts[-1] <= 24
+    # Streamed as generated: the pieces are spread over the generation, not sent in one burst.
+    assert arrivals[-1] - arrivals[0] > 0.3 * finished.usage.run_seconds
+    assert stream.started.backend == "torch" and stream.started.seed == 7
+
+
+def test_same_seed_same_text_other_seed_other_text(client):
+    def generate(seed: int) -> str:
+        return client.generate_text("Invent a name for a fantasy painting.", max_tokens=20, temperature=1.0, seed=seed).wait().text
+
+    first, again, other = generate(1234), generate(1234), generate(99)
+    assert first == again
+    assert first != other
+
+
+def test_greedy_ignores_the_seed(client):
+    texts = {client.generate_text("Name three primary colours.", max_tokens=12, temperature=0, seed=s).wait().text for s in (1, 2)}
+    assert len(texts) == 1
+
+
+def test_stop_string_ends_the_text_before_it(client):
+    prompt = "Count from one to ten."
+    free = client.generate_text(prompt, max_tokens=40, temperature=0).wait()
+    # A stop string taken from the middle of the free text, at its first occurrence, so it
+    # may span token boundaries (the decoder must hold back its partial matches).
+    at = next(i for i in range(8, len(free.text) - 3) if free.text.find(free.text[i : i + 3]) == i)
+    stop = free.text[at : at + 3]
+    stopped = client.generate_text(prompt, max_tokens=40, temperature=0, stop=[stop]).wait()
+    assert stopped.finish_reason == "stop_string"
+    assert stopped.text == free.text[:at]
+    assert stop not in stopped.text
+
+
+def test_cancel_mid_stream_stops_generation(client):
+    stream = client.generate_text(LONG_PROMPT, max_tokens=300, temperature=0)
+    seen_at_cancel = None
+    with pytest.raises(ArtForgeError) as error:
+        for event in stream:
+            if event.HasField("text") and seen_at_cancel is None and event.text.completion_tokens >= 5:
+                seen_at_cancel = event.text.completion_tokens
+                stream.cancel()
+    assert error.value.code is grpc.StatusCode.CANCELLED
+    assert stream.finished.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert stream.finished.finish_reason == "cancelled"
+    # The server's own count: at most a couple of tokens past the moment of cancel.
+    assert seen_at_cancel <= stream.finished.usage.completion_tokens <= seen_at_cancel + 2
+    assert client.get_job(stream.job_id).state == jobs_pb2.JOB_STATE_CANCELLED
+
+
+def test_cancel_a_queued_job(server, client):
+    with server.client() as other:
+        running = client.generate_text(LONG_PROMPT, max_tokens=60, temperature=0)
+        next(iter(running))  # submitted
+        queued = other.generate_text("Say hello.", max_tokens=5)
+        first = next(iter(queued))
+        assert first.HasField("queued")
+        info = other.cancel(queued.job_id)
+        assert info.state == jobs_pb2.JOB_STATE_CANCELLED
+        assert info.usage.completion_tokens == 0
+        with pytest.raises(ArtForgeError) as error:
+            queued.wait()
+        assert error.value.code is grpc.StatusCode.CANCELLED
+        running.cancel()
+
+
+def test_deadline_shorter_than_the_job(client):
+    stream = client.generate_text(LONG_PROMPT, max_tokens=300, temperature=0, timeout=1.5)
+    with pytest.raises(ArtForgeError) as error:
+        stream.wait()
+    assert error.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    info = wait_finished(client, stream.job_id)
+    assert info.state == jobs_pb2.JOB_STATE_DEADLINE_EXCEEDED
+    assert info.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+    assert 0 < info.usage.completion_tokens < 300
+
+
+def test_disconnected_client_cancels_its_job(client):
+    stream = client.generate_text(LONG_PROMPT, max_tokens=300, temperature=0)
+    for event in stream:
+        if event.HasField("text") and event.text.completion_tokens >= 3:
+            break
+    stream.disconnect()
+    info = wait_finished(client, stream.job_id)
+    assert info.state == jobs_pb2.JOB_STATE_CANCELLED
+    assert "disconnected" in info.error.message
+    assert info.usage.completion_tokens < 300
+
+
+def test_kept_job_survives_disconnect_and_watch_replays_it(client):
+    stream = client.generate_text(LONG_PROMPT, max_tokens=40, temperature=0, keep=True)
+    before = []
+    for event in stream:
+        if event.HasField("text"):
+            before.append(event.text.text)
+            if len(before) == 3:
+                break
+    stream.disconnect()
+
+    watched = client.watch(stream.job_id)
+    events = list(watched)
+    assert [e.sequence for e in events] == list(range(len(events))), "the whole job, in order, without gaps"
+    pieces = [e.text.text for e in events if e.HasField("text")]
+    assert pieces[:3] == before
+    assert watched.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert "".join(pieces) == watched.finished.text
+    assert watched.finished.usage.completion_tokens == 40 or watched.finished.finish_reason == "eos"
+
+    # Re-attaching from a later sequence replays only the rest.
+    tail = list(client.watch(stream.job_id, from_sequence=events[-3].sequence))
+    assert [e.sequence for e in tail] == [e.sequence for e in events[-3:]]
+
+
+def test_watch_unknown_job_is_not_found(client):
+    with pytest.raises(ArtForgeError) as error:
+        client.watch("no-such-job").wait()
+    assert error.value.code is grpc.StatusCode.NOT_FOUND
+    assert "job_id" in error.value.message
+
+
+def test_clients_are_served_in_queue_order_with_positions(server):
+    results: dict[str, dict] = {}
+
+    def run(name: str, delay: float) -> None:
+        time.sleep(delay)
+        with server.client() as c:
+            record = {"positions": [], "texts": []}
+            stream = c.generate_text(f"Tell me about the colour {name}.", max_tokens=16, temperature=0)
+            for event in stream:
+                if event.HasField("queued"):
+                    record["positions"].append((event.queued.position, event.queued.queue_length))
+                elif event.HasField("text"):
+                    record["texts"].append(time.monotonic())
+            record["state"] = stream.finished.state
+            results[name] = record
+
+    threads = [threading.Thread(target=run, args=(name, i * 0.3)) for i, name in enumerate(["red", "green", "blue"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(r["state"] == jobs_pb2.JOB_STATE_SUCCEEDED for r in results.values())
+    red, green, blue = results["red"], results["green"], results["blue"]
+    # One device: each job generates only after the one before it has finished (the gap between
+    # them is a whole prompt-processing pass, far above any thread-scheduling jitter).
+    assert red["texts"][-1] < green["texts"][0] and green["texts"][-1] < blue["texts"][0]
+    assert green["positions"][0] == (0, 1), "green waits first in line behind the running red job"
+    assert [p for p, _ in blue["positions"]] == [1, 0], "blue moves up as green starts"
+
+
+def test_higher_priority_jumps_the_queue(server):
+    with server.client() as c:
+        running = c.generate_text(LONG_PROMPT, max_tokens=40, temperature=0)
+        next(iter(running))
+        low = c.generate_text("Say one word.", max_tokens=3, priority=0)
+        next(iter(low))
+        high = c.generate_text("Say two words.", max_tokens=3, priority=5)
+        first = next(iter(high))
+        assert first.queued.position == 0
+        low_events = list(low)
+        high.wait()
+        running.wait()
+        # `low` was pushed back to second place when `high` arrived.
+        assert next(e.queued.position for e in low_events if e.HasField("queued")) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "field"),
+    [
+        ({"model": "no-such-model"}, grpc.StatusCode.NOT_FOUND, "model"),
+        ({"max_tokens": 0}, grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+        ({"max_tokens": 100000}, grpc.StatusCode.INVALID_ARGUMENT, "max_tokens"),
+        ({"temperature": -0.5}, grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+        ({"top_p": 0.0}, grpc.StatusCode.INVALID_ARGUMENT, "top_p"),
+        ({"prompt": ""}, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        ({"prompt": "   \n"}, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        ({"prompt": "x" * 200001}, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),
+        ({"prompt": "brush " * 9000}, grpc.StatusCode.INVALID_ARGUMENT, "prompt"),  # over the 8192-token context
+        ({"task": "poetry"}, grpc.StatusCode.INVALID_ARGUMENT, "task"),
+        ({"stop": [""]}, grpc.StatusCode.INVALID_ARGUMENT, "stop"),
+        ({"history": [("wizard", "hi")]}, grpc.StatusCode.INVALID_ARGUMENT, "history.role"),
+    ],
+)
+def test_bad_input_is_refused_with_the_field_named(client, kwargs, code, field):
+    request = {"prompt": "Describe a castle.", "max_tokens": 8, **kwargs}
+    with pytest.raises(ArtForgeError) as error:
+        client.generate_text(**request).wait()
+    assert error.value.code is code
+    assert error.value.message.startswith(f"{field}:"), error.value.message
+    assert error.value.job_id == "", "refused before any job existed"
+    # ... and the server keeps serving.
+    assert client.generate_text("Say yes.", max_tokens=3).wait().state == jobs_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_context_limit_names_the_numbers(client):
+    with pytest.raises(ArtForgeError) as error:
+        client.generate_text("brush " * 9000, max_tokens=8).wait()
+    assert "8192-token context" in error.value.message
+
+
+def test_tasks_bring_their_own_system_prompts(client):
+    info = client.server_info()
+    assert {"chat", "scene_description", "prompt_expand"} <= {t.name for t in info.tasks}
+    prompt = "a dragon over a harbour"
+    texts = {task: client.generate_text(prompt, task=task, max_tokens=24, temperature=0).wait().text for task in ("chat", "prompt_expand")}
+    assert texts["chat"] != texts["prompt_expand"]
+    assert all(t.strip() for t in texts.values())
+
+
+def test_server_info_and_models(client):
+    info = client.server_info()
+    assert info.api_version == "v1"
+    assert info.default_text_model == "smollm2-135m-instruct"
+    assert [d.name for d in info.devices] == ["cpu"]
+    assert info.limits.max_tokens == 512
+    assert not info.auth_required
+    models = {m.name: m for m in client.list_models()}
+    smol = models["smollm2-135m-instruct"]
+    assert smol.format == "gguf" and smol.loaded and smol.is_default
+    assert smol.context_length == 8192
+    assert smol.backend == "torch"
+
+
+def test_image_rpcs_say_they_are_not_served_yet(client):
+    from artforge_client.v1 import image_pb2
+
+    with pytest.raises(ArtForgeError) as error:
+        client.generate_image(image_pb2.GenerateImageRequest(prompt="a cat")).wait()
+    assert error.value.code is grpc.StatusCode.UNIMPLEMENTED
+    assert "not served by this server version yet" in error.value.message
