@@ -1,0 +1,1 @@
+"""gRPC servicers, auth, health and reflection: proto <-> domain."""

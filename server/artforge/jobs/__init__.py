@@ -1,0 +1,1 @@
+"""The job queue and scheduler: ids, priorities, cancel, deadlines, watch."""

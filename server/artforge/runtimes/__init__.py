@@ -1,0 +1,1 @@
+"""How an engine runs: devices, loaded models, the PyTorch text runtime."""
