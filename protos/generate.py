@@ -44,6 +44,8 @@ def generate(out: Path) -> list[Path]:
         written = []
         for generated in sorted((Path(tmp) / "artforge" / "v1").iterdir()):
             text = PACKAGE_IMPORT.sub(r"from . import \1 as", generated.read_text())
+            if generated.name.endswith("_pb2_grpc.py") and "Stub" not in text:
+                continue  # protos without a service get an empty grpc module; skip it
             target = out / generated.name
             target.write_text(text)
             written.append(target)

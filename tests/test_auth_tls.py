@@ -6,10 +6,10 @@ import subprocess
 
 import grpc
 import pytest
-from artforge_client import ArtForgeError, Client
-from artforge_client.v1 import jobs_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from artforge_client import ArtForgeError, Client
+from artforge_client.v1 import jobs_pb2
 from tests.conftest import TEST_CONFIG, start_server, stop_server
 
 TOKEN = "s3cret"

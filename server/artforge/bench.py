@@ -25,10 +25,9 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
-from artforge_client import Client
-
 from artforge import __version__
 from artforge.launch import ServerProcess
+from artforge_client import Client
 
 SHORT_PROMPT = "Name a colour."
 LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
@@ -91,7 +90,12 @@ def bench_text(args: argparse.Namespace) -> dict:
         },
         "server": address if args.address else "started by the bench",
         "model": long[0]["model"],
-        "settings": {"runs": args.runs, "max_tokens": args.max_tokens, "decoding": "greedy", "long_prompt_tokens": long[0]["prompt_tokens"]},
+        "settings": {
+            "runs": args.runs,
+            "max_tokens": args.max_tokens,
+            "decoding": "greedy",
+            "long_prompt_tokens": long[0]["prompt_tokens"],
+        },
         "backends": {
             backend: {
                 "device": long[0]["device"],

@@ -40,7 +40,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin, get_type_hints
 
 from artforge.errors import ArtForgeError, ErrorCode
 
@@ -146,37 +146,49 @@ def _config_error(where: str, problem: str) -> ArtForgeError:
     return ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"config {where}: {problem}")
 
 
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """Turn a file, env or flag value into the type of Config.<name>."""
-    current = getattr(Config(), name)
+def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
+    """`value`, from TOML or as a string from the environment or a flag, as the type of cls.name."""
+    hint = get_type_hints(cls)[name]
+    kind = get_origin(hint) or hint
     try:
-        if isinstance(current, bool):
-            return value if isinstance(value, bool) else str(value).lower() in {"1", "true", "yes"}
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, Path):
-            return Path(str(value)).expanduser()
-        if isinstance(current, list):
-            items = value.split(",") if isinstance(value, str) else list(value)
+        if kind is list:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list):
+                raise TypeError
             return [str(item).strip() for item in items if str(item).strip()]
-        if isinstance(current, dict):
-            if not isinstance(value, Mapping):
-                raise TypeError("expected a table")
-            return {str(k): str(v) for k, v in value.items()}
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise _config_error(where, f"{value!r} is not a valid {type(current).__name__} ({exc})") from None
+        if kind is dict:
+            if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+                raise TypeError
+            return dict(value)
+        if kind in (str, Path):
+            if not isinstance(value, (str, Path)):
+                raise TypeError
+            return Path(value).expanduser() if kind is Path else value
+        if kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (kind is int and isinstance(value, float)):
+                raise TypeError
+            return kind(value)
+    except (TypeError, ValueError):
+        expected = {list: "list", dict: "table of strings", str: "string", Path: "path", int: "whole number", float: "number"}
+        raise _config_error(where, f"{value!r} is not a valid {expected[kind]}") from None
+    raise TypeError(f"no conversion for {cls.__name__}.{name}: {hint}")
 
 
-def _dataclass_from(cls: type, data: Mapping[str, Any], where: str, **extra: Any) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
+def _table(values: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(values, Mapping):
+        raise _config_error(where, f"must be a table ([section] with keys), not {values!r}")
+    return values
+
+
+def _dataclass_from(cls: type, data: Any, where: str, **extra: Any) -> Any:
+    data = _table(data, where)
+    names = {f.name for f in dataclasses.fields(cls)} - set(extra)
     unknown = sorted(set(data) - names)
     if unknown:
         raise _config_error(where, f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    values = {key: _coerce(cls, key, value, f"{where} {key}") for key, value in data.items()}
     try:
-        return cls(**extra, **data)
+        return cls(**extra, **values)
     except TypeError as exc:
         raise _config_error(where, str(exc)) from None
 
@@ -186,16 +198,17 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
         where = f"{source} [{section}]"
         if section in _FILE_KEYS:
             keys = _FILE_KEYS[section]
-            for key, value in values.items():
+            for key, value in _table(values, where).items():
                 if key not in keys:
                     raise _config_error(where, f"unknown key {key!r}; known: {', '.join(keys)}")
-                setattr(config, keys[key], _coerce(keys[key], value, f"{where} {key}"))
+                setattr(config, keys[key], _coerce(Config, keys[key], value, f"{where} {key}"))
         elif section == "limits":
             config.limits = _dataclass_from(Limits, values, where)
         elif section == "model":
-            config.models = [_dataclass_from(ModelEntry, v, f"{source} [model.{n}]", name=n) for n, v in values.items()]
+            entries = _table(values, where).items()
+            config.models = [_dataclass_from(ModelEntry, v, f"{source} [model.{n}]", name=n) for n, v in entries]
         elif section == "tasks":
-            config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in values.items()}
+            config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in _table(values, where).items()}
         else:
             known = [*_FILE_KEYS, "limits", "model", "tasks"]
             raise _config_error(source, f"unknown section [{section}]; known: {', '.join(known)}")
@@ -220,12 +233,12 @@ def load_config(
         apply_file(config, data, str(path))
     for var, name in ENV_VARS.items():
         if env.get(var):
-            setattr(config, name, _coerce(name, env[var], var))
+            setattr(config, name, _coerce(Config, name, env[var], var))
     if env.get(TOKEN_ENV):
         config.tokens = {**config.tokens, "default": env[TOKEN_ENV]}
     for name, value in (overrides or {}).items():
         if value is not None:
-            setattr(config, name, _coerce(name, value, f"--{name.replace('_', '-')}"))
+            setattr(config, name, _coerce(Config, name, value, f"--{name.replace('_', '-')}"))
     if bool(config.tls_cert) != bool(config.tls_key):
         raise _config_error("auth", "tls_cert and tls_key go together: set both or neither")
     return config

