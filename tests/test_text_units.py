@@ -311,3 +311,17 @@ def test_top_p_keeps_the_smallest_set_reaching_the_mass():
     # 0.5 + 0.3 = 0.8 reaches top_p 0.75: only tokens 1 and 3 may be drawn.
     picked = set(draws(Sampling(temperature=1.0, top_p=0.75, seed=9), n=200, logits=logits))
     assert picked == {1, 3}
+
+
+def test_repetition_penalty_lowers_only_generated_tokens_whatever_their_sign():
+    from artforge.runtimes.torch_text import penalize_repeats
+
+    logits = torch.tensor([2.0, -2.0, 1.0, -1.0])
+    generated = torch.tensor([True, True, False, False])
+    penalized = penalize_repeats(logits, generated, 2.0)
+    # Positive logits are divided, negative ones multiplied: both become less likely.
+    assert penalized.tolist() == [1.0, -4.0, 1.0, -1.0]
+    assert logits.tolist() == [2.0, -2.0, 1.0, -1.0], "the input is left alone"
+    assert penalize_repeats(logits, generated, 1.0) is logits
+    # Greedy picks the next best once the best has been generated.
+    assert sample_next(penalize_repeats(torch.tensor([3.0, 2.5]), torch.tensor([True, False]), 1.5), Sampling(0, 1.0, 0), None) == 1

@@ -104,6 +104,7 @@ def cmd_text(args: argparse.Namespace) -> int:
             top_p=args.top_p,
             stop=args.stop or (),
             seed=args.seed,
+            repetition_penalty=args.repetition_penalty,
             timeout=args.timeout,
         )
         for piece in stream.iter_text():
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--top-p", type=float)
     text.add_argument("--stop", action="append")
     text.add_argument("--seed", type=int)
+    text.add_argument("--repetition-penalty", type=float, help="1 is off; default 1.1")
     text.add_argument("--timeout", type=float, help="deadline in seconds")
     _connection_args(text)
     text.set_defaults(func=cmd_text)

@@ -36,6 +36,7 @@ def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
         top_p=message.top_p if message.HasField("top_p") else None,
         stop=list(message.stop),
         seed=message.seed if message.HasField("seed") else None,
+        repetition_penalty=message.repetition_penalty if message.HasField("repetition_penalty") else None,
     )
 
 

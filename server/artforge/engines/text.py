@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TEMPERATURE = 0.7
 MAX_TEMPERATURE = 2.0
+DEFAULT_REPETITION_PENALTY = 1.1
+MAX_REPETITION_PENALTY = 2.0
 MAX_STOP_STRINGS = 8
 MAX_STOP_CHARS = 64
 ROLES = ("system", "user", "assistant")
@@ -80,6 +82,7 @@ class TextRequest:
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    repetition_penalty: float | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +224,9 @@ class TextEngine:
         top_p = 1.0 if request.top_p is None else request.top_p
         if not 0 < top_p <= 1:
             raise invalid("top_p", f"{top_p:g} is outside (0, 1]")
+        penalty = DEFAULT_REPETITION_PENALTY if request.repetition_penalty is None else request.repetition_penalty
+        if not 1 <= penalty <= MAX_REPETITION_PENALTY:
+            raise invalid("repetition_penalty", f"{penalty:g} is outside 1..{MAX_REPETITION_PENALTY:g} (1 is off)")
         if len(request.stop) > MAX_STOP_STRINGS:
             raise invalid("stop", f"{len(request.stop)} stop strings; the limit is {MAX_STOP_STRINGS}")
         for s in request.stop:
@@ -246,7 +252,8 @@ class TextEngine:
                 f"context of {spec.name}; shorten the prompt or lower max_tokens",
             )
         seed = secrets.randbits(63) if request.seed is None else request.seed
-        return PreparedText(spec.name, list(prompt_ids), max_tokens, Sampling(temperature, top_p, seed), tuple(request.stop))
+        sampling = Sampling(temperature, top_p, seed, penalty)
+        return PreparedText(spec.name, list(prompt_ids), max_tokens, sampling, tuple(request.stop))
 
     def run(self, request: PreparedText, job: JobContext) -> JobResult:
         spec = self.registry.get(request.model, "text")

@@ -17,6 +17,19 @@ class Sampling:
     temperature: float  # 0: greedy
     top_p: float  # 1: off
     seed: int
+    repetition_penalty: float = 1.0  # 1: off
+
+
+def penalize_repeats(logits, generated, penalty: float):  # noqa: ANN001, ANN201 (torch types are imported lazily)
+    """Make tokens in `generated` (a bool mask over the vocabulary) less likely, as in CTRL."""
+    if penalty == 1.0 or not bool(generated.any()):
+        return logits
+    import torch
+
+    logits = logits.clone()
+    seen = logits[generated]
+    logits[generated] = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
 
 
 def sample_next(logits, sampling: Sampling, generator) -> int:  # noqa: ANN001 (torch types are imported lazily)
@@ -54,9 +67,13 @@ class TorchTextModel:
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         cache = DynamicCache(config=self.model.config)
         inputs = torch.tensor([prompt_ids], device=self.device)
+        generated = None
         while True:
             with torch.inference_mode():
                 logits = self.model(input_ids=inputs, past_key_values=cache, use_cache=True).logits[0, -1]
-                token = sample_next(logits, sampling, generator)
+                if generated is None:
+                    generated = torch.zeros(logits.shape[-1], dtype=torch.bool, device=self.device)
+                token = sample_next(penalize_repeats(logits, generated, sampling.repetition_penalty), sampling, generator)
+                generated[token] = True
             yield token
             inputs = torch.tensor([[token]], device=self.device)
