@@ -105,7 +105,7 @@ system_prompt = "Answer with one haiku."
         ModelEntry(name="my-llm", path="/data/llm/Qwen2.5-0.5B-Instruct", description="a bigger model"),
         ModelEntry(name="painter", path="/data/sd", kind="image", backend="torch"),
     ]
-    assert config.models[0].kind == "text" and config.models[0].backend == "auto"
+    assert config.models[0].kind == "" and config.models[0].backend == "auto", "kind is detected from the files unless given"
     assert config.limits == Limits(max_tokens=100, max_queue=4)
     assert config.limits.default_max_tokens == Limits().default_max_tokens, "limits not named keep their defaults"
     assert config.tasks == {"haiku": TaskEntry(description="a haiku about the prompt", system_prompt="Answer with one haiku.")}

@@ -278,12 +278,3 @@ def test_server_info_and_models(client):
     assert smol.format == "gguf" and smol.loaded and smol.is_default
     assert smol.context_length == 8192
     assert smol.backend == "torch"
-
-
-def test_image_rpcs_say_they_are_not_served_yet(client):
-    from artforge_client.v1 import image_pb2
-
-    with pytest.raises(ArtForgeError) as error:
-        client.generate_image(image_pb2.GenerateImageRequest(prompt="a cat")).wait()
-    assert error.value.code is grpc.StatusCode.UNIMPLEMENTED
-    assert "not served by this server version yet" in error.value.message

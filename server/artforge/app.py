@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 
 from artforge.config import Config
+from artforge.engines.base import ImageOutput
+from artforge.engines.image import ImageEngine
+from artforge.engines.stylize import StylizeEngine
 from artforge.engines.text import TextEngine
-from artforge.jobs.scheduler import Scheduler
+from artforge.jobs.scheduler import ImageFilter, Scheduler
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.devices import resolve_devices
 
@@ -17,9 +20,29 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.devices = resolve_devices(config.devices)
-        self.registry = ModelRegistry(config.models_dir, config.models, {"text": config.default_text_model})
+        defaults = {"text": config.default_text_model, "image": config.default_image_model}
+        self.registry = ModelRegistry(config.models_dir, config.models, defaults)
         self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models)
-        self.scheduler = Scheduler(self.devices, config.limits, config.result_ttl_seconds)
+        self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models)
+        self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
+        self.engines = (self.text, self.image, self.stylize)
+        self.scheduler = Scheduler(self.devices, config.limits, config.result_ttl_seconds, self._safety_filter())
+
+    def _safety_filter(self) -> ImageFilter | None:
+        """With `safety` on, every image result passes the NSFW detector; flagged ones are blurred."""
+        if not self.config.safety:
+            return None
+        from artforge.engines.safety import SafetyChecker, apply_safety
+
+        checker = SafetyChecker(self.config.models_dir)
+
+        def check(images: list[ImageOutput]) -> list[ImageOutput]:
+            return apply_safety(checker, images)
+
+        return check
+
+    def loaded_models(self) -> set[str]:
+        return set().union(*(engine.loaded_models() for engine in self.engines))
 
     async def start(self) -> None:
         self.scheduler.start()
@@ -27,9 +50,10 @@ class App:
     async def preload(self) -> None:
         """Load the configured models on every device, on the threads that will run them."""
         for name in self.config.preload:
+            engine = self.image if any(spec.name == name for spec in self.registry.list("image")) else self.text
             for device in self.devices:
                 try:
-                    await self.scheduler.run_on_device(device, self.text.preload, name, device)
+                    await self.scheduler.run_on_device(device, engine.preload, name, device)
                     log.info("preloaded %s on %s", name, device)
                 except Exception as exc:  # a missing preload model must not stop the server
                     log.warning("could not preload %s on %s: %s", name, device, exc)

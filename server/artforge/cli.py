@@ -122,6 +122,100 @@ def cmd_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_image(path: str):  # noqa: ANN202
+    """A file as an artforge.v1.Image: PNGs as they are, other formats converted to PNG."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from artforge_client.v1 import pixels_pb2
+
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG"):
+        with PILImage.open(io.BytesIO(data)) as image:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            data = buffer.getvalue()
+    return pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, data=data)
+
+
+_OUTPUT_FORMATS = {"png8": 1, "png16": 2, "raw": 3}  # artforge.v1.OutputFormat
+_ROLE_SUFFIX = {1: "", 2: "_height", 3: "_normal", 4: "_roughness"}  # artforge.v1.ImageRole
+
+
+def _write_results(stream, output: str) -> None:  # noqa: ANN001
+    """Follow an image job, report progress on stderr, write each result next to `output`."""
+    for event in stream:
+        if event.HasField("queued") and event.queued.position:
+            print(f"queued: {event.queued.position} ahead", file=sys.stderr)
+        elif event.HasField("progress") and event.progress.total_steps:
+            print(f"\rstep {event.progress.step}/{event.progress.total_steps}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    base = Path(output)
+    batch = max((result.header.batch_index for result in stream.images), default=0) + 1
+    for result in stream.images:
+        header = result.header
+        suffix = ".raw" if header.image.encoding == 2 else base.suffix or ".png"
+        index = f"-{header.batch_index}" if batch > 1 else ""
+        path = base.with_name(f"{base.stem}{index}{_ROLE_SUFFIX[header.role]}{suffix}")
+        path.write_bytes(result.data)
+        image = header.image
+        print(f"{path}: {image.width}x{image.height}, {image.channels} channels, seed {header.provenance.seed}", file=sys.stderr)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
+
+    modes = {"txt2img": 1, "img2img": 2, "inpaint": 3}
+    request = image_pb2.GenerateImageRequest(
+        model=args.model,
+        mode=modes[args.mode],
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        width=args.width,
+        height=args.height,
+        steps=args.steps,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        batch_size=args.batch,
+        scheduler=args.scheduler,
+        tiling=pixels_pb2.Tiling(x="x" in args.tile, y="y" in args.tile),
+        loras=[pixels_pb2.LoraWeight(name=n, scale=float(s or 1)) for n, _, s in (x.partition(":") for x in args.lora or [])],
+        init_image=_read_image(args.init) if args.init else None,
+        strength=args.strength,
+        mask=_read_image(args.mask) if args.mask else None,
+        output_format=_OUTPUT_FORMATS[args.format],
+        pbr_maps=args.pbr,
+        options=jobs_pb2.JobOptions(label="cli"),
+    )
+    with _client(args) as client:
+        _write_results(client.generate_image(request, timeout=args.timeout), args.output)
+    return 0
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from artforge_client.v1 import image_pb2, jobs_pb2
+
+    request = image_pb2.StylizeRequest(
+        model=args.model,
+        image=_read_image(args.image),
+        strength=args.strength,
+        tile_size=args.tile_size,
+        output_format=_OUTPUT_FORMATS[args.format],
+        options=jobs_pb2.JobOptions(label="cli"),
+    )
+    if args.style_image:
+        request.style_image.CopyFrom(_read_image(args.style_image))
+    elif args.blend:
+        pairs = [item.partition(":") for item in args.blend.split(",")]
+        request.blend.CopyFrom(image_pb2.StyleBlend(styles=[int(i) for i, _, _ in pairs], weights=[float(w or 1) for _, _, w in pairs]))
+    else:
+        request.style_index = args.style
+    with _client(args) as client:
+        _write_results(client.stylize(request, timeout=args.timeout), args.output)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = MessageToDict(client.server_info(), preserving_proto_field_name=True)
@@ -135,6 +229,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from artforge.models.registry import ModelRegistry
 
     config = load_config(Path(args.config) if args.config else None, overrides={"models_dir": args.models_dir})
+    if args.action == "pull":
+        from artforge.models.hub import pull
+
+        if len(args.names) != 1:
+            raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, "models pull takes one Hugging Face Hub id, like stabilityai/sd-turbo")
+        path = pull(args.names[0], config.models_dir, filename=args.file, revision=args.revision, token=args.hub_token, name=args.name)
+        print(f"{args.names[0]}: {path}")
+        if args.file:
+            print("a single-file checkpoint loads offline with a diffusers folder of its family as config: [model.NAME] config = ...")
+        return 0
     if args.action == "fetch":
         names = args.names or [EMBEDDED_TEXT_MODEL]
         for name in names:
@@ -201,13 +305,55 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(text)
     text.set_defaults(func=cmd_text)
 
+    image = commands.add_parser("image", help="generate an image (or a seamless texture with PBR maps)")
+    image.add_argument("prompt")
+    image.add_argument("-o", "--output", default="artforge.png", help="file to write; batches and PBR maps get suffixes")
+    image.add_argument("--mode", choices=["txt2img", "img2img", "inpaint"], default="txt2img")
+    image.add_argument("--init", help="input image for img2img and inpaint")
+    image.add_argument("--mask", help="inpaint mask: white repaints, black keeps")
+    image.add_argument("--strength", type=float, default=0.0, help="img2img/inpaint: 0 keeps the input, 1 ignores it")
+    image.add_argument("--model", default="")
+    image.add_argument("--negative", default="")
+    image.add_argument("--width", type=int, default=0)
+    image.add_argument("--height", type=int, default=0)
+    image.add_argument("--steps", type=int)
+    image.add_argument("--guidance", type=float, default=0.0)
+    image.add_argument("--seed", type=int)
+    image.add_argument("--batch", type=int, default=0)
+    image.add_argument("--scheduler", default="")
+    image.add_argument("--tile", default="", choices=["", "x", "y", "xy"], help="seamless on these axes")
+    image.add_argument("--pbr", action="store_true", help="also derive height, normal and roughness maps")
+    image.add_argument("--lora", action="append", help="NAME[:SCALE], repeatable")
+    image.add_argument("--format", choices=list(_OUTPUT_FORMATS), default="png8")
+    image.add_argument("--timeout", type=float)
+    _connection_args(image)
+    image.set_defaults(func=cmd_image)
+
+    stylize = commands.add_parser("stylize", help="repaint an image in a painting style")
+    stylize.add_argument("image")
+    stylize.add_argument("-o", "--output", default="stylized.png")
+    stylize.add_argument("--style", type=int, default=0, help="built-in style index (see `artforge info`)")
+    stylize.add_argument("--blend", help="a blend of built-in styles: INDEX:WEIGHT,INDEX:WEIGHT")
+    stylize.add_argument("--style-image", help="take the style from this picture")
+    stylize.add_argument("--strength", type=float, default=0.0, help="0..1 mix over the original; 0 means full style")
+    stylize.add_argument("--tile-size", type=int, default=0)
+    stylize.add_argument("--model", default="")
+    stylize.add_argument("--format", choices=list(_OUTPUT_FORMATS), default="png8")
+    stylize.add_argument("--timeout", type=float)
+    _connection_args(stylize)
+    stylize.set_defaults(func=cmd_stylize)
+
     info = commands.add_parser("info", help="what a server offers")
     _connection_args(info)
     info.set_defaults(func=cmd_info)
 
     models = commands.add_parser("models", help="list or fetch models")
-    models.add_argument("action", choices=["list", "fetch"])
-    models.add_argument("names", nargs="*", help=f"models to fetch (default {EMBEDDED_TEXT_MODEL})")
+    models.add_argument("action", choices=["list", "fetch", "pull"], help="pull: download from the Hugging Face Hub")
+    models.add_argument("names", nargs="*", help=f"models to fetch (default {EMBEDDED_TEXT_MODEL}), or the Hub id to pull")
+    models.add_argument("--file", help="pull: one .safetensors checkpoint from the repo instead of a diffusers pipeline")
+    models.add_argument("--revision", help="pull: a branch, tag or commit")
+    models.add_argument("--name", help="pull: the model's name here (default from the repo id)")
+    models.add_argument("--hub-token", default=os.environ.get("HF_TOKEN"), help="pull: for gated or private repos (or HF_TOKEN)")
     models.add_argument("--config", default=os.environ.get("ARTFORGE_CONFIG"))
     models.add_argument("--models-dir")
     models.set_defaults(func=cmd_models)

@@ -24,6 +24,10 @@ A config file looks like this (every key optional):
     path = "/data/llm/Qwen2.5-0.5B-Instruct"
     kind = "text"
 
+    [images]
+    default_model = "sd15"      # a diffusers folder or single file in the models folder
+    safety = false              # run the NSFW detector on every image result, blur what it flags
+
     [limits]
     max_tokens = 2048
 
@@ -58,9 +62,10 @@ class ModelEntry:
 
     name: str
     path: str
-    kind: str = "text"
+    kind: str = ""  # detected from the files; when given, it must match them
     backend: str = "auto"
     description: str = ""
+    config: str = ""  # single-file image checkpoints: a diffusers folder with their configs
 
 
 @dataclass
@@ -97,6 +102,8 @@ class Config:
     default_text_model: str = EMBEDDED_TEXT_MODEL
     preload: list[str] = field(default_factory=lambda: [EMBEDDED_TEXT_MODEL])
     max_loaded_models: int = 2
+    default_image_model: str = ""
+    safety: bool = False
     models: list[ModelEntry] = field(default_factory=list)
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -123,6 +130,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "preload": "preload",
         "max_loaded": "max_loaded_models",
     },
+    "images": {"default_model": "default_image_model", "safety": "safety"},
 }
 
 # Environment variable -> Config attribute; lists are comma-separated.
@@ -137,6 +145,8 @@ ENV_VARS: dict[str, str] = {
     "ARTFORGE_TLS_KEY": "tls_key",
     "ARTFORGE_LOG_LEVEL": "log_level",
     "ARTFORGE_RESULT_TTL_SECONDS": "result_ttl_seconds",
+    "ARTFORGE_DEFAULT_IMAGE_MODEL": "default_image_model",
+    "ARTFORGE_SAFETY": "safety",
 }
 # A single token from the environment, for the common one-studio-one-secret case.
 TOKEN_ENV = "ARTFORGE_TOKEN"
@@ -151,6 +161,12 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
     hint = get_type_hints(cls)[name]
     kind = get_origin(hint) or hint
     try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+                return value.lower() in {"1", "true", "yes", "on"}
+            raise TypeError
         if kind is list:
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list):
@@ -169,7 +185,15 @@ def _coerce(cls: type, name: str, value: Any, where: str) -> Any:
                 raise TypeError
             return kind(value)
     except (TypeError, ValueError):
-        expected = {list: "list", dict: "table of strings", str: "string", Path: "path", int: "whole number", float: "number"}
+        expected = {
+            bool: "true/false",
+            list: "list",
+            dict: "table of strings",
+            str: "string",
+            Path: "path",
+            int: "whole number",
+            float: "number",
+        }
         raise _config_error(where, f"{value!r} is not a valid {expected[kind]}") from None
     raise TypeError(f"no conversion for {cls.__name__}.{name}: {hint}")
 

@@ -12,12 +12,14 @@ sentence. Calls block; plugins run them on a worker thread.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, service_pb2_grpc, text_pb2
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 UNARY_TIMEOUT = 30.0
@@ -40,8 +42,32 @@ class ArtForgeError(Exception):
         return cls(code, details, job_id)
 
 
+@dataclass
+class ImageResult:
+    """One image of a job, reassembled from its chunks: `data` is the PNG or the raw pixels."""
+
+    header: pixels_pb2.ImageResultHeader
+    data: bytes
+
+    @property
+    def role(self) -> int:
+        return self.header.role
+
+    @property
+    def image(self) -> pixels_pb2.Image:
+        """The complete artforge.v1.Image (metadata and data)."""
+        image = pixels_pb2.Image()
+        image.CopyFrom(self.header.image)
+        image.data = self.data
+        return image
+
+
 class JobStream:
-    """The events of one job as they arrive. Iterating yields artforge.v1.JobEvent messages."""
+    """The events of one job as they arrive. Iterating yields artforge.v1.JobEvent messages.
+
+    Image results are reassembled on the way: `images` holds each completed one, checked
+    against its SHA-256; `preview` is the latest step preview.
+    """
 
     def __init__(self, client: Client, call: grpc.CallIterator) -> None:
         self._client = client
@@ -51,6 +77,10 @@ class JobStream:
         self.queue_position: int | None = None
         self.started: jobs_pb2.JobStarted | None = None
         self.finished: jobs_pb2.JobFinished | None = None
+        self.progress: jobs_pb2.JobProgress | None = None
+        self.preview: pixels_pb2.Image | None = None
+        self.images: list[ImageResult] = []
+        self._incoming: dict[int, tuple[pixels_pb2.ImageResultHeader, bytearray]] = {}
 
     def __iter__(self) -> Iterator[jobs_pb2.JobEvent]:
         try:
@@ -62,11 +92,36 @@ class JobStream:
                         self.queue_position = event.queued.position
                     case "started":
                         self.started = event.started
+                    case "progress":
+                        self.progress = event.progress
+                        if event.progress.HasField("preview"):
+                            self.preview = event.progress.preview
+                    case "image_header":
+                        self._incoming[event.image_header.result_index] = (event.image_header, bytearray())
+                        self._complete(event.image_header.result_index)
+                    case "image_chunk":
+                        self._add_chunk(event.image_chunk)
                     case "finished":
                         self.finished = event.finished
                 yield event
         except grpc.RpcError as error:
             raise ArtForgeError.from_rpc(error, self._client.address, self.job_id) from None
+
+    def _add_chunk(self, chunk: pixels_pb2.ImageDataChunk) -> None:
+        _, data = self._incoming[chunk.result_index]
+        if chunk.offset != len(data):
+            raise ArtForgeError(grpc.StatusCode.DATA_LOSS, f"result {chunk.result_index}: chunk at {chunk.offset}, expected {len(data)}")
+        data.extend(chunk.data)
+        self._complete(chunk.result_index)
+
+    def _complete(self, index: int) -> None:
+        header, data = self._incoming[index]
+        if len(data) < header.total_bytes:
+            return
+        del self._incoming[index]
+        if hashlib.sha256(data).hexdigest() != header.sha256:
+            raise ArtForgeError(grpc.StatusCode.DATA_LOSS, f"result {index}: SHA-256 of the {len(data)} bytes received does not match")
+        self.images.append(ImageResult(header, bytes(data)))
 
     def iter_text(self) -> Iterator[str]:
         """Only the text as it is generated (text jobs)."""

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from artforge.engines.base import Usage
+from artforge import __version__
+from artforge.api.pixels import decode_image
+from artforge.engines.base import Provenance, Usage
+from artforge.engines.image import ImageRequest
+from artforge.engines.stylize import StylizeRequest
 from artforge.engines.text import TextRequest
-from artforge.jobs.events import Event, Finished, JobState, Progress, Queued, Started, TextDelta
+from artforge.errors import invalid
+from artforge.images import EncodedImage
+from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
 from artforge.jobs.job import Job
 from artforge.models.registry import ModelSpec
-from artforge_client.v1 import jobs_pb2, server_pb2, text_pb2
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, text_pb2
 
 _PHASES = {
     "loading_model": jobs_pb2.JobProgress.PHASE_LOADING_MODEL,
@@ -22,6 +28,26 @@ _MODEL_KINDS = {
     "lora": server_pb2.MODEL_KIND_LORA,
 }
 MODEL_KIND_NAMES = {number: name for name, number in _MODEL_KINDS.items()}
+_MODES = {
+    image_pb2.IMAGE_MODE_UNSPECIFIED: "txt2img",
+    image_pb2.IMAGE_MODE_TXT2IMG: "txt2img",
+    image_pb2.IMAGE_MODE_IMG2IMG: "img2img",
+    image_pb2.IMAGE_MODE_INPAINT: "inpaint",
+}
+_OUTPUT_FORMATS = {
+    pixels_pb2.OUTPUT_FORMAT_UNSPECIFIED: "png8",
+    pixels_pb2.OUTPUT_FORMAT_PNG8: "png8",
+    pixels_pb2.OUTPUT_FORMAT_PNG16: "png16",
+    pixels_pb2.OUTPUT_FORMAT_RAW_FLOAT32: "raw_float32",
+}
+_ROLES = {
+    "color": pixels_pb2.IMAGE_ROLE_COLOR,
+    "height": pixels_pb2.IMAGE_ROLE_HEIGHT,
+    "normal": pixels_pb2.IMAGE_ROLE_NORMAL,
+    "roughness": pixels_pb2.IMAGE_ROLE_ROUGHNESS,
+}
+_ENCODINGS = {"png": pixels_pb2.IMAGE_ENCODING_PNG, "raw": pixels_pb2.IMAGE_ENCODING_RAW}
+_DTYPES = {"uint8": pixels_pb2.PIXEL_TYPE_UINT8, "uint16": pixels_pb2.PIXEL_TYPE_UINT16, "float32": pixels_pb2.PIXEL_TYPE_FLOAT32}
 
 
 def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
@@ -37,6 +63,85 @@ def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
         stop=list(message.stop),
         seed=message.seed if message.HasField("seed") else None,
         repetition_penalty=message.repetition_penalty if message.HasField("repetition_penalty") else None,
+    )
+
+
+def output_format(value: int) -> str:
+    if value not in _OUTPUT_FORMATS:
+        raise invalid("output_format", f"{value} is not a known OutputFormat")
+    return _OUTPUT_FORMATS[value]
+
+
+def image_request(message: image_pb2.GenerateImageRequest, max_pixels: int) -> ImageRequest:
+    """Decodes the input images (INVALID_ARGUMENT for corrupt or oversized ones)."""
+    if message.mode not in _MODES:
+        raise invalid("mode", f"{message.mode} is not a known ImageMode")
+    has = message.HasField
+    return ImageRequest(
+        prompt=message.prompt,
+        negative_prompt=message.negative_prompt,
+        model=message.model,
+        mode=_MODES[message.mode],
+        width=message.width,
+        height=message.height,
+        steps=message.steps if has("steps") else None,
+        guidance_scale=message.guidance_scale,
+        seed=message.seed if has("seed") else None,
+        batch_size=message.batch_size,
+        scheduler=message.scheduler,
+        tile_x=message.tiling.x,
+        tile_y=message.tiling.y,
+        loras=[(lora.name, lora.scale) for lora in message.loras],
+        init_image=decode_image(message.init_image, "init_image", max_pixels) if has("init_image") else None,
+        strength=message.strength,
+        mask=decode_image(message.mask, "mask", max_pixels) if has("mask") else None,
+        pbr_maps=message.pbr_maps,
+        preview_every=message.preview_every,
+    )
+
+
+def stylize_request(message: image_pb2.StylizeRequest, max_pixels: int) -> StylizeRequest:
+    if not message.HasField("image"):
+        raise invalid("image", "is required: the picture to stylize")
+    style = message.WhichOneof("style")
+    return StylizeRequest(
+        image=decode_image(message.image, "image", max_pixels),
+        model=message.model,
+        style_index=message.style_index if style == "style_index" else None,
+        blend=list(zip(message.blend.styles, message.blend.weights, strict=False)) if style == "blend" else [],
+        style_image=decode_image(message.style_image, "style_image", max_pixels) if style == "style_image" else None,
+        strength=message.strength,
+        tile_size=message.tile_size,
+    )
+
+
+def image_message(image: EncodedImage, with_data: bool) -> pixels_pb2.Image:
+    return pixels_pb2.Image(
+        encoding=_ENCODINGS[image.encoding],
+        width=image.width,
+        height=image.height,
+        channels=image.channels,
+        dtype=_DTYPES[image.dtype],
+        data=image.data if with_data else b"",
+    )
+
+
+def provenance(p: Provenance, server_version: str) -> pixels_pb2.Provenance:
+    return pixels_pb2.Provenance(
+        prompt=p.prompt,
+        negative_prompt=p.negative_prompt,
+        seed=p.seed,
+        model=p.model,
+        steps=p.steps,
+        scheduler=p.scheduler,
+        width=p.width,
+        height=p.height,
+        guidance_scale=p.guidance_scale,
+        strength=p.strength,
+        tiling=pixels_pb2.Tiling(x=p.tiling_x, y=p.tiling_y),
+        loras=[pixels_pb2.LoraWeight(name=name, scale=scale) for name, scale in p.loras],
+        server_version=server_version,
+        style=p.style,
     )
 
 
@@ -60,8 +165,29 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
             message.started.CopyFrom(jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed))
         case Progress():
             message.progress.CopyFrom(
-                jobs_pb2.JobProgress(phase=_PHASES[event.phase], step=event.step, total_steps=event.total_steps, message=event.message)
+                jobs_pb2.JobProgress(
+                    phase=_PHASES[event.phase],
+                    step=event.step,
+                    total_steps=event.total_steps,
+                    message=event.message,
+                    preview=image_message(event.preview, with_data=True) if event.preview else None,
+                )
             )
+        case ImageHeader():
+            message.image_header.CopyFrom(
+                pixels_pb2.ImageResultHeader(
+                    result_index=event.result_index,
+                    batch_index=event.batch_index,
+                    role=_ROLES[event.role],
+                    image=image_message(event.image, with_data=False),
+                    total_bytes=len(event.image.data),
+                    sha256=event.image.sha256,
+                    provenance=provenance(event.provenance, __version__),
+                    nsfw_blurred=event.nsfw_blurred,
+                )
+            )
+        case ImageChunk():
+            message.image_chunk.CopyFrom(pixels_pb2.ImageDataChunk(result_index=event.result_index, offset=event.offset, data=event.data))
         case TextDelta():
             message.text.CopyFrom(jobs_pb2.TextDelta(text=event.text, completion_tokens=event.completion_tokens))
         case Finished():

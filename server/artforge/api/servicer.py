@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -11,12 +12,12 @@ from artforge import __version__
 from artforge.api import convert
 from artforge.api.auth import TokenAuth
 from artforge.app import App
+from artforge.engines.stylize import STYLE_NAMES
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.jobs.job import Job
 from artforge.runtimes.devices import describe_device
+from artforge.runtimes.torch_diffusion import SCHEDULERS
 from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
-
-IMAGES_NOT_YET = "image generation and stylize are not served by this server version yet; it serves text jobs"
 
 
 def _status(code: ErrorCode) -> grpc.StatusCode:
@@ -57,6 +58,11 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
             ),
             tasks=[server_pb2.TextTask(name=t.name, description=t.description) for t in app.text.tasks.values()],
             default_text_model=app.registry.default_name("text"),
+            default_image_model=app.registry.default_name("image"),
+            schedulers=list(SCHEDULERS),
+            styles=[server_pb2.Style(index=i, name=name) for i, name in enumerate(STYLE_NAMES)],
+            images_available=bool(app.registry.list("image")),
+            stylize_available=app.stylize.available(),
             queue_length=app.scheduler.queue_length,
             running_jobs=len(app.scheduler.running),
             auth_required=self.auth.enabled,
@@ -64,35 +70,48 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
 
     async def ListModels(self, request: server_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> server_pb2.ListModelsResponse:
         kind = convert.MODEL_KIND_NAMES.get(request.kind)
-        loaded = self.app.text.loaded_models()
+        loaded = self.app.loaded_models()
         models = []
         for spec in self.app.registry.list(kind):
             is_loaded = spec.name in loaded
-            context_length = self.app.text.context_length(spec) if is_loaded else 0
+            context_length = self.app.text.context_length(spec) if is_loaded and spec.kind == "text" else 0
             is_default = spec.name == self.app.registry.default_name(spec.kind)
             models.append(convert.model_info(spec, loaded=is_loaded, is_default=is_default, context_length=context_length))
         return server_pb2.ListModelsResponse(models=models)
+
+    async def _submit(
+        self,
+        context: grpc.aio.ServicerContext,
+        kind: str,
+        engine: object,
+        prepare: Callable[[], Any],
+        options: jobs_pb2.JobOptions,
+        output_format: str = "png8",
+    ) -> Job:
+        """Check and prepare a request off the event loop, then queue it as a job."""
+        # Decoding images, tokenizing (and the first time converting a GGUF) take time.
+        prepared = await asyncio.to_thread(prepare)
+        job = Job(
+            kind,
+            engine,
+            prepared,
+            model=prepared.model,
+            label=options.label,
+            priority=options.priority,
+            keep_on_disconnect=options.keep_on_disconnect,
+            owner=self._caller(context),
+            output_format=output_format,
+            chunk_bytes=self.app.config.limits.chunk_bytes,
+            loop=asyncio.get_running_loop(),
+        )
+        return self.app.scheduler.submit(job, context.time_remaining())
 
     async def GenerateText(
         self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         engine = self.app.text
         try:
-            # Tokenizing (and, the first time, converting a GGUF) must not stall the event loop.
-            prepared = await asyncio.to_thread(engine.prepare, convert.text_request(request))
-            options = request.options
-            job = Job(
-                "text",
-                engine,
-                prepared,
-                model=prepared.model,
-                label=options.label,
-                priority=options.priority,
-                keep_on_disconnect=options.keep_on_disconnect,
-                owner=self._caller(context),
-                loop=asyncio.get_running_loop(),
-            )
-            self.app.scheduler.submit(job, context.time_remaining())
+            job = await self._submit(context, "text", engine, lambda: engine.prepare(convert.text_request(request)), request.options)
         except ArtForgeError as error:
             await _abort(context, error)
         async for event in self._follow(job, context, 0, submitter=True):
@@ -101,12 +120,30 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
     async def GenerateImage(
         self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, IMAGES_NOT_YET)
-        yield  # an async generator, as a streaming handler must be
+        engine = self.app.image
+        max_pixels = self.app.config.limits.max_image_pixels
+        try:
+            fmt = convert.output_format(request.output_format)
+            job = await self._submit(
+                context, "image", engine, lambda: engine.prepare(convert.image_request(request, max_pixels)), request.options, fmt
+            )
+        except ArtForgeError as error:
+            await _abort(context, error)
+        async for event in self._follow(job, context, 0, submitter=True):
+            yield event
 
     async def Stylize(self, request: image_pb2.StylizeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, IMAGES_NOT_YET)
-        yield
+        engine = self.app.stylize
+        max_pixels = self.app.config.limits.max_image_pixels
+        try:
+            fmt = convert.output_format(request.output_format)
+            job = await self._submit(
+                context, "stylize", engine, lambda: engine.prepare(convert.stylize_request(request, max_pixels)), request.options, fmt
+            )
+        except ArtForgeError as error:
+            await _abort(context, error)
+        async for event in self._follow(job, context, 0, submitter=True):
+            yield event
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
         try:

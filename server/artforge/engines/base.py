@@ -7,7 +7,10 @@ the queue, the event log or gRPC) and return a JobResult; the scheduler does the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class JobContext(Protocol):
@@ -18,7 +21,8 @@ class JobContext(Protocol):
 
     def started(self, model: str, backend: str, seed: int) -> None: ...
 
-    def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "") -> None: ...
+    def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
+        """`preview`: a small float32 H x W x 3 image in 0..1 (diffusion steps)."""
 
     def text(self, delta: str, completion_tokens: int) -> None: ...
 
@@ -34,10 +38,42 @@ class Usage:
 
 
 @dataclass
+class Provenance:
+    """What produced an image: returned as fields and written into PNG text chunks."""
+
+    model: str
+    seed: int = 0
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 0
+    scheduler: str = ""
+    width: int = 0
+    height: int = 0
+    guidance_scale: float = 0.0
+    strength: float = 0.0
+    tiling_x: bool = False
+    tiling_y: bool = False
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    style: str = ""
+
+
+@dataclass
+class ImageOutput:
+    """One image of a result: float32 pixels, H x W x C (1, 3 or 4 channels), values in 0..1."""
+
+    pixels: np.ndarray
+    provenance: Provenance
+    role: str = "color"  # "color" (the image, the albedo of a texture), "height", "normal", "roughness"
+    batch_index: int = 0
+    nsfw_blurred: bool = False
+
+
+@dataclass
 class JobResult:
     text: str = ""
     finish_reason: str = ""
     usage: Usage = field(default_factory=Usage)
+    images: list[ImageOutput] = field(default_factory=list)
 
 
 class Engine(Protocol):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from artforge.engines.base import Usage
+from artforge.engines.base import Provenance, Usage
 from artforge.errors import ErrorCode
+from artforge.images import EncodedImage
 
 
 class JobState(enum.Enum):
@@ -42,6 +43,26 @@ class Progress:
     step: int = 0
     total_steps: int = 0
     message: str = ""
+    preview: EncodedImage | None = None  # a small PNG
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """Starts one result; its bytes follow in ImageChunk events with the same result_index."""
+
+    result_index: int
+    batch_index: int
+    role: str
+    image: EncodedImage  # the whole encoded result; the API sends it as chunks
+    provenance: Provenance
+    nsfw_blurred: bool = False
+
+
+@dataclass(frozen=True)
+class ImageChunk:
+    result_index: int
+    offset: int
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -60,4 +81,4 @@ class Finished:
     error_message: str = ""
 
 
-Event = Queued | Started | Progress | TextDelta | Finished
+Event = Queued | Started | Progress | TextDelta | ImageHeader | ImageChunk | Finished

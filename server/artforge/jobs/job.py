@@ -14,9 +14,12 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from artforge.engines.base import Engine, Usage
+import numpy as np
+
+from artforge.engines.base import Engine, ImageOutput, Usage
 from artforge.errors import ErrorCode
-from artforge.jobs.events import Event, Finished, JobState, Progress, Queued, Started, TextDelta
+from artforge.images import EncodedImage, encode_output, encode_png
+from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
 
 
 class Job:
@@ -31,6 +34,8 @@ class Job:
         priority: int = 0,
         keep_on_disconnect: bool = False,
         owner: str = "",
+        output_format: str = "png8",
+        chunk_bytes: int = 1 << 20,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
@@ -42,6 +47,9 @@ class Job:
         self.priority = priority
         self.keep_on_disconnect = keep_on_disconnect
         self.owner = owner
+        self.output_format = output_format
+        self.chunk_bytes = chunk_bytes
+        self.results = 0
         self.state = JobState.QUEUED
         self.device = ""
         self.position = -1  # last announced queue position
@@ -110,8 +118,22 @@ class Job:
     def started(self, model: str, backend: str, seed: int) -> None:
         self._loop.call_soon_threadsafe(self.append, Started(model, backend, self.device, seed))
 
-    def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "") -> None:
-        self._loop.call_soon_threadsafe(self.append, Progress(phase, step, total, message))
+    def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
+        encoded = None
+        if preview is not None:
+            height, width, channels = preview.shape
+            encoded = EncodedImage(encode_png(preview, 8, {}), "png", "uint8", width, height, channels)
+        self._loop.call_soon_threadsafe(self.append, Progress(phase, step, total, message, encoded))
+
+    def image(self, output: ImageOutput) -> None:
+        """Encode one result in the requested format and queue it as a header and its chunks."""
+        encoded = encode_output(output, self.output_format)
+        index = self.results
+        self.results += 1
+        events: list[Event] = [ImageHeader(index, output.batch_index, output.role, encoded, output.provenance, output.nsfw_blurred)]
+        events += [ImageChunk(index, offset, data) for offset, data in encoded.chunks(self.chunk_bytes)]
+        for event in events:
+            self._loop.call_soon_threadsafe(self.append, event)
 
     def text(self, delta: str, completion_tokens: int) -> None:
         self._loop.call_soon_threadsafe(self.append, TextDelta(delta, completion_tokens))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from artforge.config import Limits
-from artforge.engines.base import JobResult
+from artforge.engines.base import ImageOutput, JobResult
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.jobs.events import Finished, JobState
 from artforge.jobs.job import Job
@@ -26,9 +27,24 @@ log = logging.getLogger(__name__)
 DEADLINE_SLACK_SECONDS = 0.25
 
 
+ImageFilter = Callable[[list[ImageOutput]], list[ImageOutput]]
+
+
+def _execute(job: Job, image_filter: ImageFilter | None) -> JobResult:
+    """On the device thread: run the engine, filter (safety) and encode its images."""
+    result = job.engine.run(job.request, job)
+    images = image_filter(result.images) if image_filter and result.images else result.images
+    if not job.is_cancelled():
+        for output in images:
+            job.image(output)
+    return result
+
+
 class Scheduler:
-    def __init__(self, devices: list[str], limits: Limits, result_ttl_seconds: float) -> None:
+    def __init__(self, devices: list[str], limits: Limits, result_ttl_seconds: float, image_filter: ImageFilter | None = None) -> None:
+        """`image_filter` sees every image result before it is sent (the optional safety check)."""
         self.devices = devices
+        self.image_filter = image_filter
         self.limits = limits
         self.result_ttl_seconds = result_ttl_seconds
         self.jobs: dict[str, Job] = {}
@@ -137,7 +153,7 @@ class Scheduler:
             job.started_at = time.monotonic()
             self.running[device] = job
             try:
-                result = await loop.run_in_executor(self._threads[device], job.engine.run, job.request, job)
+                result = await loop.run_in_executor(self._threads[device], _execute, job, self.image_filter)
             except ArtForgeError as exc:
                 self._finish(job, JobResult(), exc.code, exc.message)
             except Exception as exc:  # an engine bug or a device failure: report it, keep serving
@@ -165,4 +181,5 @@ class Scheduler:
             job.deadline_timer.cancel()
         self._order.pop(job.id, None)
         asyncio.get_running_loop().call_later(self.result_ttl_seconds, self.jobs.pop, job.id, None)
-        log.info("job %s %s: %d tokens in %.2f s %s", job.id, state.name.lower(), usage.completion_tokens, usage.run_seconds, message)
+        done = f"{usage.completion_tokens} tokens" if job.kind == "text" else f"{job.results} images"
+        log.info("job %s %s: %s in %.2f s %s", job.id, state.name.lower(), done, usage.run_seconds, message)

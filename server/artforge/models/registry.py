@@ -4,8 +4,11 @@ Models come from two places: the models folder (scanned on start and on `refresh
 entries in the config. In the folder:
 - a sub-folder holding one `.gguf` file is a GGUF text model named after the folder;
 - a sub-folder holding `config.json` of a causal language model is a Hugging Face text model;
-- a loose `name.gguf` is a GGUF text model called `name`.
-Folders starting with "." (caches) are skipped.
+- a sub-folder holding `model_index.json` is a diffusers image pipeline;
+- a loose `name.gguf` is a GGUF text model, a loose `name.safetensors` a single-file image
+  checkpoint (SD 1.x / 2.x / SDXL), both called `name`;
+- `loras/name.safetensors` is a LoRA adapter called `name`.
+Folders starting with "." (caches) and packaged models (style, safety) are skipped here.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from artforge.errors import ArtForgeError, ErrorCode
 log = logging.getLogger(__name__)
 
 KINDS = ("text", "image", "style", "safety", "lora")
+_HOW_TO_ADD = {
+    "text": "run `artforge models fetch`",
+    "image": "put a diffusers folder or a .safetensors checkpoint in the models folder, or run `artforge models pull <hub id>`",
+    "lora": "put LoRA .safetensors files in the models folder's loras/ sub-folder",
+}
 BACKENDS = ("auto", "torch", "onnx")
 
 
@@ -29,20 +37,31 @@ BACKENDS = ("auto", "torch", "onnx")
 class ModelSpec:
     name: str
     kind: str
-    format: str  # "gguf" or "hf" for text models
-    path: Path  # the folder (hf) or the file (gguf)
+    format: str  # text: "gguf" or "hf"; image: "diffusers" or "single_file"; lora: "safetensors"
+    path: Path  # the folder (hf, diffusers) or the file (gguf, single_file, safetensors)
     backend: str = "auto"
     description: str = ""
+    # Single-file checkpoints: a diffusers folder whose configs describe the checkpoint, so it
+    # loads offline (without it diffusers looks the configs up on the Hugging Face Hub).
+    config: Path | None = None
 
 
-def _spec_for_path(name: str, path: Path, kind: str = "text", backend: str = "auto", description: str = "") -> ModelSpec | None:
+def _spec_for_path(
+    name: str, path: Path, kind: str = "", backend: str = "auto", description: str = "", config: Path | None = None
+) -> ModelSpec | None:
     if path.is_file() and path.suffix == ".gguf":
-        return ModelSpec(name, kind, "gguf", path, backend, description)
+        return ModelSpec(name, "text", "gguf", path, backend, description)
+    if path.is_file() and path.suffix == ".safetensors":
+        if kind == "lora":
+            return ModelSpec(name, "lora", "safetensors", path, backend, description)
+        return ModelSpec(name, "image", "single_file", path, backend, description, config)
     if not path.is_dir():
         return None
+    if (path / "model_index.json").is_file():
+        return ModelSpec(name, "image", "diffusers", path, backend, description)
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
-        return ModelSpec(name, kind, "gguf", ggufs[0], backend, description)
+        return ModelSpec(name, "text", "gguf", ggufs[0], backend, description)
     config = path / "config.json"
     if config.is_file():
         try:
@@ -67,14 +86,16 @@ class ModelRegistry:
         found: dict[str, ModelSpec] = {}
         if self.models_dir.is_dir():
             for child in sorted(self.models_dir.iterdir()):
-                if child.name.startswith("."):
+                if child.name.startswith(".") or child.name == "loras":
                     continue
                 name = child.stem if child.is_file() else child.name
                 spec = _spec_for_path(name, child)
                 if spec is not None:
                     found[name] = spec
+            for lora in sorted((self.models_dir / "loras").glob("*.safetensors")):
+                found[lora.stem] = ModelSpec(lora.stem, "lora", "safetensors", lora)
         for entry in self._entries:
-            if entry.kind not in KINDS:
+            if entry.kind and entry.kind not in KINDS:
                 raise ArtForgeError(
                     ErrorCode.INVALID_ARGUMENT, f"config [model.{entry.name}] kind: {entry.kind!r} is not one of {', '.join(KINDS)}"
                 )
@@ -84,9 +105,13 @@ class ModelRegistry:
                     f"config [model.{entry.name}] backend: {entry.backend!r} is not one of {', '.join(BACKENDS)}",
                 )
             path = Path(entry.path).expanduser()
-            spec = _spec_for_path(entry.name, path, entry.kind, entry.backend, entry.description)
+            config = Path(entry.config).expanduser() if entry.config else None
+            spec = _spec_for_path(entry.name, path, entry.kind, entry.backend, entry.description, config)
             if spec is None:
                 log.warning("model %s: nothing loadable at %s; skipped", entry.name, path)
+                continue
+            if entry.kind and entry.kind != spec.kind:
+                log.warning("model %s: the config says %s, but %s holds a %s model; skipped", entry.name, entry.kind, path, spec.kind)
                 continue
             found[entry.name] = spec
         with self._lock:
@@ -94,7 +119,11 @@ class ModelRegistry:
         log.info("models: %s", ", ".join(f"{s.name} ({s.kind}, {s.format})" for s in found.values()) or "none")
 
     def default_name(self, kind: str) -> str:
-        return self._defaults.get(kind, "")
+        """The configured default, or the only model of that kind when there is just one."""
+        if configured := self._defaults.get(kind, ""):
+            return configured
+        names = [spec.name for spec in self.list(kind)]
+        return names[0] if len(names) == 1 else ""
 
     def get(self, name: str, kind: str) -> ModelSpec:
         """The model called `name` (the kind's default if empty), or NOT_FOUND naming the choices."""
@@ -103,7 +132,7 @@ class ModelRegistry:
             spec = self._models.get(name)
             choices = sorted(n for n, s in self._models.items() if s.kind == kind)
         if spec is None or spec.kind != kind:
-            known = ", ".join(choices) or "none; run `artforge models fetch`"
+            known = ", ".join(choices) or f"none; {_HOW_TO_ADD.get(kind, 'see `artforge models list`')}"
             raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: no {kind} model named {name!r}; available: {known}")
         return spec
 

@@ -1,0 +1,279 @@
+"""The image engine: text-to-image, image-to-image and inpaint on Stable Diffusion pipelines.
+
+`prepare` checks every field before the job is queued; `run` generates on a device's worker
+thread, reporting each step (with a small preview every `preview_every` steps) and stopping
+between steps when the job is cancelled. Seamless textures tile on the chosen axes; PBR maps
+are derived from the albedo afterwards (artforge.engines.pbr).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from artforge.config import Limits
+from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
+from artforge.errors import ArtForgeError, ErrorCode, invalid
+from artforge.images import to_rgb
+from artforge.models.registry import ModelRegistry
+from artforge.runtimes.loaded import LoadedModels
+from artforge.runtimes.torch_diffusion import (
+    SCHEDULERS,
+    LoadedPipeline,
+    latent_preview,
+    load_pipeline,
+    seamless,
+    set_loras,
+    set_scheduler,
+    step_callback,
+)
+
+log = logging.getLogger(__name__)
+
+MODES = ("txt2img", "img2img", "inpaint")
+DEFAULT_STEPS = 25
+MAX_GUIDANCE = 30.0
+MAX_LORA_SCALE = 4.0
+
+
+@dataclass
+class ImageRequest:
+    """An image job as the API hands it over: images decoded, everything else unchecked."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    model: str = ""
+    mode: str = "txt2img"
+    width: int = 0
+    height: int = 0
+    steps: int | None = None
+    guidance_scale: float = 0.0
+    seed: int | None = None
+    batch_size: int = 0
+    scheduler: str = ""
+    tile_x: bool = False
+    tile_y: bool = False
+    loras: list[tuple[str, float]] = field(default_factory=list)
+    init_image: np.ndarray | None = None
+    strength: float = 0.0
+    mask: np.ndarray | None = None
+    pbr_maps: bool = False
+    preview_every: int = 0
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    request: ImageRequest
+    model: str
+    width: int
+    height: int
+    steps: int
+    batch_size: int
+    seed: int
+    loras: list[tuple[str, Path, float]]
+
+
+class ImageEngine:
+    kind = "image"
+
+    def __init__(self, registry: ModelRegistry, limits: Limits, max_loaded: int) -> None:
+        self.registry = registry
+        self.limits = limits
+        self._pipelines: LoadedModels[LoadedPipeline] = LoadedModels(max_loaded)
+
+    def preload(self, model: str, device: str) -> None:
+        self._pipeline(self.registry.get(model, "image").name, device)
+
+    def loaded_models(self) -> set[str]:
+        return self._pipelines.loaded_names()
+
+    def _pipeline(self, name: str, device: str, job: JobContext | None = None) -> LoadedPipeline:
+        spec = self.registry.get(name, "image")
+
+        def announce() -> None:
+            log.info("loading %s on %s", name, device)
+            if job is not None:
+                job.progress("loading_model", message=f"loading {name} on {device}")
+
+        def load() -> LoadedPipeline:
+            return load_pipeline(spec.path, spec.format == "single_file", spec.config, device)
+
+        return self._pipelines.get(device, name, load, announce)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def prepare(self, request: ImageRequest) -> PreparedImage:
+        """Check every field; INVALID_ARGUMENT or NOT_FOUND naming it."""
+        limits = self.limits
+        if request.mode not in MODES:
+            raise invalid("mode", f"{request.mode!r} is not one of {', '.join(MODES)}")
+        for name in ("prompt", "negative_prompt"):
+            if len(getattr(request, name)) > limits.max_prompt_chars:
+                raise invalid(name, f"is {len(getattr(request, name))} characters; the limit is {limits.max_prompt_chars}")
+        needs_image = request.mode in ("img2img", "inpaint")
+        if needs_image and request.init_image is None:
+            raise invalid("init_image", f"is required for {request.mode}")
+        if not needs_image and request.init_image is not None:
+            raise invalid("init_image", "is set, but mode is txt2img; use IMAGE_MODE_IMG2IMG or IMAGE_MODE_INPAINT")
+        if request.mode == "inpaint" and request.mask is None:
+            raise invalid("mask", "is required for inpaint (white repaints, black keeps)")
+        if request.mode != "inpaint" and request.mask is not None:
+            raise invalid("mask", f"is only used by inpaint; mode is {request.mode}")
+        if request.mask is not None and request.mask.shape[:2] != request.init_image.shape[:2]:
+            mh, mw = request.mask.shape[:2]
+            ih, iw = request.init_image.shape[:2]
+            raise invalid("mask", f"is {mw}x{mh}; it must be the size of init_image, {iw}x{ih}")
+        if not 0.0 <= request.strength <= 1.0:
+            raise invalid("strength", f"{request.strength:g} is outside 0..1")
+        for name, value in (("width", request.width), ("height", request.height)):
+            if value % 8:
+                raise invalid(name, f"{value} is not a multiple of 8")
+        steps = DEFAULT_STEPS if request.steps is None else request.steps
+        if not 1 <= steps <= limits.max_steps:
+            raise invalid("steps", f"{steps} is outside 1..{limits.max_steps}")
+        if not 0 <= request.guidance_scale <= MAX_GUIDANCE:
+            raise invalid("guidance_scale", f"{request.guidance_scale:g} is outside 0..{MAX_GUIDANCE:g} (0 is the model's default)")
+        batch = request.batch_size or 1
+        if not 1 <= batch <= limits.max_batch:
+            raise invalid("batch_size", f"{batch} is outside 1..{limits.max_batch}")
+        if request.scheduler and request.scheduler not in SCHEDULERS:
+            raise invalid("scheduler", f"{request.scheduler!r} is not known; known: {', '.join(SCHEDULERS)}")
+        if request.preview_every < 0:
+            raise invalid("preview_every", "must be 0 (no previews) or more")
+
+        spec = self.registry.get(request.model, "image")
+        loras = []
+        for i, (name, scale) in enumerate(request.loras):
+            if not -MAX_LORA_SCALE <= scale <= MAX_LORA_SCALE:
+                raise invalid(f"loras[{i}].scale", f"{scale:g} is outside -{MAX_LORA_SCALE:g}..{MAX_LORA_SCALE:g}")
+            try:
+                loras.append((name, self.registry.get(name, "lora").path, scale))
+            except ArtForgeError as error:
+                raise ArtForgeError(ErrorCode.NOT_FOUND, f"loras[{i}].name: {error.message.split(': ', 1)[1]}") from None
+
+        if request.init_image is not None:
+            height, width = request.init_image.shape[:2]
+            width, height = request.width or width, request.height or height
+            if width % 8 or height % 8:
+                raise invalid("init_image", f"is {width}x{height}; sides must be multiples of 8 (or set width and height to resize it)")
+        else:
+            # The model's native size is only known once it is loaded; 0 is resolved in `run`.
+            width, height = request.width, request.height
+        if width * height > limits.max_image_pixels:
+            raise invalid("width", f"{width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}")
+        seed = secrets.randbits(63) if request.seed is None else request.seed
+        return PreparedImage(request, spec.name, width, height, steps, batch, seed, loras)
+
+    # -- generation -----------------------------------------------------------------------
+
+    def run(self, prepared: PreparedImage, job: JobContext) -> JobResult:
+        request = prepared.request
+        loaded = self._pipeline(prepared.model, job.device, job)
+        job.started(prepared.model, "torch", prepared.seed)
+        width = prepared.width or loaded.native_size
+        height = prepared.height or loaded.native_size
+        scheduler = request.scheduler or loaded.default_scheduler
+        guidance = request.guidance_scale or loaded.default_guidance
+        provenance = Provenance(
+            model=prepared.model,
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=prepared.steps,
+            scheduler=scheduler,
+            width=width,
+            height=height,
+            guidance_scale=guidance,
+            strength=request.strength if request.mode != "txt2img" else 0.0,
+            tiling_x=request.tile_x,
+            tiling_y=request.tile_y,
+            loras=[(name, scale) for name, _, scale in prepared.loras],
+        )
+        if request.mode == "img2img" and request.strength == 0.0:
+            # Nothing to change: the input itself, not a lossy trip through the VAE.
+            colors = [self._resized(request.init_image, width, height)] * prepared.batch_size
+        else:
+            colors = self._generate(loaded, prepared, width, height, scheduler, guidance, job)
+            if colors is None:
+                return JobResult()
+        images = []
+        for index, color in enumerate(colors):
+            item = Provenance(**{**provenance.__dict__, "seed": prepared.seed + index})
+            images.append(ImageOutput(color, item, "color", index))
+            if request.pbr_maps:
+                from artforge.engines.pbr import derive_pbr, to_image_outputs
+
+                job.progress("postprocessing", message="deriving PBR maps")
+                images += to_image_outputs(derive_pbr(color, request.tile_x, request.tile_y), item, batch_index=index)
+        return JobResult(images=images)
+
+    def _generate(
+        self, loaded: LoadedPipeline, prepared: PreparedImage, width: int, height: int, scheduler: str, guidance: float, job: JobContext
+    ) -> list[np.ndarray] | None:
+        import torch
+
+        request = prepared.request
+        pipeline = loaded.variant(request.mode)
+        if scheduler in SCHEDULERS:
+            set_scheduler(pipeline, scheduler)
+        set_loras(loaded, prepared.loras)
+
+        def on_step(step: int, total: int, latents: object) -> bool:
+            every = request.preview_every
+            preview = latent_preview(latents, loaded.family) if every and (step % every == 0 or step == total) else None
+            job.progress("generating", step, total, preview=preview)
+            return not job.is_cancelled()
+
+        generators = [torch.Generator(device="cpu").manual_seed(prepared.seed + i) for i in range(prepared.batch_size)]
+        kwargs = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": prepared.steps,
+            "guidance_scale": guidance,
+            "num_images_per_prompt": prepared.batch_size,
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": step_callback(on_step),
+        }
+        alpha = None
+        if request.mode == "txt2img":
+            kwargs.update(width=width, height=height)
+        else:
+            init, alpha = to_rgb(self._resized(request.init_image, width, height))
+            kwargs.update(image=torch.from_numpy(init).permute(2, 0, 1)[None], strength=request.strength)
+            if request.mode == "inpaint":
+                mask = self._mask(request.mask, width, height)
+                kwargs.update(mask_image=torch.from_numpy(mask).permute(2, 0, 1)[None], width=width, height=height)
+        with seamless(pipeline, request.tile_x, request.tile_y):
+            images = pipeline(**kwargs).images
+        if job.is_cancelled():
+            return None
+        results = [np.asarray(image, dtype=np.float32) for image in images]
+        if request.mode == "inpaint":
+            # Outside the mask the input stays exactly as it was: composite instead of trusting
+            # the VAE round trip, which shifts every pixel a little.
+            keep = 1.0 - mask
+            results = [init * keep + result * mask for result in results]
+        if alpha is not None:
+            results = [np.concatenate([result, alpha], axis=-1) for result in results]
+        return results
+
+    @staticmethod
+    def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+        if image.shape[1] == width and image.shape[0] == height:
+            return image
+        from PIL import Image as PILImage
+
+        channels = [
+            np.asarray(PILImage.fromarray(image[..., c]).resize((width, height), PILImage.Resampling.LANCZOS), dtype=np.float32)
+            for c in range(image.shape[-1])
+        ]
+        return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+    def _mask(self, mask: np.ndarray, width: int, height: int) -> np.ndarray:
+        """One channel, 0 keeps and 1 repaints; an alpha channel, if any, is ignored."""
+        gray = mask[..., :1] if mask.shape[-1] in (1, 2) else mask[..., :3].mean(axis=-1, keepdims=True)
+        return self._resized(gray, width, height)
