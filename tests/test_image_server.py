@@ -15,7 +15,7 @@ import png
 import pytest
 from PIL import Image as PILImage
 
-from artforge.models.embedded import STYLE_TRANSFER, fetch
+from artforge.models.embedded import NUDENET, STYLE_TRANSFER, fetch
 from artforge_client import ArtForgeError
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
 from tests.conftest import REPO, start_server, stop_server
@@ -24,11 +24,32 @@ from tests.tiny_pipelines import build_all
 SIZE = 64
 
 
+def write_tiny_lora(pipeline_folder: Path, out_file: Path) -> None:
+    """A real LoRA adapter for the tiny UNet's attention (random, non-zero), saved as diffusers saves LoRAs."""
+    import tempfile
+
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(pipeline_folder / "unet")
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
+    with tempfile.TemporaryDirectory() as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=get_peft_model_state_dict(unet))
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        Path(tmp, "pytorch_lora_weights.safetensors").replace(out_file)
+
+
 @pytest.fixture(scope="module")
 def image_server(tmp_path_factory):
     root = REPO / ".cache" / "tiny-models"
     paths = build_all(root)
     fetch(STYLE_TRANSFER, root, progress=False)
+    fetch(NUDENET, root, progress=False)
+    if not (root / "loras" / "tiny-lora.safetensors").is_file():
+        write_tiny_lora(paths["tiny-sd15"], root / "loras" / "tiny-lora.safetensors")
     config = f"""
 [models]
 default_text = "none"
@@ -36,6 +57,7 @@ preload = ["tiny-sd15"]
 
 [images]
 default_model = "tiny-sd15"
+safety = true
 
 [model.tiny-sd15-single]
 path = "{paths["tiny-sd15-single"]}"
@@ -257,6 +279,17 @@ def test_sdxl_pipelines_from_folder_and_single_file(client):
     assert np.array_equal(folder, single)
 
 
+def test_lora_changes_the_image_per_request_and_only_then(client):
+    plain = colors(generate(client, seed=4))[0]
+    lora = colors(generate(client, seed=4, loras=[pixels_pb2.LoraWeight(name="tiny-lora", scale=1.0)]))
+    stream = client.generate_image(request(seed=4, loras=[pixels_pb2.LoraWeight(name="tiny-lora", scale=0.0)]))
+    stream.wait()
+    assert np.abs(lora[0] - plain).mean() > 2, "the adapter changes the image"
+    assert np.abs(colors(stream)[0] - plain).max() <= 1, "at scale 0 it does nothing"
+    assert [(w.name, w.scale) for w in stream.images[0].header.provenance.loras] == [("tiny-lora", 0.0)]
+    assert np.array_equal(colors(generate(client, seed=4))[0], plain), "a later request without it is not affected"
+
+
 def test_cancel_between_steps(client):
     stream = client.generate_image(request(steps=60, width=256, height=256))
     last_step = 0
@@ -327,6 +360,30 @@ def test_server_info_lists_image_models_and_schedulers(client):
     models = {m.name: m for m in client.list_models()}
     assert models["tiny-sd15"].format == "diffusers" and models["tiny-sd15"].loaded
     assert models["tiny-sdxl-single"].format == "single_file"
+
+
+def test_safety_filter_checks_results_and_passes_benign_ones(image_server, client):
+    # This server runs with `safety = true`: every result above went through the NSFW detector.
+    # Benign images pass unblurred. (That it catches nudity is not shown here: no such image
+    # ships with the tests; tests/test_safety.py says what is covered.)
+    assert "safety: every image result passes the NSFW detector" in image_server.log()
+    stream = generate(client, seed=12, batch_size=2)
+    assert len(stream.images) == 2 and not any(r.header.nsfw_blurred for r in stream.images)
+
+
+@pytest.mark.parametrize(
+    ("blend", "message"),
+    [
+        (image_pb2.StyleBlend(styles=[1, 2], weights=[1.0]), "blend: has 2 styles but 1 weights"),
+        (image_pb2.StyleBlend(), "blend: is empty"),
+    ],
+)
+def test_stylize_blend_is_checked(client, blend, message):
+    request = image_pb2.StylizeRequest(image=png_image(a_picture()))
+    request.blend.CopyFrom(blend)
+    with pytest.raises(ArtForgeError) as error:
+        client.stylize(request).wait()
+    assert error.value.code is grpc.StatusCode.INVALID_ARGUMENT and error.value.message.startswith(message)
 
 
 def test_models_folder_path_is_reported(image_server, client):

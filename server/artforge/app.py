@@ -35,6 +35,7 @@ class App:
         from artforge.engines.safety import SafetyChecker, apply_safety
 
         checker = SafetyChecker(self.config.models_dir)
+        log.info("safety: every image result passes the NSFW detector; flagged ones are blurred")
 
         def check(images: list[ImageOutput]) -> list[ImageOutput]:
             return apply_safety(checker, images)

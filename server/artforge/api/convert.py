@@ -104,11 +104,17 @@ def stylize_request(message: image_pb2.StylizeRequest, max_pixels: int) -> Styli
     if not message.HasField("image"):
         raise invalid("image", "is required: the picture to stylize")
     style = message.WhichOneof("style")
+    if style == "blend":
+        styles, weights = message.blend.styles, message.blend.weights
+        if not styles:
+            raise invalid("blend", "is empty; give styles and their weights")
+        if len(styles) != len(weights):
+            raise invalid("blend", f"has {len(styles)} styles but {len(weights)} weights; give one weight per style")
     return StylizeRequest(
         image=decode_image(message.image, "image", max_pixels),
         model=message.model,
         style_index=message.style_index if style == "style_index" else None,
-        blend=list(zip(message.blend.styles, message.blend.weights, strict=False)) if style == "blend" else [],
+        blend=list(zip(message.blend.styles, message.blend.weights, strict=True)) if style == "blend" else [],
         style_image=decode_image(message.style_image, "style_image", max_pixels) if style == "style_image" else None,
         strength=message.strength,
         tile_size=message.tile_size,

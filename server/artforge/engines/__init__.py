@@ -1,1 +1,1 @@
-"""Engines: what a job does (text now; image, stylize and safety later), each behind a small interface."""
+"""Engines: what a job does (text, image, stylize; PBR maps and safety as steps), each behind a small interface."""

@@ -4,7 +4,8 @@ and a strong blur over the ones it flags.
 The detector is a YOLOv8n model run on our own onnxruntime runtime; only its layouts are taken
 from the package (its code is never imported):
 - input `images`: 1 x 3 x 320 x 320 RGB in 0..1, the picture padded at the right or bottom with
-  black to a square (letterbox) and scaled to 320 x 320;
+  black to a square (letterbox) and scaled to 320 x 320 (bilinear; PIL's filter smooths when it
+  shrinks, where NudeNet's OpenCV call samples);
 - output `output0`: 1 x 22 x 2100 (one column per anchor over the 40x40, 20x20 and 10x10
   grids): rows 0..3 a box (centre x, centre y, width, height), rows 4..21 the scores of the 18
   classes in LABELS, already in 0..1.

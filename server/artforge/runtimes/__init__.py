@@ -1,1 +1,1 @@
-"""How an engine runs: devices, loaded models, the PyTorch text runtime."""
+"""How an engine runs: devices, loaded models, PyTorch text and diffusion, onnxruntime sessions."""
