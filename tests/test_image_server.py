@@ -183,6 +183,17 @@ def test_tiling_on_x_makes_the_edges_continue(client):
     assert tiled_y > 0.5 * plain_y, (tiled_y, plain_y)
 
 
+def test_guidance_zero_turns_guidance_off_and_unset_is_the_default(client):
+    off = generate(client, seed=6, guidance_scale=0.0)
+    one = colors(generate(client, seed=6, guidance_scale=1.0))[0]
+    default = generate(client, seed=6)
+    # Guidance of 1 or less means one unguided UNet pass per step (Turbo and LCM models want that).
+    assert np.array_equal(colors(off)[0], one)
+    assert np.abs(colors(default)[0] - one).mean() > 1
+    assert off.images[0].header.provenance.guidance_scale == 0.0
+    assert default.images[0].header.provenance.guidance_scale == 7.5
+
+
 def test_tiling_is_per_job_on_a_warm_pipeline(client):
     before = colors(generate(client, seed=5))[0]
     generate(client, seed=5, tiling=pixels_pb2.Tiling(x=True, y=True))

@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--width", type=int, default=0)
     image.add_argument("--height", type=int, default=0)
     image.add_argument("--steps", type=int)
-    image.add_argument("--guidance", type=float, default=0.0)
+    image.add_argument("--guidance", type=float, help="classifier-free guidance; 0 turns it off (Turbo/LCM)")
     image.add_argument("--seed", type=int)
     image.add_argument("--batch", type=int, default=0)
     image.add_argument("--scheduler", default="")

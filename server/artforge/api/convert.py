@@ -85,7 +85,7 @@ def image_request(message: image_pb2.GenerateImageRequest, max_pixels: int) -> I
         width=message.width,
         height=message.height,
         steps=message.steps if has("steps") else None,
-        guidance_scale=message.guidance_scale,
+        guidance_scale=message.guidance_scale if has("guidance_scale") else None,
         seed=message.seed if has("seed") else None,
         batch_size=message.batch_size,
         scheduler=message.scheduler,

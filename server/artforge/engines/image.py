@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ from artforge.runtimes.torch_diffusion import (
 log = logging.getLogger(__name__)
 
 MODES = ("txt2img", "img2img", "inpaint")
-DEFAULT_STEPS = 25
 MAX_GUIDANCE = 30.0
 MAX_LORA_SCALE = 4.0
 
@@ -51,7 +50,7 @@ class ImageRequest:
     width: int = 0
     height: int = 0
     steps: int | None = None
-    guidance_scale: float = 0.0
+    guidance_scale: float | None = None
     seed: int | None = None
     batch_size: int = 0
     scheduler: str = ""
@@ -71,7 +70,7 @@ class PreparedImage:
     model: str
     width: int
     height: int
-    steps: int
+    steps: int | None  # None: the model's default, known once it is loaded
     batch_size: int
     seed: int
     loras: list[tuple[str, Path, float]]
@@ -100,7 +99,7 @@ class ImageEngine:
                 job.progress("loading_model", message=f"loading {name} on {device}")
 
         def load() -> LoadedPipeline:
-            return load_pipeline(spec.path, spec.format == "single_file", spec.config, device)
+            return load_pipeline(spec.name, spec.path, spec.format == "single_file", spec.config, device)
 
         return self._pipelines.get(device, name, load, announce)
 
@@ -132,11 +131,10 @@ class ImageEngine:
         for name, value in (("width", request.width), ("height", request.height)):
             if value % 8:
                 raise invalid(name, f"{value} is not a multiple of 8")
-        steps = DEFAULT_STEPS if request.steps is None else request.steps
-        if not 1 <= steps <= limits.max_steps:
-            raise invalid("steps", f"{steps} is outside 1..{limits.max_steps}")
-        if not 0 <= request.guidance_scale <= MAX_GUIDANCE:
-            raise invalid("guidance_scale", f"{request.guidance_scale:g} is outside 0..{MAX_GUIDANCE:g} (0 is the model's default)")
+        if request.steps is not None and not 1 <= request.steps <= limits.max_steps:
+            raise invalid("steps", f"{request.steps} is outside 1..{limits.max_steps}")
+        if request.guidance_scale is not None and not 0 <= request.guidance_scale <= MAX_GUIDANCE:
+            raise invalid("guidance_scale", f"{request.guidance_scale:g} is outside 0..{MAX_GUIDANCE:g} (0 turns it off)")
         batch = request.batch_size or 1
         if not 1 <= batch <= limits.max_batch:
             raise invalid("batch_size", f"{batch} is outside 1..{limits.max_batch}")
@@ -166,7 +164,7 @@ class ImageEngine:
         if width * height > limits.max_image_pixels:
             raise invalid("width", f"{width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}")
         seed = secrets.randbits(63) if request.seed is None else request.seed
-        return PreparedImage(request, spec.name, width, height, steps, batch, seed, loras)
+        return PreparedImage(request, spec.name, width, height, request.steps, batch, seed, loras)
 
     # -- generation -----------------------------------------------------------------------
 
@@ -177,12 +175,13 @@ class ImageEngine:
         width = prepared.width or loaded.native_size
         height = prepared.height or loaded.native_size
         scheduler = request.scheduler or loaded.default_scheduler
-        guidance = request.guidance_scale or loaded.default_guidance
+        guidance = loaded.default_guidance if request.guidance_scale is None else request.guidance_scale
+        steps = prepared.steps or loaded.default_steps
         provenance = Provenance(
             model=prepared.model,
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            steps=prepared.steps,
+            steps=steps,
             scheduler=scheduler,
             width=width,
             height=height,
@@ -196,12 +195,12 @@ class ImageEngine:
             # Nothing to change: the input itself, not a lossy trip through the VAE.
             colors = [self._resized(request.init_image, width, height)] * prepared.batch_size
         else:
-            colors = self._generate(loaded, prepared, width, height, scheduler, guidance, job)
+            colors = self._generate(loaded, prepared, width, height, steps, scheduler, guidance, job)
             if colors is None:
                 return JobResult()
         images = []
         for index, color in enumerate(colors):
-            item = Provenance(**{**provenance.__dict__, "seed": prepared.seed + index})
+            item = replace(provenance, seed=prepared.seed + index)
             images.append(ImageOutput(color, item, "color", index))
             if request.pbr_maps:
                 from artforge.engines.pbr import derive_pbr, to_image_outputs
@@ -211,7 +210,15 @@ class ImageEngine:
         return JobResult(images=images)
 
     def _generate(
-        self, loaded: LoadedPipeline, prepared: PreparedImage, width: int, height: int, scheduler: str, guidance: float, job: JobContext
+        self,
+        loaded: LoadedPipeline,
+        prepared: PreparedImage,
+        width: int,
+        height: int,
+        steps: int,
+        scheduler: str,
+        guidance: float,
+        job: JobContext,
     ) -> list[np.ndarray] | None:
         import torch
 
@@ -231,7 +238,7 @@ class ImageEngine:
         kwargs = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or None,
-            "num_inference_steps": prepared.steps,
+            "num_inference_steps": steps,
             "guidance_scale": guidance,
             "num_images_per_prompt": prepared.batch_size,
             "generator": generators,

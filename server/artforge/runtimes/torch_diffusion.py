@@ -43,6 +43,10 @@ _LATENT_RGB = {
 }
 
 
+# Distilled few-step models want ~4 steps and no guidance; their names and schedulers say so.
+FEW_STEP_MARKERS = ("turbo", "lcm", "lightning", "hyper")
+
+
 @dataclass
 class LoadedPipeline:
     """A pipeline family on one device, and what jobs need to know about it."""
@@ -52,6 +56,7 @@ class LoadedPipeline:
     device: str
     default_scheduler: str
     default_guidance: float
+    default_steps: int
     native_size: int
     loras: set[str] = field(default_factory=set)
     _variants: dict[str, object] = field(default_factory=dict)
@@ -80,7 +85,7 @@ def _family_of_checkpoint(path: Path) -> str:
         return "sdxl" if any(key.startswith("conditioner.embedders.1.") for key in checkpoint.keys()) else "sd"
 
 
-def load_pipeline(path: Path, single_file: bool, config: Path | None, device: str) -> LoadedPipeline:
+def load_pipeline(name: str, path: Path, single_file: bool, config: Path | None, device: str) -> LoadedPipeline:
     import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -103,12 +108,14 @@ def load_pipeline(path: Path, single_file: bool, config: Path | None, device: st
     scheduler_class = type(pipeline.scheduler).__name__
     default_scheduler = next((name for name, (cls_name, extra) in SCHEDULERS.items() if cls_name == scheduler_class and not extra), "")
     native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
+    few_step = scheduler_class == "LCMScheduler" or any(marker in name.lower() for marker in FEW_STEP_MARKERS)
     return LoadedPipeline(
         text2img=pipeline,
         family=family,
         device=device,
         default_scheduler=default_scheduler or scheduler_class,
-        default_guidance=5.0 if family == "sdxl" else 7.5,
+        default_guidance=0.0 if few_step else 5.0 if family == "sdxl" else 7.5,
+        default_steps=4 if few_step else 25,
         native_size=int(native),
     )
 

@@ -26,19 +26,19 @@ from . import jobs_pb2 as artforge_dot_v1_dot_jobs__pb2
 from . import pixels_pb2 as artforge_dot_v1_dot_pixels__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61rtforge/v1/image.proto\x12\x0b\x61rtforge.v1\x1a\x16\x61rtforge/v1/jobs.proto\x1a\x18\x61rtforge/v1/pixels.proto\"\xba\x04\n\x14GenerateImageRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.artforge.v1.ImageMode\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\x12\n\x05steps\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x16\n\x0eguidance_scale\x18\x08 \x01(\x02\x12\x11\n\x04seed\x18\t \x01(\x04H\x01\x88\x01\x01\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x11\n\tscheduler\x18\x0b \x01(\t\x12#\n\x06tiling\x18\x0c \x01(\x0b\x32\x13.artforge.v1.Tiling\x12&\n\x05loras\x18\r \x03(\x0b\x32\x17.artforge.v1.LoraWeight\x12&\n\ninit_image\x18\x0e \x01(\x0b\x32\x12.artforge.v1.Image\x12\x10\n\x08strength\x18\x0f \x01(\x02\x12 \n\x04mask\x18\x10 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x30\n\routput_format\x18\x11 \x01(\x0e\x32\x19.artforge.v1.OutputFormat\x12\x10\n\x08pbr_maps\x18\x12 \x01(\x08\x12\x15\n\rpreview_every\x18\x13 \x01(\r\x12(\n\x07options\x18\x14 \x01(\x0b\x32\x17.artforge.v1.JobOptionsB\x08\n\x06_stepsB\x07\n\x05_seed\"-\n\nStyleBlend\x12\x0e\n\x06styles\x18\x01 \x03(\r\x12\x0f\n\x07weights\x18\x02 \x03(\x02\"\xb8\x02\n\x0eStylizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x15\n\x0bstyle_index\x18\x03 \x01(\rH\x00\x12(\n\x05\x62lend\x18\x04 \x01(\x0b\x32\x17.artforge.v1.StyleBlendH\x00\x12)\n\x0bstyle_image\x18\x05 \x01(\x0b\x32\x12.artforge.v1.ImageH\x00\x12\x10\n\x08strength\x18\x06 \x01(\x02\x12\x11\n\ttile_size\x18\x07 \x01(\r\x12\x30\n\routput_format\x18\x08 \x01(\x0e\x32\x19.artforge.v1.OutputFormat\x12(\n\x07options\x18\t \x01(\x0b\x32\x17.artforge.v1.JobOptionsB\x07\n\x05style*o\n\tImageMode\x12\x1a\n\x16IMAGE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_MODE_TXT2IMG\x10\x01\x12\x16\n\x12IMAGE_MODE_IMG2IMG\x10\x02\x12\x16\n\x12IMAGE_MODE_INPAINT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x61rtforge/v1/image.proto\x12\x0b\x61rtforge.v1\x1a\x16\x61rtforge/v1/jobs.proto\x1a\x18\x61rtforge/v1/pixels.proto\"\xd2\x04\n\x14GenerateImageRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12$\n\x04mode\x18\x02 \x01(\x0e\x32\x16.artforge.v1.ImageMode\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x04 \x01(\t\x12\r\n\x05width\x18\x05 \x01(\r\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\x12\n\x05steps\x18\x07 \x01(\rH\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x04H\x02\x88\x01\x01\x12\x12\n\nbatch_size\x18\n \x01(\r\x12\x11\n\tscheduler\x18\x0b \x01(\t\x12#\n\x06tiling\x18\x0c \x01(\x0b\x32\x13.artforge.v1.Tiling\x12&\n\x05loras\x18\r \x03(\x0b\x32\x17.artforge.v1.LoraWeight\x12&\n\ninit_image\x18\x0e \x01(\x0b\x32\x12.artforge.v1.Image\x12\x10\n\x08strength\x18\x0f \x01(\x02\x12 \n\x04mask\x18\x10 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x30\n\routput_format\x18\x11 \x01(\x0e\x32\x19.artforge.v1.OutputFormat\x12\x10\n\x08pbr_maps\x18\x12 \x01(\x08\x12\x15\n\rpreview_every\x18\x13 \x01(\r\x12(\n\x07options\x18\x14 \x01(\x0b\x32\x17.artforge.v1.JobOptionsB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seed\"-\n\nStyleBlend\x12\x0e\n\x06styles\x18\x01 \x03(\r\x12\x0f\n\x07weights\x18\x02 \x03(\x02\"\xb8\x02\n\x0eStylizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x05image\x18\x02 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x15\n\x0bstyle_index\x18\x03 \x01(\rH\x00\x12(\n\x05\x62lend\x18\x04 \x01(\x0b\x32\x17.artforge.v1.StyleBlendH\x00\x12)\n\x0bstyle_image\x18\x05 \x01(\x0b\x32\x12.artforge.v1.ImageH\x00\x12\x10\n\x08strength\x18\x06 \x01(\x02\x12\x11\n\ttile_size\x18\x07 \x01(\r\x12\x30\n\routput_format\x18\x08 \x01(\x0e\x32\x19.artforge.v1.OutputFormat\x12(\n\x07options\x18\t \x01(\x0b\x32\x17.artforge.v1.JobOptionsB\x07\n\x05style*o\n\tImageMode\x12\x1a\n\x16IMAGE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_MODE_TXT2IMG\x10\x01\x12\x16\n\x12IMAGE_MODE_IMG2IMG\x10\x02\x12\x16\n\x12IMAGE_MODE_INPAINT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'artforge.v1.image_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEMODE']._serialized_start=1025
-  _globals['_IMAGEMODE']._serialized_end=1136
+  _globals['_IMAGEMODE']._serialized_start=1049
+  _globals['_IMAGEMODE']._serialized_end=1160
   _globals['_GENERATEIMAGEREQUEST']._serialized_start=91
-  _globals['_GENERATEIMAGEREQUEST']._serialized_end=661
-  _globals['_STYLEBLEND']._serialized_start=663
-  _globals['_STYLEBLEND']._serialized_end=708
-  _globals['_STYLIZEREQUEST']._serialized_start=711
-  _globals['_STYLIZEREQUEST']._serialized_end=1023
+  _globals['_GENERATEIMAGEREQUEST']._serialized_end=685
+  _globals['_STYLEBLEND']._serialized_start=687
+  _globals['_STYLEBLEND']._serialized_end=732
+  _globals['_STYLIZEREQUEST']._serialized_start=735
+  _globals['_STYLIZEREQUEST']._serialized_end=1047
 # @@protoc_insertion_point(module_scope)
