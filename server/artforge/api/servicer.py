@@ -79,70 +79,59 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
             models.append(convert.model_info(spec, loaded=is_loaded, is_default=is_default, context_length=context_length))
         return server_pb2.ListModelsResponse(models=models)
 
-    async def _submit(
+    async def _new_job(
         self,
         context: grpc.aio.ServicerContext,
         kind: str,
         engine: object,
         prepare: Callable[[], Any],
         options: jobs_pb2.JobOptions,
-        output_format: str = "png8",
-    ) -> Job:
-        """Check and prepare a request off the event loop, then queue it as a job."""
-        # Decoding images, tokenizing (and the first time converting a GGUF) take time.
-        prepared = await asyncio.to_thread(prepare)
-        job = Job(
-            kind,
-            engine,
-            prepared,
-            model=prepared.model,
-            label=options.label,
-            priority=options.priority,
-            keep_on_disconnect=options.keep_on_disconnect,
-            owner=self._caller(context),
-            output_format=output_format,
-            chunk_bytes=self.app.config.limits.chunk_bytes,
-            loop=asyncio.get_running_loop(),
-        )
-        return self.app.scheduler.submit(job, context.time_remaining())
-
-    async def GenerateText(
-        self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
+        output_format: int = 0,
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        engine = self.app.text
+        """Check and prepare a request off the event loop, queue it as a job, stream its events."""
         try:
-            job = await self._submit(context, "text", engine, lambda: engine.prepare(convert.text_request(request)), request.options)
+            fmt = convert.output_format(output_format)
+            # Decoding images, tokenizing (and the first time converting a GGUF) take time.
+            prepared = await asyncio.to_thread(prepare)
+            job = Job(
+                kind,
+                engine,
+                prepared,
+                model=prepared.model,
+                label=options.label,
+                priority=options.priority,
+                keep_on_disconnect=options.keep_on_disconnect,
+                owner=self._caller(context),
+                output_format=fmt,
+                chunk_bytes=self.app.config.limits.chunk_bytes,
+                loop=asyncio.get_running_loop(),
+            )
+            self.app.scheduler.submit(job, context.time_remaining())
         except ArtForgeError as error:
             await _abort(context, error)
         async for event in self._follow(job, context, 0, submitter=True):
+            yield event
+
+    # grpc.aio drives a streaming handler by what it is: these must be async generators.
+    async def GenerateText(
+        self, request: text_pb2.GenerateTextRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[jobs_pb2.JobEvent]:
+        text = self.app.text
+        async for event in self._new_job(context, "text", text, lambda: text.prepare(convert.text_request(request)), request.options):
             yield event
 
     async def GenerateImage(
         self, request: image_pb2.GenerateImageRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
-        engine = self.app.image
-        max_pixels = self.app.config.limits.max_image_pixels
-        try:
-            fmt = convert.output_format(request.output_format)
-            job = await self._submit(
-                context, "image", engine, lambda: engine.prepare(convert.image_request(request, max_pixels)), request.options, fmt
-            )
-        except ArtForgeError as error:
-            await _abort(context, error)
-        async for event in self._follow(job, context, 0, submitter=True):
+        image, max_pixels = self.app.image, self.app.config.limits.max_image_pixels
+        prepare = lambda: image.prepare(convert.image_request(request, max_pixels))  # noqa: E731
+        async for event in self._new_job(context, "image", image, prepare, request.options, request.output_format):
             yield event
 
     async def Stylize(self, request: image_pb2.StylizeRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
-        engine = self.app.stylize
-        max_pixels = self.app.config.limits.max_image_pixels
-        try:
-            fmt = convert.output_format(request.output_format)
-            job = await self._submit(
-                context, "stylize", engine, lambda: engine.prepare(convert.stylize_request(request, max_pixels)), request.options, fmt
-            )
-        except ArtForgeError as error:
-            await _abort(context, error)
-        async for event in self._follow(job, context, 0, submitter=True):
+        stylize, max_pixels = self.app.stylize, self.app.config.limits.max_image_pixels
+        prepare = lambda: stylize.prepare(convert.stylize_request(request, max_pixels))  # noqa: E731
+        async for event in self._new_job(context, "stylize", stylize, prepare, request.options, request.output_format):
             yield event
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
