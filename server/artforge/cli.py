@@ -24,6 +24,7 @@ from artforge import __version__
 from artforge.config import load_config
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.launch import READY_PREFIX
+from artforge_client.v1 import pixels_pb2
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
@@ -124,13 +125,11 @@ def cmd_text(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image(path: str):  # noqa: ANN202
+def _read_image(path: str) -> pixels_pb2.Image:
     """A file as an artforge.v1.Image: PNGs as they are, other formats converted to PNG."""
     import io
 
     from PIL import Image as PILImage
-
-    from artforge_client.v1 import pixels_pb2
 
     data = Path(path).read_bytes()
     if not data.startswith(b"\x89PNG"):
@@ -141,8 +140,17 @@ def _read_image(path: str):  # noqa: ANN202
     return pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, data=data)
 
 
-_OUTPUT_FORMATS = {"png8": 1, "png16": 2, "raw": 3}  # artforge.v1.OutputFormat
-_ROLE_SUFFIX = {1: "", 2: "_height", 3: "_normal", 4: "_roughness"}  # artforge.v1.ImageRole
+_OUTPUT_FORMATS = {
+    "png8": pixels_pb2.OUTPUT_FORMAT_PNG8,
+    "png16": pixels_pb2.OUTPUT_FORMAT_PNG16,
+    "raw": pixels_pb2.OUTPUT_FORMAT_RAW_FLOAT32,
+}
+_ROLE_SUFFIX = {
+    pixels_pb2.IMAGE_ROLE_COLOR: "",
+    pixels_pb2.IMAGE_ROLE_HEIGHT: "_height",
+    pixels_pb2.IMAGE_ROLE_NORMAL: "_normal",
+    pixels_pb2.IMAGE_ROLE_ROUGHNESS: "_roughness",
+}
 
 
 def _write_results(stream, output: str) -> None:  # noqa: ANN001
@@ -157,7 +165,7 @@ def _write_results(stream, output: str) -> None:  # noqa: ANN001
     batch = max((result.header.batch_index for result in stream.images), default=0) + 1
     for result in stream.images:
         header = result.header
-        suffix = ".raw" if header.image.encoding == 2 else base.suffix or ".png"
+        suffix = ".raw" if header.image.encoding == pixels_pb2.IMAGE_ENCODING_RAW else base.suffix or ".png"
         index = f"-{header.batch_index}" if batch > 1 else ""
         path = base.with_name(f"{base.stem}{index}{_ROLE_SUFFIX[header.role]}{suffix}")
         path.write_bytes(result.data)
@@ -166,9 +174,9 @@ def _write_results(stream, output: str) -> None:  # noqa: ANN001
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
+    from artforge_client.v1 import image_pb2, jobs_pb2
 
-    modes = {"txt2img": 1, "img2img": 2, "inpaint": 3}
+    modes = {"txt2img": image_pb2.IMAGE_MODE_TXT2IMG, "img2img": image_pb2.IMAGE_MODE_IMG2IMG, "inpaint": image_pb2.IMAGE_MODE_INPAINT}
     request = image_pb2.GenerateImageRequest(
         model=args.model,
         mode=modes[args.mode],

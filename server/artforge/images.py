@@ -18,7 +18,6 @@ import numpy as np
 
 from artforge.engines.base import ImageOutput, Provenance
 
-OUTPUT_FORMATS = ("png8", "png16", "raw_float32")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (gray, gray+alpha, RGB, RGBA)
 
