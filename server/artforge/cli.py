@@ -271,11 +271,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "text":
-        from artforge.bench_text import bench_text
+        from artforge.bench.text import bench_text
 
         result = bench_text(args)
     else:
-        from artforge.bench_image import bench_image
+        from artforge.bench.image import bench_image
 
         result = bench_image(args)
     text = json.dumps(result, indent=2)

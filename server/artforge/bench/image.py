@@ -17,13 +17,10 @@ Reported, each the median of --repeats runs after a warm-up:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
-from datetime import UTC, datetime
 
-from artforge import __version__
+from artforge.bench import report
 
 _VAE = {
     "block_out_channels": [128, 256, 512, 512],
@@ -128,7 +125,9 @@ def _embeddings(pipeline: object, arch: str) -> dict:
     import torch
 
     device = pipeline.unet.device
-    ids = torch.randint(0, 49408, (1, 77), generator=torch.Generator().manual_seed(0)).to(device)
+    encoders = [e for e in (pipeline.text_encoder, getattr(pipeline, "text_encoder_2", None)) if e is not None]
+    vocabulary = min(e.config.vocab_size for e in encoders)  # a real model's, or a small test model's
+    ids = torch.randint(0, vocabulary, (1, 77), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.inference_mode():
         if arch != "sdxl":
             embeds = pipeline.text_encoder(ids)[0]
@@ -206,15 +205,7 @@ def bench_image(args: argparse.Namespace) -> dict:
         "end_to_end_seconds": _timed(end_to_end, max(1, args.repeats // 2)),
     }
     return {
-        "bench": "image",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "artforge": __version__,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
+        **report("image", torch=torch.__version__, threads=torch.get_num_threads()),
         "source": source,
         "backend": "torch eager",
         "device": device,

@@ -16,16 +16,13 @@ prompts make every run do the same work.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 
-from artforge import __version__
+from artforge.bench import report
 from artforge.launch import ServerProcess
 from artforge_client import Client
 
@@ -79,15 +76,7 @@ def bench_text(args: argparse.Namespace) -> dict:
 
     backend = long[0]["backend"]
     return {
-        "bench": "text",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "artforge": __version__,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "devices": [f"{d.name}: {d.description}" for d in info.devices],
-        },
+        **report("text", devices=[f"{d.name}: {d.description}" for d in info.devices]),
         "server": address if args.address else "started by the bench",
         "model": long[0]["model"],
         "settings": {
