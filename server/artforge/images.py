@@ -40,13 +40,33 @@ class EncodedImage:
             yield offset, self.data[offset : offset + size]
 
 
-def to_rgb(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Split into RGB and the alpha channel (None when there is none); gray becomes RGB."""
+def to_rgb(pixels: np.ndarray, over_white: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split into RGB and the alpha channel (None when there is none); gray becomes RGB.
+
+    `over_white` composites onto white instead of returning the alpha (for style pictures).
+    """
     alpha = pixels[..., -1:] if pixels.shape[-1] in (2, 4) else None
     color = pixels[..., :-1] if alpha is not None else pixels
     if color.shape[-1] == 1:
         color = np.repeat(color, 3, axis=-1)
+    if over_white and alpha is not None:
+        return color * alpha + (1.0 - alpha), None
     return color, alpha
+
+
+def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Lanczos resize of float32 H x W x C pixels, channel by channel (PIL's float mode keeps the precision)."""
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    from PIL import Image
+
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32)).resize((width, height), Image.Resampling.LANCZOS)
+        )
+        for c in range(pixels.shape[-1])
+    ]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
 
 
 def provenance_text(provenance: Provenance) -> dict[str, str]:

@@ -18,7 +18,7 @@ import numpy as np
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
 from artforge.errors import ArtForgeError, ErrorCode, invalid
-from artforge.images import to_rgb
+from artforge.images import resize, to_rgb
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.torch_diffusion import (
@@ -193,7 +193,7 @@ class ImageEngine:
         )
         if request.mode == "img2img" and request.strength == 0.0:
             # Nothing to change: the input itself, not a lossy trip through the VAE.
-            colors = [self._resized(request.init_image, width, height)] * prepared.batch_size
+            colors = [resize(request.init_image, width, height)] * prepared.batch_size
         else:
             colors = self._generate(loaded, prepared, width, height, steps, scheduler, guidance, job)
             if colors is None:
@@ -249,7 +249,7 @@ class ImageEngine:
         if request.mode == "txt2img":
             kwargs.update(width=width, height=height)
         else:
-            init, alpha = to_rgb(self._resized(request.init_image, width, height))
+            init, alpha = to_rgb(resize(request.init_image, width, height))
             kwargs.update(image=torch.from_numpy(init).permute(2, 0, 1)[None], strength=request.strength)
             if request.mode == "inpaint":
                 mask = self._mask(request.mask, width, height)
@@ -268,19 +268,7 @@ class ImageEngine:
             results = [np.concatenate([result, alpha], axis=-1) for result in results]
         return results
 
-    @staticmethod
-    def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
-        if image.shape[1] == width and image.shape[0] == height:
-            return image
-        from PIL import Image as PILImage
-
-        channels = [
-            np.asarray(PILImage.fromarray(image[..., c]).resize((width, height), PILImage.Resampling.LANCZOS), dtype=np.float32)
-            for c in range(image.shape[-1])
-        ]
-        return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
-
     def _mask(self, mask: np.ndarray, width: int, height: int) -> np.ndarray:
         """One channel, 0 keeps and 1 repaints; an alpha channel, if any, is ignored."""
         gray = mask[..., :1] if mask.shape[-1] in (1, 2) else mask[..., :3].mean(axis=-1, keepdims=True)
-        return self._resized(gray, width, height)
+        return resize(gray, width, height)

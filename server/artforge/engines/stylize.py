@@ -33,6 +33,7 @@ import numpy as np
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
 from artforge.errors import ArtForgeError, ErrorCode, invalid
+from artforge.images import resize, to_rgb
 from artforge.models.embedded import STYLE_TRANSFER, PackagedModel, is_fetched
 from artforge.runtimes.onnx import OnnxModel, OnnxSessions
 
@@ -126,37 +127,12 @@ def _check_pixels(name: str, pixels: np.ndarray, limits: Limits) -> np.ndarray:
     return np.clip(pixels, 0.0, 1.0)
 
 
-def _split_alpha(pixels: np.ndarray, over_white: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """RGB (gray repeated) and the alpha channel, if any; `over_white` composites RGBA onto white instead."""
-    channels = pixels.shape[2]
-    if channels == 1:
-        return np.repeat(pixels, 3, axis=2), None
-    if channels == 3:
-        return pixels, None
-    rgb, alpha = pixels[:, :, :3], pixels[:, :, 3:]
-    if over_white:
-        return rgb * alpha + (1.0 - alpha), None
-    return rgb, alpha
-
-
-def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Lanczos resize of float32 pixels, channel by channel (PIL's 32-bit float mode keeps the precision)."""
-    from PIL import Image
-
-    if rgb.shape[1] == width and rgb.shape[0] == height:
-        return rgb
-    planes = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:, :, c])).resize((width, height), Image.Resampling.LANCZOS)) for c in range(3)
-    ]
-    return np.clip(np.stack(planes, axis=2), 0.0, 1.0).astype(np.float32)
-
-
 def _style_input(rgb: np.ndarray) -> np.ndarray:
     """The centre square of a style image, scaled to the style network's 256 x 256."""
     height, width = rgb.shape[:2]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    return _resize(rgb[top : top + side, left : left + side], STYLE_SIZE, STYLE_SIZE)
+    return resize(rgb[top : top + side, left : left + side], STYLE_SIZE, STYLE_SIZE)
 
 
 # -- tiles ----------------------------------------------------------------------------------------
@@ -310,7 +286,7 @@ class StylizeEngine:
             weights, style = self._blend(request.blend)
         else:
             style_pixels = _check_pixels("style_image", request.style_image, self.limits)
-            style_rgb, _ = _split_alpha(style_pixels, over_white=True)
+            style_rgb, _ = to_rgb(style_pixels, over_white=True)
             style = "image"
 
         strength = float(request.strength)
@@ -325,7 +301,7 @@ class StylizeEngine:
 
         pixels = _check_pixels("image", request.image, self.limits)
         package = self._package(request.model)
-        rgb, alpha = _split_alpha(pixels)
+        rgb, alpha = to_rgb(pixels)
         if style_rgb is not None:
             style_rgb = _style_input(style_rgb)
         return PreparedStylize(package.name, np.ascontiguousarray(rgb), alpha, weights, style_rgb, style, strength, tile)
@@ -388,12 +364,12 @@ class StylizeEngine:
         if arbitrary:
             height, width = request.height, request.width
             scale = min(1.0, max(ARBITRARY_MAX_SIDE / max(height, width), ARBITRARY_SIZE / min(height, width)))
-            work = _resize(work, max(1, round(width * scale)), max(1, round(height * scale)))
+            work = resize(work, max(1, round(width * scale)), max(1, round(height * scale)))
         result = self._tiled(work, tile, stylize_tile, job)
         if result is None:
             return JobResult(finish_reason="cancelled")
         if result.shape[:2] != request.rgb.shape[:2]:
-            result = _resize(result, request.width, request.height)
+            result = resize(result, request.width, request.height)
         if request.strength < 1.0:
             result = request.strength * result + (1.0 - request.strength) * request.rgb
         if request.alpha is not None:
