@@ -8,6 +8,10 @@
 # PyTorch: `torch==2.13.0` by default. Set ARTFORGE_TORCH_INDEX to the wheel index PyTorch's
 # install page gives for your CUDA version to get the CUDA build, or for its CPU-only build on
 # machines where the default index would pull CUDA.
+#
+# ONNX Runtime: the CPU packages (onnxruntime, onnxruntime-genai) by default; the CUDA ones
+# (onnxruntime-gpu, onnxruntime-genai-cuda) with ARTFORGE_GPU=1, or when ARTFORGE_TORCH_INDEX
+# names a CUDA build. The two families install the same module, so the other one is removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +28,18 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
   echo "installing PyTorch ${ARTFORGE_TORCH_VERSION:-2.13.0}" >&2
   "${pip[@]}" "torch==${ARTFORGE_TORCH_VERSION:-2.13.0}" ${ARTFORGE_TORCH_INDEX:+--index-url "$ARTFORGE_TORCH_INDEX"}
 fi
-echo "installing ArtForge" >&2
-"${pip[@]}" -e ".[dev]"
+flavour=cpu other=(onnxruntime-gpu onnxruntime-genai-cuda)
+if [[ "${ARTFORGE_GPU:-0}" == 1 || "${ARTFORGE_TORCH_INDEX:-}" == */cu* ]]; then
+  flavour=gpu other=(onnxruntime onnxruntime-genai)
+fi
+.venv/bin/python -m pip uninstall --quiet --yes "${other[@]}" 2>/dev/null || true
+echo "installing ArtForge (ONNX Runtime for $flavour)" >&2
+"${pip[@]}" -e ".[$flavour,bench,dev]"
 
-echo "fetching the embedded model" >&2
+echo "fetching the embedded models" >&2
 .venv/bin/artforge models fetch
+echo "exporting the embedded text model to ONNX (int4, once; about 20 s)" >&2
+.venv/bin/artforge onnx export
 
 [[ $demo == 1 ]] || exit 0
 

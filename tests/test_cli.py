@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO
 
@@ -125,10 +126,25 @@ def test_bench_text_writes_its_json(server, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["bench"] == "text" and report["model"] == "smollm2-135m-instruct"
-    torch = report["backends"]["torch"]
-    assert torch["completion_tokens"] >= 1 and torch["tokens_per_second"] > 0 and torch["short_prompt_ttft_ms"] > 0
-    assert len(torch["runs"]["long_prompt"]) == 1
+    [(backend, figures)] = report["backends"].items()  # a running server: the backend it serves with
+    assert backend == "onnx"
+    assert figures["completion_tokens"] >= 1 and figures["tokens_per_second"] > 0 and figures["short_prompt_ttft_ms"] > 0
+    assert len(figures["runs"]["long_prompt"]) == 1
     assert json.loads(result.stdout) == report
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_text_compares_both_backends_side_by_side(models_dir, tmp_path):
+    out = tmp_path / "text.json"
+    args = ("bench", "text", "--models-dir", str(models_dir), "--runs", "1", "--max-tokens", "8", "-o", str(out))
+    result = artforge(*args, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert list(report["backends"]) == ["torch", "onnx"]
+    assert all(b["tokens_per_second"] > 0 for b in report["backends"].values())
+    assert set(report["onnx_vs_torch"]) == {"tokens_per_second", "short_prompt_ttft"}
+    assert report["software"]["onnxruntime-genai"] != "not installed"
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_bench_image_measures_a_diffusers_folder(tmp_path):
@@ -149,3 +165,12 @@ def test_bench_image_measures_a_diffusers_folder(tmp_path):
         "end_to_end_seconds",
     }
     assert all(f["min"] <= f["median"] <= f["max"] for f in report["figures"].values())
+
+
+def test_onnx_export_of_the_default_text_model_and_of_an_unknown_one(models_dir):
+    result = artforge("onnx", "export", "--models-dir", str(models_dir), timeout=300)
+    assert result.returncode == 0, result.stderr
+    name, folder = result.stdout.strip().split(": ")
+    assert name == "smollm2-135m-instruct" and "text-v1-int4-cpu-" in folder
+    assert (Path(folder) / "genai_config.json").is_file()
+    assert_clean_failure(artforge("onnx", "export", "no-such-model", "--models-dir", str(models_dir)))

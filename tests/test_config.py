@@ -74,6 +74,7 @@ dir = "{models_dir}"
 default_text = "my-llm"
 preload = []
 max_loaded = 3
+backend = "onnx"
 
 [model.my-llm]
 path = "/data/llm/Qwen2.5-0.5B-Instruct"
@@ -105,7 +106,8 @@ system_prompt = "Answer with one haiku."
         ModelEntry(name="my-llm", path="/data/llm/Qwen2.5-0.5B-Instruct", description="a bigger model"),
         ModelEntry(name="painter", path="/data/sd", kind="image", backend="torch"),
     ]
-    assert config.models[0].kind == "" and config.models[0].backend == "auto", "kind is detected from the files unless given"
+    assert config.default_backend == "onnx"
+    assert config.models[0].kind == "" and config.models[0].backend == "", "kind is detected, the backend is [models]' default"
     assert config.limits == Limits(max_tokens=100, max_queue=4)
     assert config.limits.default_max_tokens == Limits().default_max_tokens, "limits not named keep their defaults"
     assert config.tasks == {"haiku": TaskEntry(description="a haiku about the prompt", system_prompt="Answer with one haiku.")}

@@ -212,6 +212,19 @@ def test_registry_config_entry_with_a_bad_kind_or_backend(models_folder, field, 
     assert next(iter(entry.values())) in error.value.message
 
 
+def test_registry_backend_default_applies_where_a_model_names_none(models_folder, tmp_path):
+    (tmp_path / "big.gguf").write_bytes(b"GGUF")
+    big = str(tmp_path / "big.gguf")
+    entries = [ModelEntry(name="fast", path=big), ModelEntry(name="eager", path=big, backend="torch")]
+    registry = ModelRegistry(models_folder, entries, {}, backend="onnx")
+    assert registry.get("loose", "text").backend == "onnx"
+    assert registry.get("fast", "text").backend == "onnx"
+    assert registry.get("eager", "text").backend == "torch"
+    with pytest.raises(ArtForgeError) as error:
+        ModelRegistry(models_folder, [], {}, backend="tensorflow")
+    assert "[models] backend" in error.value.message
+
+
 def test_registry_refresh_sees_new_models(models_folder):
     registry = ModelRegistry(models_folder, [], {})
     (models_folder / "later.gguf").write_bytes(b"GGUF")

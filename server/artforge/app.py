@@ -10,7 +10,7 @@ from artforge.engines.image import ImageEngine
 from artforge.engines.stylize import StylizeEngine
 from artforge.engines.text import TextEngine
 from artforge.jobs.scheduler import ImageFilter, Scheduler
-from artforge.models.registry import ModelRegistry
+from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.devices import resolve_devices
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class App:
         self.config = config
         self.devices = resolve_devices(config.devices)
         defaults = {"text": config.default_text_model, "image": config.default_image_model}
-        self.registry = ModelRegistry(config.models_dir, config.models, defaults)
+        self.registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
         self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models)
         self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models)
         self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
@@ -41,6 +41,11 @@ class App:
             return apply_safety(checker, images)
 
         return check
+
+    def backend_of(self, spec: ModelSpec) -> tuple[str, str]:
+        """The backend serving `spec` ("" while not loaded) and why; LoRAs have none of their own."""
+        engine = {"text": self.text, "image": self.image}.get(spec.kind)
+        return engine.backend_of(spec.name) if engine is not None else ("", "")
 
     def loaded_models(self) -> set[str]:
         return set().union(*(engine.loaded_models() for engine in self.engines))

@@ -3,6 +3,7 @@
 artforge serve                       # the embedded SmolLM2 model on 127.0.0.1:50051
 artforge text "a lighthouse in fog" --task scene_description
 artforge models list | fetch
+artforge onnx export                 # the default text model to ONNX (int4), once
 artforge info
 artforge bench text -o bench.json
 """
@@ -269,19 +270,49 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_onnx(args: argparse.Namespace) -> int:
+    """Export models to ONNX now (servers export on first use otherwise), into the models folder's cache."""
+    from artforge.engines.image import ImageEngine
+    from artforge.engines.text import TextEngine
+    from artforge.models.registry import ModelRegistry
+    from artforge.runtimes.devices import resolve_devices
+
+    config = load_config(Path(args.config) if args.config else None, overrides={"models_dir": args.models_dir})
+    defaults = {"text": config.default_text_model, "image": config.default_image_model}
+    registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
+    engines = {
+        "text": TextEngine(registry, config.limits, config.tasks, config.max_loaded_models),
+        "image": ImageEngine(registry, config.limits, config.max_loaded_models),
+    }
+    device = args.device or resolve_devices(config.devices)[0]
+    names = args.names or [registry.default_name("text")]
+    for name in names:
+        kind = next((spec.kind for spec in registry.list() if spec.name == name), "text")
+        if kind not in engines:
+            raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"{name}: a {kind} model has no ONNX export of its own")
+        folder = engines[kind].export(name, device, force=args.force)
+        print(f"{name}: {folder}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    from artforge.bench.chart import write_chart
+
     if args.what == "text":
-        from artforge.bench.text import bench_text
+        from artforge.bench.text import bench_text, chart
 
         result = bench_text(args)
     else:
-        from artforge.bench.image import bench_image
+        from artforge.bench.image import bench_image, chart
 
         result = bench_image(args)
     text = json.dumps(result, indent=2)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
     print(text)
+    if args.output:
+        output = Path(args.output)
+        output.write_text(text + "\n")
+        title, panels = chart(result)
+        print(f"wrote {output} and {write_chart(output.with_suffix('.png'), title, panels)}", file=sys.stderr)
     return 0
 
 
@@ -373,8 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--models-dir")
     models.set_defaults(func=cmd_models)
 
+    onnx = commands.add_parser("onnx", help="export models to ONNX (servers also export on first use)")
+    onnx.add_argument("action", choices=["export"])
+    onnx.add_argument("names", nargs="*", help="text or image models (default: the default text model)")
+    onnx.add_argument("--device", help="export for this device: cpu or cuda (default: the server's first device)")
+    onnx.add_argument("--force", action="store_true", help="export again, even if an export exists or failed before")
+    onnx.add_argument("--config", default=os.environ.get("ARTFORGE_CONFIG"))
+    onnx.add_argument("--models-dir")
+    onnx.set_defaults(func=cmd_onnx)
+
     bench = commands.add_parser("bench", help="measure generation speed; writes JSON")
     bench.add_argument("what", choices=["text", "image"])
+    bench.add_argument("--backends", default="torch,onnx", help="compared side by side, one after the other")
     bench.add_argument("--model", default="", help="text: a model on the server; image: a diffusers folder (instead of --arch)")
     text_options = bench.add_argument_group("text (through a server)")
     text_options.add_argument("--address", help="bench a running server; default: start one on a free port")
@@ -389,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_options.add_argument("--repeats", type=int, default=3)
     image_options.add_argument("--fp16", action="store_true", help="half precision (GPUs)")
     image_options.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
-    bench.add_argument("-o", "--output", help="write the JSON here too")
+    bench.add_argument("-o", "--output", help="write the JSON here too, and its chart next to it (.png)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -19,6 +19,7 @@ A config file looks like this (every key optional):
     default_text = "smollm2-135m-instruct"
     preload = ["smollm2-135m-instruct"]
     max_loaded = 2
+    backend = "auto"            # for models found in the folder: "auto", "torch" or "onnx"
 
     [model.my-llm]              # a named model anywhere on disk
     path = "/data/llm/Qwen2.5-0.5B-Instruct"
@@ -63,7 +64,7 @@ class ModelEntry:
     name: str
     path: str
     kind: str = ""  # detected from the files; when given, it must match them
-    backend: str = "auto"
+    backend: str = ""  # "auto", "torch" or "onnx"; empty: the [models] backend
     description: str = ""
     config: str = ""  # single-file image checkpoints: a diffusers folder with their configs
 
@@ -102,6 +103,7 @@ class Config:
     default_text_model: str = EMBEDDED_TEXT_MODEL
     preload: list[str] = field(default_factory=lambda: [EMBEDDED_TEXT_MODEL])
     max_loaded_models: int = 2
+    default_backend: str = "auto"
     default_image_model: str = ""
     safety: bool = False
     models: list[ModelEntry] = field(default_factory=list)
@@ -129,6 +131,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "default_text": "default_text_model",
         "preload": "preload",
         "max_loaded": "max_loaded_models",
+        "backend": "default_backend",
     },
     "images": {"default_model": "default_image_model", "safety": "safety"},
 }
@@ -147,6 +150,7 @@ ENV_VARS: dict[str, str] = {
     "ARTFORGE_RESULT_TTL_SECONDS": "result_ttl_seconds",
     "ARTFORGE_DEFAULT_IMAGE_MODEL": "default_image_model",
     "ARTFORGE_SAFETY": "safety",
+    "ARTFORGE_BACKEND": "default_backend",
 }
 # A single token from the environment, for the common one-studio-one-secret case.
 TOKEN_ENV = "ARTFORGE_TOKEN"

@@ -19,6 +19,7 @@ _PHASES = {
     "loading_model": jobs_pb2.JobProgress.PHASE_LOADING_MODEL,
     "generating": jobs_pb2.JobProgress.PHASE_GENERATING,
     "postprocessing": jobs_pb2.JobProgress.PHASE_POSTPROCESSING,
+    "exporting_model": jobs_pb2.JobProgress.PHASE_EXPORTING_MODEL,
 }
 _MODEL_KINDS = {
     "text": server_pb2.MODEL_KIND_TEXT,
@@ -225,16 +226,17 @@ def job_info(job: Job) -> jobs_pb2.JobInfo:
     )
 
 
-def model_info(spec: ModelSpec, *, loaded: bool, is_default: bool, context_length: int) -> server_pb2.ModelInfo:
+def model_info(
+    spec: ModelSpec, *, loaded: bool, is_default: bool, context_length: int, backend: str, backend_reason: str
+) -> server_pb2.ModelInfo:
     return server_pb2.ModelInfo(
         name=spec.name,
         kind=_MODEL_KINDS[spec.kind],
         format=spec.format,
         path=str(spec.path),
         backend_requested=spec.backend,
-        # Only the PyTorch runtime exists so far; the ONNX fast path will report itself here.
-        backend="torch" if loaded else "",
-        backend_reason="" if spec.backend == "torch" else "PyTorch: the ONNX fast path is not in this version yet",
+        backend=backend,
+        backend_reason=backend_reason,
         loaded=loaded,
         is_default=is_default,
         description=spec.description,

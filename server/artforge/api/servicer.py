@@ -66,18 +66,28 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
             queue_length=app.scheduler.queue_length,
             running_jobs=len(app.scheduler.running),
             auth_required=self.auth.enabled,
+            loaded_models=self._model_infos(None, only_loaded=True),
         )
 
     async def ListModels(self, request: server_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> server_pb2.ListModelsResponse:
-        kind = convert.MODEL_KIND_NAMES.get(request.kind)
-        loaded = self.app.loaded_models()
+        return server_pb2.ListModelsResponse(models=self._model_infos(convert.MODEL_KIND_NAMES.get(request.kind)))
+
+    def _model_infos(self, kind: str | None, only_loaded: bool = False) -> list[server_pb2.ModelInfo]:
+        app = self.app
+        loaded = app.loaded_models()
         models = []
-        for spec in self.app.registry.list(kind):
+        for spec in app.registry.list(kind):
             is_loaded = spec.name in loaded
-            context_length = self.app.text.context_length(spec) if is_loaded and spec.kind == "text" else 0
-            is_default = spec.name == self.app.registry.default_name(spec.kind)
-            models.append(convert.model_info(spec, loaded=is_loaded, is_default=is_default, context_length=context_length))
-        return server_pb2.ListModelsResponse(models=models)
+            if only_loaded and not is_loaded:
+                continue
+            context_length = app.text.context_length(spec) if is_loaded and spec.kind == "text" else 0
+            backend, reason = app.backend_of(spec)
+            is_default = spec.name == app.registry.default_name(spec.kind)
+            info = convert.model_info(
+                spec, loaded=is_loaded, is_default=is_default, context_length=context_length, backend=backend, backend_reason=reason
+            )
+            models.append(info)
+        return models
 
     async def _new_job(
         self,

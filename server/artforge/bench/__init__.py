@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import platform
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 from artforge import __version__
+
+SOFTWARE = ("torch", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai", "onnxruntime-genai-cuda", "transformers", "diffusers")
 
 
 def report(bench: str, **machine: Any) -> dict[str, Any]:
@@ -22,4 +25,12 @@ def report(bench: str, **machine: Any) -> dict[str, Any]:
             "cpus": os.cpu_count(),
             **machine,
         },
+        "software": {name: _version(name) for name in SOFTWARE},
     }
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"

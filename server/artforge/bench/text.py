@@ -1,7 +1,8 @@
 """`artforge bench text`: tokens per second and time to first token, measured through gRPC.
 
-The bench starts its own server on a free port (or uses --address) and measures what a
-client sees, next to what the server counted:
+The bench starts its own server on a free port for each backend in --backends (PyTorch eager
+and ONNX Runtime GenAI by default), one after the other on the same machine, or measures the
+server at --address. It measures what a client sees, next to what the server counted:
 
 - ttft: submission to the first text, for a short prompt (the job starts at once: no queue);
 - tokens_per_second: completion tokens over the job's generation time, prompt processing
@@ -19,10 +20,10 @@ import argparse
 import statistics
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 from artforge.bench import report
+from artforge.bench.chart import Panel
 from artforge.launch import ServerProcess
 from artforge_client import Client
 
@@ -60,41 +61,72 @@ def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 3)
 
 
-def bench_text(args: argparse.Namespace) -> dict:
-    with ExitStack() as stack:
-        address = args.address
-        if address is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="artforge-bench-")))
-            serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
-            address = stack.enter_context(ServerProcess(*serve_args, log_path=workdir / "server.log")).address
-        client = stack.enter_context(Client(address, token=args.token))
-        info = client.server_info()
-
-        _run(client, LONG_PROMPT, args.model, args.max_tokens)  # warm-up: caches, allocator, threads
-        short = [_run(client, SHORT_PROMPT, args.model, 8) for _ in range(args.runs)]
-        long = [_run(client, LONG_PROMPT, args.model, args.max_tokens) for _ in range(args.runs)]
-
-    backend = long[0]["backend"]
+def _bench_server(client: Client, args: argparse.Namespace) -> dict:
+    _run(client, LONG_PROMPT, args.model, args.max_tokens)  # warm-up: caches, allocator, threads
+    short = [_run(client, SHORT_PROMPT, args.model, 8) for _ in range(args.runs)]
+    long = [_run(client, LONG_PROMPT, args.model, args.max_tokens) for _ in range(args.runs)]
     return {
-        **report("text", devices=[f"{d.name}: {d.description}" for d in info.devices]),
-        "server": address if args.address else "started by the bench",
+        "backend": long[0]["backend"],
         "model": long[0]["model"],
+        "device": long[0]["device"],
+        "long_prompt_tokens": long[0]["prompt_tokens"],
+        "short_prompt_ttft_ms": _median(short, "ttft_ms_client"),
+        "short_prompt_ttft_ms_server": _median(short, "ttft_ms_server"),
+        "long_prompt_ttft_ms": _median(long, "ttft_ms_client"),
+        "tokens_per_second": _median(long, "tokens_per_second"),
+        "decode_tokens_per_second": _median(long, "decode_tokens_per_second"),
+        "completion_tokens": _median(long, "completion_tokens"),
+        "runs": {"short_prompt": short, "long_prompt": long},
+    }
+
+
+def bench_text(args: argparse.Namespace) -> dict:
+    results: dict[str, dict] = {}
+    devices: list[str] = []
+    if args.address:
+        with Client(args.address, token=args.token) as client:
+            devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
+            result = _bench_server(client, args)
+            results[result["backend"]] = result
+    else:
+        for backend in args.backends.split(","):
+            with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
+                serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
+                log = Path(workdir) / "server.log"
+                # One server per backend, never two at once: they would share the cores.
+                with ServerProcess(*serve_args, log_path=log, env={"ARTFORGE_BACKEND": backend}) as server, server.client() as client:
+                    devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
+                    result = _bench_server(client, args)
+            if result["backend"] != backend:
+                raise RuntimeError(f"asked for backend {backend}, but the server ran {result['backend']}; see its log")
+            results[backend] = result
+    first = next(iter(results.values()))
+    report_ = {
+        **report("text", devices=devices),
+        "server": args.address or "started by the bench, one per backend",
+        "model": first["model"],
         "settings": {
             "runs": args.runs,
             "max_tokens": args.max_tokens,
             "decoding": "greedy",
-            "long_prompt_tokens": long[0]["prompt_tokens"],
+            "long_prompt_tokens": first["long_prompt_tokens"],
         },
-        "backends": {
-            backend: {
-                "device": long[0]["device"],
-                "short_prompt_ttft_ms": _median(short, "ttft_ms_client"),
-                "short_prompt_ttft_ms_server": _median(short, "ttft_ms_server"),
-                "long_prompt_ttft_ms": _median(long, "ttft_ms_client"),
-                "tokens_per_second": _median(long, "tokens_per_second"),
-                "decode_tokens_per_second": _median(long, "decode_tokens_per_second"),
-                "completion_tokens": _median(long, "completion_tokens"),
-                "runs": {"short_prompt": short, "long_prompt": long},
-            }
-        },
+        "backends": results,
     }
+    if "torch" in results and "onnx" in results:
+        torch, onnx = results["torch"], results["onnx"]
+        report_["onnx_vs_torch"] = {
+            "tokens_per_second": round(onnx["tokens_per_second"] / torch["tokens_per_second"], 2),
+            "short_prompt_ttft": round(torch["short_prompt_ttft_ms"] / onnx["short_prompt_ttft_ms"], 2),
+        }
+    return report_
+
+
+def chart(result: dict) -> tuple[str, list[Panel]]:
+    """The chart of a text bench report: tokens/s and time to first token, per backend."""
+    backends = result["backends"]
+    title = f"{result['model']} on {result['machine']['cpus']} CPUs: {', '.join(result['machine']['devices'])}"
+    return title, [
+        Panel("generation, prompt included", "tokens/s", {b: r["tokens_per_second"] for b, r in backends.items()}, True),
+        Panel("time to first token, short prompt", "ms", {b: r["short_prompt_ttft_ms"] for b, r in backends.items()}, False),
+    ]

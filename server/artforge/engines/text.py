@@ -20,7 +20,10 @@ from artforge.engines.base import JobContext, JobResult, Usage
 from artforge.errors import invalid
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
+from artforge.runtimes.backend import BackendChoice, choose_backend, fallback
+from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
+from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
 from artforge.runtimes.torch_text import Sampling, TorchTextModel
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,12 @@ def _load_vocabulary(folder: Path) -> Vocabulary:
     return Vocabulary(tokenizer, int(context), frozenset(eos))
 
 
+@dataclass(frozen=True)
+class LoadedText:
+    model: TorchTextModel | OnnxTextModel
+    choice: BackendChoice
+
+
 class TextEngine:
     kind = "text"
 
@@ -169,7 +178,8 @@ class TextEngine:
         self.cache_dir = registry.models_dir / ".cache"
         self.tasks = dict(BUILTIN_TASKS)
         self.tasks.update({n: TextTask(n, t.description, t.system_prompt) for n, t in tasks.items()})
-        self._models: LoadedModels[TorchTextModel] = LoadedModels(max_loaded)
+        self.exports = ExportCache(self.cache_dir)
+        self._models: LoadedModels[LoadedText] = LoadedModels(max_loaded)
         self._vocabularies: dict[str, Vocabulary] = {}
         self._vocabulary_lock = threading.Lock()
 
@@ -184,13 +194,55 @@ class TextEngine:
                 self._vocabularies[spec.name] = _load_vocabulary(self.folder(spec))
             return self._vocabularies[spec.name]
 
-    def _model(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> TorchTextModel:
+    def _model(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> LoadedText:
         def announce() -> None:
             log.info("loading %s on %s", spec.name, device)
             if job is not None:
                 job.progress("loading_model", message=f"loading {spec.name} on {device}")
 
-        return self._models.get(device, spec.name, lambda: TorchTextModel(self.folder(spec), device), announce)
+        return self._models.get(device, spec.name, lambda: self._load(spec, device, job), announce)
+
+    def _load(self, spec: ModelSpec, device: str, job: JobContext | None) -> LoadedText:
+        def export() -> Path:
+            if job is not None and not self.exports.find(self._export_key(spec, device)):
+                job.progress("exporting_model", message=f"exporting {spec.name} to ONNX once (a minute or so)")
+            return self.export(spec.name, device)
+
+        choice = choose_backend(spec.backend, spec.name, genai_missing(), export)
+        if choice.export is not None:
+            try:
+                return LoadedText(OnnxTextModel(choice.export, device), choice)
+            except Exception as exc:  # a broken export must not take the model down with it
+                choice = fallback(spec.backend, spec.name, exc)
+        return LoadedText(TorchTextModel(self.folder(spec), device), choice)
+
+    # -- ONNX exports ---------------------------------------------------------------------
+
+    def _export_key(self, spec: ModelSpec, device: str, precision: str = "int4") -> ExportKey:
+        if spec.format == "gguf":
+            sources = [spec.path]
+        else:
+            sources = [f for f in spec.path.iterdir() if f.suffix in (".safetensors", ".bin", ".json") and f.is_file()]
+        return ExportKey(spec.name, export_variant(precision, device), weights_digest(sources, self.cache_dir))
+
+    def export(self, name: str, device: str = "cpu", force: bool = False, precision: str = "int4") -> Path:
+        """The ONNX export of text model `name` for `device`, made now if missing; ArtForgeError if that fails."""
+        spec = self.registry.get(name, "text")
+        source = self.folder(spec)
+        key = self._export_key(spec, device, precision)
+        return self.exports.build(key, lambda target: export_text_model(source, target, precision, device), force)
+
+    def backend_of(self, name: str) -> tuple[str, str]:
+        """The backend serving model `name` ("" while not loaded) and why."""
+        spec = self.registry.get(name, "text")
+        loaded = self._models.find(spec.name)
+        if loaded is not None:
+            return loaded.choice.backend, loaded.choice.reason
+        if spec.backend == "torch":
+            return "", "the config asks for PyTorch"
+        if missing := genai_missing():
+            return "", f"{spec.backend}: {missing}"
+        return "", f"{spec.backend}: ONNX Runtime GenAI, from an int4 export made on first load if there is none"
 
     def preload(self, model: str, device: str) -> None:
         spec = self.registry.get(model, "text")
@@ -258,7 +310,7 @@ class TextEngine:
     def run(self, request: PreparedText, job: JobContext) -> JobResult:
         spec = self.registry.get(request.model, "text")
         vocabulary = self.vocabulary(spec)
-        model = self._model(spec, job.device, job)
+        model = self._model(spec, job.device, job).model
         job.started(spec.name, model.backend, request.sampling.seed)
 
         decoder = StreamDecoder(vocabulary.tokenizer, request.stop)
@@ -266,7 +318,7 @@ class TextEngine:
         first_token_at = 0.0
         finish_reason = "max_tokens"
         start = time.perf_counter()
-        steps = model.generate(request.prompt_ids, request.sampling)
+        steps = model.generate(request.prompt_ids, request.sampling, request.max_tokens)
         try:
             while tokens < request.max_tokens:
                 if job.is_cancelled():

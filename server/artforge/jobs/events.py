@@ -39,7 +39,7 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "loading_model", "generating", "postprocessing"
+    phase: str  # "loading_model", "exporting_model", "generating", "postprocessing"
     step: int = 0
     total_steps: int = 0
     message: str = ""

@@ -68,14 +68,17 @@ def _spec_for_path(
             architectures = json.loads(config.read_text()).get("architectures") or []
         except (OSError, json.JSONDecodeError):
             architectures = []
-        if any(a.endswith("ForCausalLM") for a in architectures):
+        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 and kin: LMHeadModel
             return ModelSpec(name, "text", "hf", path, backend, description)
     return None
 
 
 class ModelRegistry:
-    def __init__(self, models_dir: Path, entries: list[ModelEntry], defaults: dict[str, str]) -> None:
+    def __init__(self, models_dir: Path, entries: list[ModelEntry], defaults: dict[str, str], backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"config [models] backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         self.models_dir = Path(models_dir)
+        self.backend = backend  # for models that do not name one
         self._entries = entries
         self._defaults = defaults  # kind -> default model name
         self._models: dict[str, ModelSpec] = {}
@@ -89,7 +92,7 @@ class ModelRegistry:
                 if child.name.startswith(".") or child.name == "loras":
                     continue
                 name = child.stem if child.is_file() else child.name
-                spec = _spec_for_path(name, child)
+                spec = _spec_for_path(name, child, backend=self.backend)
                 if spec is not None:
                     found[name] = spec
             for lora in sorted((self.models_dir / "loras").glob("*.safetensors")):
@@ -99,14 +102,14 @@ class ModelRegistry:
                 raise ArtForgeError(
                     ErrorCode.INVALID_ARGUMENT, f"config [model.{entry.name}] kind: {entry.kind!r} is not one of {', '.join(KINDS)}"
                 )
-            if entry.backend not in BACKENDS:
+            if entry.backend and entry.backend not in BACKENDS:
                 raise ArtForgeError(
                     ErrorCode.INVALID_ARGUMENT,
                     f"config [model.{entry.name}] backend: {entry.backend!r} is not one of {', '.join(BACKENDS)}",
                 )
             path = Path(entry.path).expanduser()
             config = Path(entry.config).expanduser() if entry.config else None
-            spec = _spec_for_path(entry.name, path, entry.kind, entry.backend, entry.description, config)
+            spec = _spec_for_path(entry.name, path, entry.kind, entry.backend or self.backend, entry.description, config)
             if spec is None:
                 log.warning("model %s: nothing loadable at %s; skipped", entry.name, path)
                 continue

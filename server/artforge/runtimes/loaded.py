@@ -39,6 +39,11 @@ class LoadedModels(Generic[T]):
                 log.info("unloaded %s from %s to stay within %d models", old, device, self.max_per_device)
         return item
 
+    def find(self, name: str) -> T | None:
+        """`name` as loaded on any device (the first found), without touching the LRU order."""
+        with self._lock:
+            return next((loaded[name] for loaded in self._devices.values() if name in loaded), None)
+
     def loaded_names(self) -> set[str]:
         with self._lock:
             return {name for loaded in self._devices.values() for name in loaded}

@@ -59,8 +59,10 @@ class TorchTextModel:
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(self.device).eval()
 
-    def generate(self, prompt_ids: list[int], sampling: Sampling) -> Iterator[int]:
-        """Yield token ids, one per step, for as long as the caller keeps asking."""
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int | None = None) -> Iterator[int]:
+        """Yield token ids, one per step, for as long as the caller keeps asking.
+
+        `max_new_tokens` is only a hint here: the PyTorch cache grows as needed."""
         import torch
         from transformers import DynamicCache
 

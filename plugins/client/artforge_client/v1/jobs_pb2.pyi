@@ -86,10 +86,12 @@ class JobProgress(_message.Message):
         PHASE_LOADING_MODEL: _ClassVar[JobProgress.Phase]
         PHASE_GENERATING: _ClassVar[JobProgress.Phase]
         PHASE_POSTPROCESSING: _ClassVar[JobProgress.Phase]
+        PHASE_EXPORTING_MODEL: _ClassVar[JobProgress.Phase]
     PHASE_UNSPECIFIED: JobProgress.Phase
     PHASE_LOADING_MODEL: JobProgress.Phase
     PHASE_GENERATING: JobProgress.Phase
     PHASE_POSTPROCESSING: JobProgress.Phase
+    PHASE_EXPORTING_MODEL: JobProgress.Phase
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]

@@ -79,7 +79,7 @@ class Style(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("server_version", "api_version", "devices", "limits", "tasks", "default_text_model", "default_image_model", "schedulers", "styles", "queue_length", "running_jobs", "auth_required", "images_available", "stylize_available")
+    __slots__ = ("server_version", "api_version", "devices", "limits", "tasks", "default_text_model", "default_image_model", "schedulers", "styles", "queue_length", "running_jobs", "auth_required", "images_available", "stylize_available", "loaded_models")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class ServerInfo(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     IMAGES_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     STYLIZE_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     api_version: str
     devices: _containers.RepeatedCompositeFieldContainer[Device]
@@ -108,7 +109,8 @@ class ServerInfo(_message.Message):
     auth_required: bool
     images_available: bool
     stylize_available: bool
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TextTask, _Mapping]]] = ..., default_text_model: _Optional[str] = ..., default_image_model: _Optional[str] = ..., schedulers: _Optional[_Iterable[str]] = ..., styles: _Optional[_Iterable[_Union[Style, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., auth_required: _Optional[bool] = ..., images_available: _Optional[bool] = ..., stylize_available: _Optional[bool] = ...) -> None: ...
+    loaded_models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TextTask, _Mapping]]] = ..., default_text_model: _Optional[str] = ..., default_image_model: _Optional[str] = ..., schedulers: _Optional[_Iterable[str]] = ..., styles: _Optional[_Iterable[_Union[Style, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., auth_required: _Optional[bool] = ..., images_available: _Optional[bool] = ..., stylize_available: _Optional[bool] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "kind", "format", "path", "backend_requested", "backend", "backend_reason", "loaded", "is_default", "description", "context_length")

@@ -1,0 +1,73 @@
+"""The ONNX export cache: keyed by the weights' content, atomic, and remembering failures."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.runtimes.backend import choose_backend
+from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
+
+
+def test_digest_follows_content_and_remembers_file_hashes(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"A" * 1000)
+    first = weights_digest([weights], tmp_path / "cache")
+    memo = json.loads((tmp_path / "cache" / "file-hashes.json").read_text())
+    assert memo[str(weights.resolve())]["size"] == 1000
+
+    assert weights_digest([weights], tmp_path / "cache") == first
+    weights.write_bytes(b"B" * 1000)  # same size, new content (and mtime)
+    os.utime(weights, ns=(1, 1))
+    assert weights_digest([weights], tmp_path / "cache") != first
+
+
+def test_build_is_atomic_remembers_failures_and_removes_stale_exports(tmp_path):
+    cache = ExportCache(tmp_path)
+    calls = []
+
+    def export(folder):
+        calls.append(folder)
+        (folder / "model.onnx").write_text("graph")
+
+    old = cache.build(ExportKey("m", "unet-v1", "a" * 24), export)
+    assert (old / "model.onnx").read_text() == "graph"
+    assert cache.build(ExportKey("m", "unet-v1", "a" * 24), export) == old and len(calls) == 1
+
+    def broken(folder):
+        (folder / "half.onnx").write_text("half")
+        raise RuntimeError("out of memory")
+
+    key = ExportKey("m", "unet-v1", "b" * 24)
+    with pytest.raises(ArtForgeError) as error:
+        cache.build(key, broken)
+    assert error.value.code is ErrorCode.FAILED_PRECONDITION and "out of memory" in error.value.message
+    assert cache.find(key) is None, "a failed export leaves nothing half-written"
+    assert not list((tmp_path / "onnx" / "m").glob(".export-*"))
+    # Remembered: the next start fails at once, without exporting again ...
+    with pytest.raises(ArtForgeError):
+        cache.build(key, export)
+    assert len(calls) == 1
+    # ... until forced.
+    new = cache.build(key, export, force=True)
+    assert cache.failure(key) is None and (new / "model.onnx").is_file()
+    assert not old.exists(), "the export of the previous weights is gone"
+
+
+def test_backend_choice_names_its_reason(tmp_path):
+    def fails():
+        raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, "the exporter ran out of memory")
+
+    assert choose_backend("torch", "m", None, fails).backend == "torch"
+    auto = choose_backend("auto", "m", None, fails)
+    assert auto.backend == "torch" and "ran out of memory" in auto.reason
+    missing = choose_backend("auto", "m", "onnxruntime-genai is not installed", fails)
+    assert missing.backend == "torch" and "not installed" in missing.reason
+    with pytest.raises(ArtForgeError) as error:
+        choose_backend("onnx", "m", None, fails)
+    assert "m asks for backend onnx, but the exporter ran out of memory" in error.value.message
+    chosen = choose_backend("auto", "m", None, lambda: tmp_path)
+    assert chosen.backend == "onnx" and chosen.export == tmp_path
