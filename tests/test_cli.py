@@ -157,14 +157,13 @@ def test_bench_image_measures_a_diffusers_folder(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["bench"] == "image" and report["dtype"] == "float32" and report["size"] == 64
-    assert set(report["figures"]) == {
-        "unet_step_seconds",
-        "unet_forward_batch1_seconds",
-        "text_encoder_seconds",
-        "vae_decode_seconds",
-        "end_to_end_seconds",
-    }
-    assert all(f["min"] <= f["median"] <= f["max"] for f in report["figures"].values())
+    figures = {"unet_step_batch1_seconds", "unet_step_batch2_seconds", "text_encoder_seconds", "vae_decode_seconds", "end_to_end_seconds"}
+    assert list(report["backends"]) == ["torch", "onnx"], "both backends, side by side"
+    for backend in report["backends"].values():
+        assert set(backend["figures"]) == figures
+        assert all(f["min"] <= f["median"] <= f["max"] for f in backend["figures"].values())
+    assert set(report["onnx_vs_torch"]) == figures
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_onnx_export_of_the_default_text_model_and_of_an_unknown_one(models_dir):

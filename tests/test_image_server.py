@@ -2,6 +2,10 @@
 
 The pixels these pipelines make are noise-like: the tests check the machinery (determinism,
 seams, masks, chunking, validation), never that a picture looks like its prompt.
+
+Every test runs twice: on a server whose models run on PyTorch, and on one whose models run on
+their ONNX exports (made on first use, cached in the models folder, where
+tests/test_onnx_diffusion.py's exports of the same models are found too).
 """
 
 from __future__ import annotations
@@ -42,8 +46,13 @@ def write_tiny_lora(pipeline_folder: Path, out_file: Path) -> None:
         Path(tmp, "pytorch_lora_weights.safetensors").replace(out_file)
 
 
+@pytest.fixture(scope="module", params=["torch", "onnx"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def image_server(tmp_path_factory):
+def image_server(tmp_path_factory, backend):
     root = REPO / ".cache" / "tiny-models"
     paths = build_all(root)
     fetch(STYLE_TRANSFER, root, progress=False)
@@ -54,6 +63,7 @@ def image_server(tmp_path_factory):
 [models]
 default_text = "none"
 preload = ["tiny-sd15"]
+backend = "{backend}"
 
 [images]
 default_model = "tiny-sd15"
@@ -72,7 +82,7 @@ max_image_pixels = {4096 * 4096}
 max_steps = 60
 max_batch = 4
 """
-    server = start_server(root, tmp_path_factory.mktemp("image-server"), "--no-fetch", config=config)
+    server = start_server(root, tmp_path_factory.mktemp(f"image-server-{backend}"), "--no-fetch", config=config)
     yield server
     stop_server(server)
 
@@ -290,11 +300,15 @@ def test_sdxl_pipelines_from_folder_and_single_file(client):
     assert np.array_equal(folder, single)
 
 
-def test_lora_changes_the_image_per_request_and_only_then(client):
-    plain = colors(generate(client, seed=4))[0]
-    lora = colors(generate(client, seed=4, loras=[pixels_pb2.LoraWeight(name="tiny-lora", scale=1.0)]))
+def test_lora_changes_the_image_per_request_and_only_then(client, backend):
+    plain_stream = generate(client, seed=4)
+    plain = colors(plain_stream)[0]
+    lora_stream = generate(client, seed=4, loras=[pixels_pb2.LoraWeight(name="tiny-lora", scale=1.0)])
+    lora = colors(lora_stream)
     stream = client.generate_image(request(seed=4, loras=[pixels_pb2.LoraWeight(name="tiny-lora", scale=0.0)]))
     stream.wait()
+    # LoRA jobs run on PyTorch: the weights of an ONNX graph are fixed.
+    assert (plain_stream.started.backend, lora_stream.started.backend) == (backend, "torch")
     assert np.abs(lora[0] - plain).mean() > 2, "the adapter changes the image"
     assert np.abs(colors(stream)[0] - plain).max() <= 1, "at scale 0 it does nothing"
     assert [(w.name, w.scale) for w in stream.images[0].header.provenance.loras] == [("tiny-lora", 0.0)]
@@ -395,6 +409,14 @@ def test_stylize_blend_is_checked(client, blend, message):
     with pytest.raises(ArtForgeError) as error:
         client.stylize(request).wait()
     assert error.value.code is grpc.StatusCode.INVALID_ARGUMENT and error.value.message.startswith(message)
+
+
+def test_the_backend_in_use_is_reported(client, backend):
+    assert generate(client, seed=2).started.backend == backend
+    model = next(m for m in client.list_models() if m.name == "tiny-sd15")
+    assert (model.backend_requested, model.backend) == (backend, backend)
+    reason = "ONNX Runtime, from the export in " if backend == "onnx" else "the config asks for PyTorch"
+    assert model.backend_reason.startswith(reason), model.backend_reason
 
 
 def test_models_folder_path_is_reported(image_server, client):

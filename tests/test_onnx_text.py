@@ -21,7 +21,8 @@ from artforge.engines.text import TextEngine
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.onnx_text import OnnxTextModel
-from artforge.runtimes.torch_text import Sampling, TorchTextModel
+from artforge.runtimes.sampling import Sampling
+from artforge.runtimes.torch_text import TorchTextModel
 from artforge_client import ArtForgeError
 from artforge_client.v1 import jobs_pb2
 from tests.conftest import start_server, stop_server

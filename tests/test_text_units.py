@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
-import torch
 
 from artforge.config import ModelEntry
 from artforge.engines.text import StreamDecoder
@@ -15,7 +15,7 @@ from artforge.models.embedded import SMOLLM2
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.loaded import LoadedModels
-from artforge.runtimes.torch_text import Sampling, sample_next
+from artforge.runtimes.sampling import Sampler, Sampling, penalize_repeats, sample_next
 
 # -- StreamDecoder ------------------------------------------------------------------------
 
@@ -292,19 +292,19 @@ def test_max_per_device_is_at_least_one():
     assert models.loaded_names() == {"a"}
 
 
-# -- sample_next --------------------------------------------------------------------------
+# -- sampling ---------------------------------------------------------------------------
 
-LOGITS = torch.tensor([0.5, 2.0, 1.0, 1.9, -1.0, 0.0])  # argmax 1, with a close second (3)
+LOGITS = np.array([0.5, 2.0, 1.0, 1.9, -1.0, 0.0], dtype=np.float32)  # argmax 1, with a close second (3)
 
 
-def draws(sampling: Sampling, n: int = 60, logits: torch.Tensor = LOGITS) -> list[int]:
-    generator = torch.Generator().manual_seed(sampling.seed)
-    return [sample_next(logits, sampling, generator) for _ in range(n)]
+def draws(sampling: Sampling, n: int = 60, logits: np.ndarray = LOGITS) -> list[int]:
+    rng = np.random.default_rng(sampling.seed)
+    return [sample_next(logits, sampling, rng) for _ in range(n)]
 
 
 def test_temperature_zero_is_argmax():
     assert set(draws(Sampling(temperature=0, top_p=1.0, seed=1))) == {1}
-    assert sample_next(torch.tensor([0.1, -3.0, 7.0]), Sampling(0, 1.0, 0), torch.Generator()) == 2
+    assert sample_next(np.array([0.1, -3.0, 7.0]), Sampling(0, 1.0, 0), None) == 2
 
 
 def test_same_seed_same_draws_other_seed_other_draws():
@@ -320,21 +320,30 @@ def test_tiny_top_p_keeps_only_the_top_token():
 
 
 def test_top_p_keeps_the_smallest_set_reaching_the_mass():
-    logits = torch.log(torch.tensor([0.05, 0.5, 0.05, 0.3, 0.1]))
+    logits = np.log(np.array([0.05, 0.5, 0.05, 0.3, 0.1]))
     # 0.5 + 0.3 = 0.8 reaches top_p 0.75: only tokens 1 and 3 may be drawn.
     picked = set(draws(Sampling(temperature=1.0, top_p=0.75, seed=9), n=200, logits=logits))
     assert picked == {1, 3}
 
 
-def test_repetition_penalty_lowers_only_generated_tokens_whatever_their_sign():
-    from artforge.runtimes.torch_text import penalize_repeats
+def test_top_p_over_a_large_vocabulary_uses_the_whole_tail_when_needed():
+    # A flat distribution over 1000 tokens: top_p 0.9 needs 900 of them, more than the
+    # candidates looked at first, so the draw must reach beyond them.
+    flat = np.zeros(1000, dtype=np.float32)
+    picked = set(draws(Sampling(temperature=1.0, top_p=0.9, seed=3), n=400, logits=flat))
+    assert len(picked) > 300
 
-    logits = torch.tensor([2.0, -2.0, 1.0, -1.0])
-    generated = torch.tensor([True, True, False, False])
-    penalized = penalize_repeats(logits, generated, 2.0)
+
+def test_repetition_penalty_lowers_only_generated_tokens_whatever_their_sign():
+    logits = np.array([2.0, -2.0, 1.0, -1.0])
+    penalized = penalize_repeats(logits, [0, 1], 2.0)
     # Positive logits are divided, negative ones multiplied: both become less likely.
     assert penalized.tolist() == [1.0, -4.0, 1.0, -1.0]
     assert logits.tolist() == [2.0, -2.0, 1.0, -1.0], "the input is left alone"
-    assert penalize_repeats(logits, generated, 1.0) is logits
-    # Greedy picks the next best once the best has been generated.
-    assert sample_next(penalize_repeats(torch.tensor([3.0, 2.5]), torch.tensor([True, False]), 1.5), Sampling(0, 1.0, 0), None) == 1
+    assert penalize_repeats(logits, [0, 1], 1.0) is logits
+
+
+def test_a_sampler_penalizes_what_it_has_chosen():
+    sampler = Sampler(Sampling(0, 1.0, 0, repetition_penalty=1.5))
+    # Greedy picks the best, then the next best once the best has been generated.
+    assert [sampler.next(np.array([3.0, 2.5])) for _ in range(2)] == [0, 1]

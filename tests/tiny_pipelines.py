@@ -12,6 +12,8 @@ A plain module (no pytest fixtures): the tests and the engine tests import these
   `cond_stage_model.transformer.*` / `conditioner.embedders.{0,1}.*`), the inverse of
   diffusers' single-file converters.
 - `build_all(root)`: builds all four into `root` (cached, versioned) and returns their paths.
+- `build_tiny_sd15_taesd(folder, sd15_folder)`: tiny SD 1.5 with a TAESD (AutoencoderTiny) VAE,
+  which PyTorch serves and the ONNX export refuses (the fallback tests).
 
 Loading a single file offline needs the pipeline folder as the diffusers config::
 
@@ -363,6 +365,29 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     pipe.save_pretrained(str(folder), safe_serialization=True)
     write_tiny_clip_tokenizer(folder / "tokenizer")
     write_tiny_clip_tokenizer(folder / "tokenizer_2", pad_token="!")
+    return folder
+
+
+def build_tiny_sd15_taesd(folder: Path, sd15_folder: Path, seed: int = 0) -> Path:
+    """The tiny SD 1.5 of `sd15_folder` with a tiny AutoencoderTiny (TAESD) as its VAE: a pipeline
+    diffusers runs (people swap TAESD in for fast previews) but the ONNX export does not cover."""
+    from diffusers import AutoencoderTiny
+
+    folder = Path(folder)
+    shutil.copytree(sd15_folder, folder)
+    shutil.rmtree(folder / "vae")
+    with _seeded(seed):
+        # Four levels (8x), as the real TAESD.
+        vae = AutoencoderTiny(
+            encoder_block_out_channels=(8, 8, 8, 8),
+            decoder_block_out_channels=(8, 8, 8, 8),
+            num_encoder_blocks=(1, 1, 1, 1),
+            num_decoder_blocks=(1, 1, 1, 1),
+        )
+    vae.save_pretrained(str(folder / "vae"), safe_serialization=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["vae"] = ["diffusers", "AutoencoderTiny"]
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
 
 

@@ -1,26 +1,42 @@
-"""`artforge bench image`: per-UNet-step and end-to-end latency of Stable Diffusion pipelines.
+"""`artforge bench image`: per-UNet-step and end-to-end latency, PyTorch eager next to ONNX Runtime.
 
 Weights do not change what a step costs, so `--arch sd15|sd21|sdxl` builds the full-size
-architecture with random weights: anyone can measure their hardware without downloading a
-checkpoint. `--model PATH` measures a real diffusers folder instead. Prompt embeddings are
-made by running the text encoder on fixed token ids (no tokenizer download either).
+architecture with random weights (seed 0): anyone can measure their hardware without
+downloading a checkpoint. `--model PATH` measures a real diffusers folder instead. Prompt
+embeddings are made by running the text encoder on fixed token ids (no tokenizer download).
 
-Reported, each the median of --repeats runs after a warm-up:
-- unet_step_seconds: one denoising step with classifier-free guidance (the UNet on a batch
-  of 2: conditional and unconditional), which is what a generation step costs;
-- unet_forward_batch1_seconds: the UNet on one latent (for comparison with single-pass
-  numbers quoted elsewhere);
+Both backends run in one process on the same machine: PyTorch eager, and a copy of the same
+pipeline with its networks swapped for their ONNX export (artforge.runtimes.onnx_diffusion),
+as the server runs them. They take turns on every measurement, so a machine whose speed drifts
+(other work, a noisy virtual machine) skews both alike. The export is cached in the models
+folder (--models-dir, or the config's), keyed by the architecture and the library versions,
+since those decide the seeded random weights: later runs skip the minutes an export takes.
+
+Reported per backend: the median, min and max of --repeats runs after a warm-up (end to end:
+half as many, at least 2, without one: the networks are warm by then):
+- unet_step_batch1_seconds: the UNet on one latent (an unguided step: Turbo, LCM);
+- unet_step_batch2_seconds: a step with classifier-free guidance, the UNet on the conditional
+  and the unconditional latent in one batch of 2: what a usual generation step costs;
 - text_encoder_seconds, vae_decode_seconds;
-- end_to_end_seconds: a whole pipeline call of --steps steps, text encoding included.
+- end_to_end_seconds: a whole pipeline call of --steps guided steps, text encoding included.
+`onnx_vs_torch` gives the speedups (PyTorch time / ONNX time).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from artforge.bench import report
+from artforge.bench.chart import Panel
+
+BACKENDS = ("torch", "onnx")
 
 _VAE = {
     "block_out_channels": [128, 256, 512, 512],
@@ -79,18 +95,24 @@ ARCHITECTURES = {
 }
 
 
-def _median(times: list[float]) -> dict[str, float]:
+def _stats(times: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(times), 4), "min": round(min(times), 4), "max": round(max(times), 4)}
 
 
-def _timed(fn, repeats: int) -> dict[str, float]:  # noqa: ANN001
-    fn()  # warm-up: allocator, kernels, caches
-    times = []
+def _in_turns(calls: dict[str, Callable[[], None]], repeats: int, warm_up: bool = True) -> dict[str, dict[str, float]]:
+    """Time each backend's call `repeats` times, the backends taking turns: a machine whose speed
+    drifts (other work, a noisy virtual machine) then skews all of them alike."""
+    if warm_up:  # allocator, kernels, caches
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {backend: [] for backend in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return _median(times)
+        for backend, call in calls.items():
+            time.sleep(0.5)  # the other runtime's idle threads stop spinning for work first
+            start = time.perf_counter()
+            call()
+            times[backend].append(time.perf_counter() - start)
+    return {backend: _stats(backend_times) for backend, backend_times in times.items()}
 
 
 def _random_pipeline(arch: str, dtype: object, device: str) -> object:
@@ -112,16 +134,17 @@ def _random_pipeline(arch: str, dtype: object, device: str) -> object:
         (CLIPTextModelWithProjection if i else CLIPTextModel)(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **text))
         for i, text in enumerate(spec["text"])
     ]
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     if arch == "sdxl":
         pipeline = StableDiffusionXLPipeline(vae, encoders[0], encoders[1], None, None, unet, scheduler)
     else:
         pipeline = StableDiffusionPipeline(vae, encoders[0], None, unet, scheduler, None, None, requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device=device, dtype=dtype)
 
 
 def _embeddings(pipeline: object, arch: str) -> dict:
-    """Prompt embeddings from the real text encoder(s) on fixed token ids."""
+    """Prompt embeddings from the text encoder(s) on fixed token ids."""
     import torch
 
     device = pipeline.unet.device
@@ -144,51 +167,38 @@ def _embeddings(pipeline: object, arch: str) -> dict:
     }
 
 
-def bench_image(args: argparse.Namespace) -> dict:
+def _calls(pipeline: object, arch: str, args: argparse.Namespace, device: str, dtype: object) -> dict[str, Callable[[], None]]:
+    """The measured calls, on whatever networks `pipeline` holds."""
     import torch
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.float16 if args.fp16 else torch.float32
-    if args.model:
-        from diffusers import AutoPipelineForText2Image
-
-        pipeline = AutoPipelineForText2Image.from_pretrained(args.model, dtype=dtype).to(device)
-        arch = "sdxl" if "XL" in type(pipeline).__name__ else "sd"
-        source = f"model {args.model}"
-    else:
-        arch = args.arch
-        build_start = time.perf_counter()
-        pipeline = _random_pipeline(arch, dtype, device)
-        source = f"full-size {arch} architecture, random weights (built in {time.perf_counter() - build_start:.1f} s)"
-    pipeline.set_progress_bar_config(disable=True)
-    unet, vae = pipeline.unet, pipeline.vae
     latent = args.size // pipeline.vae_scale_factor
+    family = "sdxl" if arch == "sdxl" else "sd"
 
     def sync() -> None:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    embeddings = _embeddings(pipeline, arch if arch == "sdxl" else "sd")
+    embeddings = _embeddings(pipeline, family)
     context = embeddings["prompt_embeds"]
     added = {}
-    if arch == "sdxl":
+    if family == "sdxl":
         time_ids = torch.tensor([[args.size, args.size, 0, 0, args.size, args.size]], dtype=dtype, device=device)
         added = {"text_embeds": embeddings["pooled_prompt_embeds"], "time_ids": time_ids}
 
-    def unet_call(batch: int) -> None:
+    def unet_step(batch: int) -> None:
         sample = torch.randn(batch, 4, latent, latent, dtype=dtype, device=device)
         extra = {k: v.repeat(batch, 1) for k, v in added.items()}
         with torch.inference_mode():
-            unet(sample, 500, encoder_hidden_states=context.repeat(batch, 1, 1), added_cond_kwargs=extra or None)
+            pipeline.unet(sample, 500, encoder_hidden_states=context.repeat(batch, 1, 1), added_cond_kwargs=extra or None)
         sync()
 
     def text_encoder() -> None:
-        _embeddings(pipeline, arch if arch == "sdxl" else "sd")
+        _embeddings(pipeline, family)
         sync()
 
     def vae_decode() -> None:
         with torch.inference_mode():
-            vae.decode(torch.randn(1, 4, latent, latent, dtype=dtype, device=device) / vae.config.scaling_factor)
+            pipeline.vae.decode(torch.randn(1, 4, latent, latent, dtype=dtype, device=device) / pipeline.vae.config.scaling_factor)
         sync()
 
     def end_to_end() -> None:
@@ -197,22 +207,147 @@ def bench_image(args: argparse.Namespace) -> dict:
         pipeline(**embeddings, height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=7.0, output_type="np")
         sync()
 
-    figures = {
-        "unet_step_seconds": _timed(lambda: unet_call(2), args.repeats),
-        "unet_forward_batch1_seconds": _timed(lambda: unet_call(1), args.repeats),
-        "text_encoder_seconds": _timed(text_encoder, args.repeats),
-        "vae_decode_seconds": _timed(vae_decode, args.repeats),
-        "end_to_end_seconds": _timed(end_to_end, max(1, args.repeats // 2)),
-    }
     return {
+        "unet_step_batch1_seconds": lambda: unet_step(1),
+        "unet_step_batch2_seconds": lambda: unet_step(2),
+        "text_encoder_seconds": text_encoder,
+        "vae_decode_seconds": vae_decode,
+        "end_to_end_seconds": end_to_end,
+    }
+
+
+def _measure(pipelines: dict[str, object], arch: str, args: argparse.Namespace, device: str, dtype: object) -> dict[str, dict]:
+    """Every figure of every backend (backend -> figure -> seconds)."""
+    calls = {backend: _calls(pipeline, arch, args, device, dtype) for backend, pipeline in pipelines.items()}
+    figures: dict[str, dict] = {backend: {} for backend in pipelines}
+    for figure in next(iter(calls.values())):
+        # A whole generation is long, and its networks are warm from the figures before it.
+        end_to_end = figure == "end_to_end_seconds"
+        repeats = max(2, args.repeats // 2) if end_to_end else args.repeats
+        timed = _in_turns({backend: backend_calls[figure] for backend, backend_calls in calls.items()}, repeats, warm_up=not end_to_end)
+        for backend, stats in timed.items():
+            figures[backend][figure] = stats
+    return figures
+
+
+def _export(args: argparse.Namespace, arch: str, pipeline: object, device: str, dtype: object) -> tuple[Path, float | None]:
+    """The pipeline's ONNX export for `device`, from the cache or made now; and the seconds that took."""
+    import diffusers
+    import torch
+    import transformers
+
+    from artforge.config import load_config
+    from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
+    from artforge.runtimes.onnx_diffusion import export_pipeline, export_variant, source_files
+
+    if args.model:  # next to the model, where a server with it in its models folder finds it too
+        model = Path(args.model).resolve()
+        cache_dir = model.parent / ".cache"
+        name, digest = model.name, weights_digest(source_files(model, False, None), cache_dir)
+    else:
+        cache_dir = load_config(overrides={"models_dir": args.models_dir}).models_dir / ".cache"
+        # Seeded random weights: the architecture and the libraries that initialize them decide them.
+        versions = [torch.__version__, diffusers.__version__, transformers.__version__]
+        identity = json.dumps([ARCHITECTURES[arch], _VAE, versions], sort_keys=True)
+        name, digest = f"bench-random-{arch}", hashlib.sha256(identity.encode()).hexdigest()[:24]
+    cache = ExportCache(cache_dir)
+    key = ExportKey(name, export_variant(device), digest)
+    if found := cache.find(key):
+        return found, None
+
+    def make(folder: Path) -> None:
+        # The export is made from float32 on the CPU; that is the measured pipeline on a CPU.
+        source = pipeline if device == "cpu" and dtype == torch.float32 else _load(args, arch, torch.float32, "cpu")[0]
+        export_pipeline(source, folder, fp16=device.startswith("cuda"))
+
+    start = time.perf_counter()
+    folder = cache.build(key, make)
+    return folder, round(time.perf_counter() - start, 1)
+
+
+def _load(args: argparse.Namespace, arch: str, dtype: object, device: str) -> tuple[object, str]:
+    if args.model:
+        from diffusers import AutoPipelineForText2Image
+
+        pipeline = AutoPipelineForText2Image.from_pretrained(args.model, dtype=dtype).to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline, f"model {args.model}"
+    start = time.perf_counter()
+    pipeline = _random_pipeline(arch, dtype, device)
+    return pipeline, f"full-size {arch} architecture, random weights (built in {time.perf_counter() - start:.1f} s)"
+
+
+def bench_image(args: argparse.Namespace) -> dict:
+    import torch
+
+    backends = [b for b in BACKENDS if b in args.backends.split(",")]
+    if not backends:
+        raise ValueError(f"--backends {args.backends!r}: choose from {', '.join(BACKENDS)}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if args.fp16 else torch.float32
+    arch = args.arch
+    pipeline, source = _load(args, arch, dtype, device)
+    if args.model:
+        arch = "sdxl" if "XL" in type(pipeline).__name__ else "sd"
+    unet_parameters = sum(p.numel() for p in pipeline.unet.parameters())
+
+    pipelines: dict[str, object] = {}
+    details: dict[str, dict] = {"torch": {"runtime": f"torch {torch.__version__} eager"}}
+    if "torch" in backends:
+        pipelines["torch"] = pipeline
+    if "onnx" in backends:
+        import onnxruntime
+
+        from artforge.runtimes.onnx_diffusion import use_onnx
+
+        folder, export_seconds = _export(args, arch, pipeline, device, dtype)
+        # The same pipeline (scheduler, configs) with its networks on ONNX Runtime, as the server runs it.
+        pipelines["onnx"] = on_onnx = type(pipeline).from_pipe(pipeline)
+        on_onnx.set_progress_bar_config(disable=True)
+        start = time.perf_counter()
+        use_onnx(on_onnx, folder, device)
+        details["onnx"] = {
+            "runtime": f"onnxruntime {onnxruntime.__version__} ({on_onnx.unet.session.provider})",
+            "export": str(folder),
+            "export_seconds": export_seconds,  # null: found in the cache
+            "session_load_seconds": round(time.perf_counter() - start, 1),
+        }
+    del pipeline  # only its ONNX copy, when PyTorch is not measured
+
+    load_average = [round(os.getloadavg()[0], 2)]
+    figures = _measure(pipelines, arch, args, device, dtype)
+    load_average.append(round(os.getloadavg()[0], 2))
+    result = {
         **report("image", torch=torch.__version__, threads=torch.get_num_threads()),
         "source": source,
-        "backend": "torch eager",
+        "arch": arch,
         "device": device,
         "dtype": "float16" if args.fp16 else "float32",
         "size": args.size,
         "steps": args.steps,
-        "unet_parameters": sum(p.numel() for p in unet.parameters()),
+        "unet_parameters": unet_parameters,
         "repeats": args.repeats,
-        "figures": figures,
+        "timing": "backends in turns on each figure, after a warm-up each; median, min and max in seconds",
+        "load_average": load_average,  # 1-minute, at the start and the end: other work skews the figures
+        "backends": {backend: {**details[backend], "figures": figures[backend]} for backend in pipelines},
     }
+    if len(pipelines) == 2:
+        eager, onnx = figures["torch"], figures["onnx"]
+        result["onnx_vs_torch"] = {name: round(eager[name]["median"] / onnx[name]["median"], 2) for name in eager}
+    return result
+
+
+def chart(result: dict) -> tuple[str, list[Panel]]:
+    """The chart of an image bench report: UNet steps and a whole generation, per backend."""
+    backends = result["backends"]
+
+    def panel(title: str, figure: str) -> Panel:
+        return Panel(title, "seconds", {b: r["figures"][figure]["median"] for b, r in backends.items()}, False)
+
+    size = result["size"]
+    title = f"{result['arch']} {size}x{size} {result['dtype']} on {result['device']} ({result['machine']['cpus']} CPUs)"
+    return title, [
+        panel("UNet step, batch 1", "unet_step_batch1_seconds"),
+        panel("UNet step, guided (batch 2)", "unet_step_batch2_seconds"),
+        panel(f"end to end, {result['steps']} guided steps", "end_to_end_seconds"),
+    ]

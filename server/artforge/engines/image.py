@@ -4,12 +4,23 @@
 thread, reporting each step (with a small preview every `preview_every` steps) and stopping
 between steps when the job is cancelled. Seamless textures tile on the chosen axes; PBR maps
 are derived from the albedo afterwards (artforge.engines.pbr).
+
+Backends: each model's `backend` is "torch", "onnx" or "auto" (artforge.runtimes.backend).
+ONNX serves the same diffusers pipeline with its networks on ONNX Runtime
+(artforge.runtimes.onnx_diffusion), from an export cached under the models folder and keyed
+by a hash of the weights: made on first use, or ahead with `artforge onnx export MODEL`.
+LoRA adapters change the UNet's weights per request, which a fixed ONNX graph cannot follow:
+a job with adapters on an ONNX-served model runs on a PyTorch copy of the model, loaded on its
+first such job and kept for the next (its JobStarted says "torch").
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import secrets
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,8 +30,11 @@ from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
 from artforge.errors import ArtForgeError, ErrorCode, invalid
 from artforge.images import resize, to_rgb
-from artforge.models.registry import ModelRegistry
+from artforge.models.registry import ModelRegistry, ModelSpec
+from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
+from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
+from artforge.runtimes.onnx import CUDA
 from artforge.runtimes.torch_diffusion import (
     SCHEDULERS,
     LoadedPipeline,
@@ -76,32 +90,107 @@ class PreparedImage:
     loras: list[tuple[str, Path, float]]
 
 
+@dataclass
+class ServedPipeline:
+    """A pipeline on one device, and the backend it runs on (its networks, really) and why."""
+
+    loaded: LoadedPipeline
+    choice: BackendChoice
+
+
 class ImageEngine:
     kind = "image"
 
     def __init__(self, registry: ModelRegistry, limits: Limits, max_loaded: int) -> None:
         self.registry = registry
         self.limits = limits
-        self._pipelines: LoadedModels[LoadedPipeline] = LoadedModels(max_loaded)
+        self.cache_dir = registry.models_dir / ".cache"
+        self.exports = ExportCache(self.cache_dir)
+        self._pipelines: LoadedModels[ServedPipeline] = LoadedModels(max_loaded)
+        # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters: one per device.
+        self._lora_pipelines: LoadedModels[LoadedPipeline] = LoadedModels(1)
+        self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
     def preload(self, model: str, device: str) -> None:
-        self._pipeline(self.registry.get(model, "image").name, device)
+        self._pipeline(self.registry.get(model, "image"), device)
 
     def loaded_models(self) -> set[str]:
         return self._pipelines.loaded_names()
 
-    def _pipeline(self, name: str, device: str, job: JobContext | None = None) -> LoadedPipeline:
-        spec = self.registry.get(name, "image")
+    def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
+        return self._pipelines.get(device, spec.name, lambda: self._load(spec, device, job), _announce(spec, device, job))
 
-        def announce() -> None:
-            log.info("loading %s on %s", name, device)
-            if job is not None:
-                job.progress("loading_model", message=f"loading {name} on {device}")
+    def _torch_pipeline(self, spec: ModelSpec, device: str) -> LoadedPipeline:
+        return load_pipeline(spec.name, spec.path, spec.format == "single_file", spec.config, device)
+
+    def _lora_pipeline(self, spec: ModelSpec, job: JobContext) -> LoadedPipeline:
+        """The PyTorch copy of an ONNX-served model that its jobs with LoRA adapters run on."""
 
         def load() -> LoadedPipeline:
-            return load_pipeline(spec.name, spec.path, spec.format == "single_file", spec.config, device)
+            return self._torch_pipeline(spec, job.device)
 
-        return self._pipelines.get(device, name, load, announce)
+        return self._lora_pipelines.get(job.device, spec.name, load, _announce(spec, job.device, job))
+
+    def _load(self, spec: ModelSpec, device: str, job: JobContext | None) -> ServedPipeline:
+        loaded = self._torch_pipeline(spec, device)
+
+        def export() -> Path:
+            key = self._export_key(spec, device)
+            if job is not None and not self.exports.find(key):
+                job.progress("loading_model", message=f"exporting {spec.name} to ONNX once (minutes for a full-size model)")
+            # A float32 pipeline on the CPU is what the export is made from: that is this one on a CPU.
+            return self._export(spec, key, loaded if device == "cpu" else None)
+
+        choice = choose_backend(spec.backend, spec.name, _onnx_unavailable(device), export)
+        if choice.export is not None:
+            from artforge.runtimes.onnx_diffusion import use_onnx
+
+            try:
+                use_onnx(loaded.text2img, choice.export, device)
+            except Exception as exc:  # a broken export must not take the model down with it
+                choice = fallback(spec.backend, spec.name, exc)
+        return ServedPipeline(loaded, choice)
+
+    # -- ONNX exports ---------------------------------------------------------------------
+
+    def _export_key(self, spec: ModelSpec, device: str) -> ExportKey:
+        from artforge.runtimes.onnx_diffusion import export_variant, source_files
+
+        sources = source_files(spec.path, spec.format == "single_file", spec.config)
+        return ExportKey(spec.name, export_variant(device), weights_digest(sources, self.cache_dir))
+
+    def _export(self, spec: ModelSpec, key: ExportKey, source: LoadedPipeline | None = None, force: bool = False) -> Path:
+        from artforge.runtimes.onnx_diffusion import export_pipeline
+
+        def make(folder: Path) -> None:
+            pipeline = source or self._torch_pipeline(spec, "cpu")
+            export_pipeline(pipeline.text2img, folder, fp16=key.variant.endswith("-cuda"))
+
+        with self._export_lock:
+            return self.exports.build(key, make, force)
+
+    def export(self, name: str, device: str = "cpu", force: bool = False) -> Path:
+        """The ONNX export of image model `name` for `device`, made now if missing; ArtForgeError if that fails."""
+        spec = self.registry.get(name, "image")
+        if missing := _onnx_unavailable(device):
+            raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, f"cannot export {spec.name}: {missing}")
+        return self._export(spec, self._export_key(spec, device), force=force)
+
+    def backend_of(self, name: str) -> tuple[str, str]:
+        """The backend serving model `name` ("torch", "onnx"; "" while not loaded) and why, or what will happen."""
+        spec = self.registry.get(name, "image")
+        served = self._pipelines.find(spec.name)
+        if known := known_backend(spec.backend, served.choice if served else None, _onnx_unavailable("cpu")):
+            return known
+        from artforge.runtimes.onnx_diffusion import EXPORT_FORMAT
+
+        # Without hashing the weights (seconds per gigabyte): what the cache holds for this model.
+        found = sorted((self.exports.root / spec.name).glob(f"diffusion-{EXPORT_FORMAT}-*"))
+        if any(path.is_dir() for path in found):
+            return "", f"{spec.backend}: an ONNX export is cached (made again if the weights changed)"
+        if failed := [path for path in found if path.suffix == ".failed"]:
+            return "", f"{spec.backend}: {failed[0].read_text()}; `artforge onnx export --force {spec.name}` tries again"
+        return "", f"{spec.backend}: ONNX export on first use"
 
     # -- requests -------------------------------------------------------------------------
 
@@ -170,8 +259,13 @@ class ImageEngine:
 
     def run(self, prepared: PreparedImage, job: JobContext) -> JobResult:
         request = prepared.request
-        loaded = self._pipeline(prepared.model, job.device, job)
-        job.started(prepared.model, "torch", prepared.seed)
+        spec = self.registry.get(prepared.model, "image")
+        served = self._pipeline(spec, job.device, job)
+        loaded, backend = served.loaded, served.choice.backend
+        if prepared.loras and backend == "onnx":
+            # Adapters change the UNet's weights per request; the ONNX graph's are fixed.
+            loaded, backend = self._lora_pipeline(spec, job), "torch"
+        job.started(prepared.model, backend, prepared.seed)
         width = prepared.width or loaded.native_size
         height = prepared.height or loaded.native_size
         scheduler = request.scheduler or loaded.default_scheduler
@@ -195,7 +289,7 @@ class ImageEngine:
             # Nothing to change: the input itself, not a lossy trip through the VAE.
             colors = [resize(request.init_image, width, height)] * prepared.batch_size
         else:
-            colors = self._generate(loaded, prepared, width, height, steps, scheduler, guidance, job)
+            colors = self._generate(loaded, backend, prepared, width, height, steps, scheduler, guidance, job)
             if colors is None:
                 return JobResult()
         images = []
@@ -212,6 +306,7 @@ class ImageEngine:
     def _generate(
         self,
         loaded: LoadedPipeline,
+        backend: str,
         prepared: PreparedImage,
         width: int,
         height: int,
@@ -254,7 +349,11 @@ class ImageEngine:
             if request.mode == "inpaint":
                 mask = self._mask(request.mask, width, height)
                 kwargs.update(mask_image=torch.from_numpy(mask).permute(2, 0, 1)[None], width=width, height=height)
-        with seamless(pipeline, request.tile_x, request.tile_y):
+        if backend == "onnx":
+            from artforge.runtimes.onnx_diffusion import seamless as tiling
+        else:
+            tiling = seamless
+        with tiling(pipeline, request.tile_x, request.tile_y):
             images = pipeline(**kwargs).images
         if job.is_cancelled():
             return None
@@ -272,3 +371,24 @@ class ImageEngine:
         """One channel, 0 keeps and 1 repaints; an alpha channel, if any, is ignored."""
         gray = mask[..., :1] if mask.shape[-1] in (1, 2) else mask[..., :3].mean(axis=-1, keepdims=True)
         return resize(gray, width, height)
+
+
+def _announce(spec: ModelSpec, device: str, job: JobContext | None) -> Callable[[], None]:
+    def announce() -> None:
+        log.info("loading %s on %s", spec.name, device)
+        if job is not None:
+            job.progress("loading_model", message=f"loading {spec.name} on {device}")
+
+    return announce
+
+
+def _onnx_unavailable(device: str) -> str | None:
+    """Why ONNX Runtime cannot serve image models on `device` in this environment, or None."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install 'artforge[cpu]', or 'artforge[gpu]' for CUDA)"
+    if device.startswith("cuda"):
+        import onnxruntime as ort
+
+        if CUDA not in ort.get_available_providers():
+            return f"onnxruntime {ort.__version__} has no CUDA execution provider (install the gpu extra: onnxruntime-gpu)"
+    return None

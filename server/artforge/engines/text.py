@@ -20,11 +20,12 @@ from artforge.engines.base import JobContext, JobResult, Usage
 from artforge.errors import invalid
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
-from artforge.runtimes.backend import BackendChoice, choose_backend, fallback
+from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
-from artforge.runtimes.torch_text import Sampling, TorchTextModel
+from artforge.runtimes.sampling import Sampling
+from artforge.runtimes.torch_text import TorchTextModel
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +237,8 @@ class TextEngine:
         """The backend serving model `name` ("" while not loaded) and why."""
         spec = self.registry.get(name, "text")
         loaded = self._models.find(spec.name)
-        if loaded is not None:
-            return loaded.choice.backend, loaded.choice.reason
-        if spec.backend == "torch":
-            return "", "the config asks for PyTorch"
-        if missing := genai_missing():
-            return "", f"{spec.backend}: {missing}"
+        if known := known_backend(spec.backend, loaded.choice if loaded else None, genai_missing()):
+            return known
         return "", f"{spec.backend}: ONNX Runtime GenAI, from an int4 export made on first load if there is none"
 
     def preload(self, model: str, device: str) -> None:

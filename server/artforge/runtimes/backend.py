@@ -44,6 +44,18 @@ def choose_backend(requested: str, model: str, unavailable: str | None, export: 
     return choice
 
 
+def known_backend(requested: str, loaded: BackendChoice | None, unavailable: str | None) -> tuple[str, str] | None:
+    """What ListModels can say without the engine: the choice of a loaded model, or why an
+    unloaded one will run on PyTorch; None when the engine must say what will be tried."""
+    if loaded is not None:
+        return loaded.backend, loaded.reason
+    if requested == "torch":
+        return "", "the config asks for PyTorch"
+    if unavailable:
+        return "", f"{requested}: {unavailable}"
+    return None
+
+
 def fallback(requested: str, model: str, exc: Exception) -> BackendChoice:
     """After the ONNX export failed to load: PyTorch with the reason, or an error for backend "onnx"."""
     reason = f"the ONNX export failed to load: {type(exc).__name__}: {exc}"

@@ -7,7 +7,8 @@ memory peak never reaches the server.
 
 Serving keeps the PyTorch path's behaviour by sharing its sampling: GenAI runs the model and
 hands over the logits of the last position; penalties, temperature, top-p and the seeded
-generator are `artforge.runtimes.torch_text`'s, so stop strings, seeds and cancel work the same.
+generator are artforge.runtimes.sampling's, as on PyTorch, so stop strings, seeds and cancel
+work the same.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from artforge.runtimes.onnx import cpu_threads
-from artforge.runtimes.torch_text import Sampling, penalize_repeats, sample_next
+from artforge.runtimes.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +102,16 @@ class OnnxTextModel:
         """Yield token ids, one per step, for as long as the caller keeps asking (up to max_new_tokens)."""
         import numpy as np
         import onnxruntime_genai as og
-        import torch
 
         # The key/value cache is allocated for the whole sequence up front: size it to the job.
         length = min(self.context_length, len(prompt_ids) + (max_new_tokens or self.context_length))
         params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=length)
         generator = og.Generator(self.model, params)
-        torch_generator = torch.Generator().manual_seed(sampling.seed)
+        sampler = Sampler(sampling)
         generator.append_tokens(np.asarray([prompt_ids], dtype=np.int32))
-        generated = None
         while True:
-            logits = torch.from_numpy(generator.get_logits()[0, -1])
-            if generated is None:
-                generated = torch.zeros(logits.shape[-1], dtype=torch.bool)
-            token = sample_next(penalize_repeats(logits, generated, sampling.repetition_penalty), sampling, torch_generator)
-            generated[token] = True
+            token = sampler.next(generator.get_logits()[0, -1])
             yield token
             if generator.token_count() >= length:
                 return

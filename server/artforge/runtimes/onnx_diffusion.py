@@ -1,0 +1,585 @@
+"""Stable Diffusion pipelines on ONNX Runtime: export once, then serve through the same diffusers pipeline.
+
+Export (`export_pipeline`) writes the UNet, the VAE decoder and encoder and the text encoder(s)
+(SD 1.x/2.x: one; SDXL: two) as ONNX graphs with dynamic batch, height and width::
+
+    <export>/export.json                   what was exported, by which versions
+    <export>/unet/model.onnx               (+ model.onnx.data when over 2 GB, protobuf's limit)
+    <export>/vae_decoder/model.onnx        and vae_decoder_tiled/ (see tiling below)
+    <export>/vae_encoder/model.onnx        and vae_encoder_tiled/
+    <export>/text_encoder/model.onnx
+    <export>/text_encoder_2/model.onnx     SDXL only
+
+Serving (`use_onnx`) keeps the diffusers pipeline object, with its scheduler, tokenizers,
+img2img/inpaint logic, step callbacks and cancel, and swaps its torch modules for small
+module-like wrappers whose forward runs an ONNX Runtime session. Everything around the
+networks is the same code on both backends, so they cannot drift apart there.
+
+Why the graphs look the way they do:
+- Attention is exported as ONNX Runtime's fused MultiHeadAttention (com.microsoft), which on
+  the CPU runs a flash-attention kernel: it never materializes the 4096 x 4096 score matrices
+  of a 512x512 image, whose MatMuls and Softmax cost a third of an unfused UNet step.
+- Seamless tiling is an input, `tile` = [x, y] (0 or 1), rather than one export per tiling
+  mode (a full-size SD UNet is 3.4 GB): every padded convolution pads explicitly, with a Pad
+  in "wrap" mode by the tiled axes and one with zeros by the others, exactly as
+  `torch_diffusion.seamless` pads. At latent sizes that costs the UNet about 1%; at image
+  sizes it costs a VAE a fifth of its time (copies of 270 MB tensors, convolutions no longer
+  chained in ONNX Runtime's blocked layout), so each VAE part is exported twice: plainly,
+  for the usual untiled image, and with the `tile` input (`*_tiled`), 0.3 GB more in all.
+- On CUDA the UNet and text encoders are converted to float16 (their inputs and outputs stay
+  float32, so the pipeline around them is the same on both devices); the VAE stays float32,
+  since fp16 VAEs overflow into black images. Inputs and outputs are bound to GPU memory (IO
+  binding), so latents never travel through the host. THE CUDA PATH IS UNTESTED: no GPU was
+  available where it was written.
+- On the CPU, ONNX Runtime runs every graph optimization (NCHWc blocked convolutions, GELU,
+  LayerNorm and bias fusions), one intra-op thread per core, and hands out the parts of each
+  parallel loop dynamically: on a machine with other work (or a noisy virtual machine) a
+  slowed core then does less of each step instead of holding up the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from artforge.runtimes.onnx import CUDA, cpu_threads, providers_for
+from artforge.runtimes.torch_diffusion import _padded_convs
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graphs change: exports of another format are then made again.
+EXPORT_FORMAT = "v1"
+OPSET = 19  # Pad's "wrap" mode
+PROTOBUF_LIMIT = 2_000_000_000  # bytes: bigger graphs keep their weights in external data
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+VAE_PARTS = ("vae_decoder", "vae_encoder", "vae_decoder_tiled", "vae_encoder_tiled")
+
+
+class UnsupportedModel(Exception):
+    """A pipeline part the exporter does not cover; the message says which and why."""
+
+
+def export_variant(device: str) -> str:
+    """The ExportCache variant for a device: the export format and its precision."""
+    return f"diffusion-{EXPORT_FORMAT}-fp16-cuda" if device.startswith("cuda") else f"diffusion-{EXPORT_FORMAT}-fp32-cpu"
+
+
+def source_files(path: Path, single_file: bool, config: Path | None) -> list[Path]:
+    """The files an export is made from: the weights and configs of the exported networks."""
+    if single_file:
+        # The weights are all in the file; the config folder (if any) only describes them.
+        configs = [config / name / "config.json" for name in ("unet", "vae", *TEXT_ENCODERS)] if config else []
+        return [path, *(c for c in configs if c.is_file())]
+    files = []
+    for name in ("unet", "vae", *TEXT_ENCODERS):
+        files += sorted(p for p in (path / name).glob("*") if p.suffix in (".json", ".safetensors", ".bin"))
+    return files
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def export_pipeline(pipeline: object, folder: Path, fp16: bool = False) -> None:
+    """Export a float32 PyTorch pipeline on the CPU into `folder`; UnsupportedModel when it cannot be."""
+    check_exportable(pipeline)
+    unet, vae = pipeline.unet, pipeline.vae
+    # A latent side that the UNet's levels cannot halve evenly: the UNet then sizes each upsampling
+    # by its skip connection, and that path, traced, serves every size (multiples of 8 pixels).
+    side = 2 ** len(unet.config.block_out_channels) + 1
+    latent = torch.randn(1, unet.config.in_channels, side, side)
+    pixels = torch.randn(1, 3, side * pipeline.vae_scale_factor, side * pipeline.vae_scale_factor)
+    tile = torch.zeros(2)
+    tokens = pipeline.text_encoder.config.max_position_embeddings  # 77 for CLIP
+    encoders = {name: getattr(pipeline, name, None) for name in TEXT_ENCODERS}
+    image_axes = {0: "batch", 2: "height", 3: "width"}
+
+    unet_inputs = {
+        "sample": latent,
+        "timestep": torch.full((1,), 500.0),
+        "encoder_hidden_states": torch.randn(1, tokens, unet.config.cross_attention_dim),
+    }
+    # Prompts longer than 77 tokens (prompt weighting tools) come as more tokens of context.
+    context_axes = {0: "batch", 1: "tokens"}
+    unet_axes = {"sample": image_axes, "timestep": {0: "batch"}, "encoder_hidden_states": context_axes, "out_sample": image_axes}
+    if unet.config.addition_embed_type == "text_time":  # SDXL: pooled text embeddings and size/crop ids
+        unet_inputs["text_embeds"] = torch.randn(1, encoders["text_encoder_2"].config.projection_dim)
+        unet_inputs["time_ids"] = torch.randn(1, 6)
+        unet_axes |= {"text_embeds": {0: "batch"}, "time_ids": {0: "batch"}}
+    graphs = {"unet": (_UNetGraph(unet), unet_inputs | {"tile": tile}, ["out_sample"], unet_axes)}
+    vae_inputs = {"vae_decoder": {"latent_sample": latent[:, : vae.config.latent_channels]}, "vae_encoder": {"sample": pixels}}
+    vae_outputs = {"vae_decoder": "sample", "vae_encoder": "moments"}
+    for part, inputs in vae_inputs.items():
+        graph = _VaeDecoderGraph(vae) if part == "vae_decoder" else _VaeEncoderGraph(vae)
+        axes = {name: image_axes for name in (*inputs, vae_outputs[part])}
+        graphs[part] = (graph, inputs, [vae_outputs[part]], axes)
+        graphs[f"{part}_tiled"] = (graph, inputs | {"tile": tile}, [vae_outputs[part]], axes)
+    for name, encoder in encoders.items():
+        if encoder is not None:
+            ids = torch.zeros(1, tokens, dtype=torch.int64)
+            axes = {"input_ids": {0: "batch"}} | {out: {0: "batch"} for out in _TEXT_OUTPUTS}
+            graphs[name] = (_TextEncoderGraph(encoder), {"input_ids": ids}, list(_TEXT_OUTPUTS), axes)
+
+    with _exportable(pipeline), torch.no_grad():
+        for name, (graph, inputs, outputs, axes) in graphs.items():
+            log.info("exporting %s to ONNX", name)
+            _export_graph(graph, inputs, outputs, axes, folder / name, fp16 and name not in VAE_PARTS)
+    info = {
+        "format": EXPORT_FORMAT,
+        "precision": "fp16 (VAE fp32)" if fp16 else "fp32",
+        "pipeline": type(pipeline).__name__,
+        "components": list(graphs),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+    }
+    (folder / "export.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def check_exportable(pipeline: object) -> None:
+    """UnsupportedModel naming the part of `pipeline` that the export does not cover, if any."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    unet, vae = pipeline.unet, pipeline.vae
+    if not isinstance(unet, UNet2DConditionModel):
+        raise UnsupportedModel(f"the UNet is a {type(unet).__name__}; the export covers UNet2DConditionModel")
+    if not isinstance(vae, AutoencoderKL):
+        raise UnsupportedModel(f"the VAE is an {type(vae).__name__}; the export covers AutoencoderKL")
+    if unet.config.time_cond_proj_dim is not None:
+        raise UnsupportedModel("the UNet takes a guidance embedding (time_cond_proj_dim, LCM-distilled); the export does not cover it")
+    if unet.config.addition_embed_type not in (None, "text_time") or unet.config.class_embed_type is not None:
+        raise UnsupportedModel("the UNet takes class or image embeddings; the export covers text conditioning")
+    for model in (unet, vae):
+        for name, processor in model.attn_processors.items():
+            if type(processor) not in (AttnProcessor, AttnProcessor2_0):
+                raise UnsupportedModel(f"{name} uses {type(processor).__name__} (an adapter?), which the export does not cover")
+
+
+def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes: dict, folder: Path, fp16: bool) -> None:
+    scratch = folder / "scratch"  # the TorchScript exporter writes one file per tensor over 2 GB
+    scratch.mkdir(parents=True)
+    with warnings.catch_warnings():
+        # The tracer warns about every Python branch on a shape; the sizes that matter are
+        # dynamic by construction (see `side` in export_pipeline), and the parity tests check it.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        # TorchScript export is deprecated in favour of torch.export (dynamo), which takes minutes
+        # where this takes seconds, and would need onnxscript translations of the two custom ops.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            graph,
+            tuple(inputs.values()),
+            str(scratch / "model.onnx"),
+            dynamo=False,  # TorchScript: exports these models 20x faster than dynamo does
+            opset_version=OPSET,
+            input_names=list(inputs),
+            output_names=outputs,
+            dynamic_axes=axes,
+            custom_opsets={} if isinstance(graph, _TextEncoderGraph) else {"com.microsoft": 1},  # fused attention
+        )
+    model = onnx.load(str(scratch / "model.onnx"))
+    if fp16:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        # Inputs and outputs stay float32 (a Cast at each edge): the pipeline is the same on every device.
+        model = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    weights = sum(t.ByteSize() for t in model.graph.initializer)
+    onnx.save_model(
+        model,
+        str(folder / "model.onnx"),
+        save_as_external_data=weights > PROTOBUF_LIMIT,
+        all_tensors_to_one_file=True,
+        location="model.onnx.data",
+    )
+    for file in scratch.iterdir():
+        file.unlink()
+    scratch.rmdir()
+
+
+@contextmanager
+def _exportable(pipeline: object) -> Iterator[None]:
+    """The pipeline's UNet and VAE with fused attention and `tile`-driven padding; as before afterwards."""
+    models = (pipeline.unet, pipeline.vae)
+    processors = [model.attn_processors for model in models]
+    convs = list(_padded_convs(pipeline))
+    for conv in convs:
+        if conv.padding_mode != "zeros":
+            raise UnsupportedModel(f"a convolution pads with {conv.padding_mode!r}; the export covers zero padding")
+    for model in models:
+        model.set_attn_processor(_FusedAttentionProcessor())
+    for conv in convs:
+        conv._conv_forward = types.MethodType(_tiled_conv_forward, conv)  # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        for conv in convs:
+            del conv._conv_forward
+        for model, saved in zip(models, processors, strict=True):
+            model.set_attn_processor(saved)
+
+
+# The `tile` input of the graph being traced, read by every padded convolution in it.
+_tile: list[torch.Tensor] = []
+
+
+@contextmanager
+def _tiling_input(tile: torch.Tensor | None) -> Iterator[None]:
+    if tile is not None:
+        _tile.append(tile)
+    try:
+        yield
+    finally:
+        if tile is not None:
+            _tile.pop()
+
+
+def _tiled_conv_forward(self: torch.nn.Conv2d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Conv2d padded by hand: zeros, or the opposite edge on an axis whose `tile` flag is 1
+    (as it was in a graph without a `tile` input)."""
+    if not _tile:
+        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+    input = _TilePad.apply(input, _tile[-1], *self.padding)
+    return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+class _TilePad(torch.autograd.Function):
+    """Pad by `pad_y` and `pad_x`: circularly on the axes whose flag in `tile` ([x, y]) is 1, with
+    zeros on the others. In ONNX: a Pad in "wrap" mode by the tiled axes' sizes, then one with
+    zeros by the rest, which costs a fraction of slicing and concatenating the edges."""
+
+    @staticmethod
+    def forward(ctx: object, input: torch.Tensor, tile: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
+        tile_x, tile_y = tile[0], tile[1]
+        if pad_x:
+            input = torch.cat([input[..., -pad_x:] * tile_x, input, input[..., :pad_x] * tile_x], dim=-1)
+        if pad_y:
+            input = torch.cat([input[..., -pad_y:, :] * tile_y, input, input[..., :pad_y, :] * tile_y], dim=-2)
+        return input
+
+    @staticmethod
+    def symbolic(g: object, input: object, tile: object, pad_y: int, pad_x: int) -> object:
+        def constant(values: list[int]) -> object:
+            return g.op("Constant", value_t=torch.tensor(values, dtype=torch.int64))
+
+        flags = g.op("Cast", g.op("Gather", tile, constant([1, 0]), axis_i=0), to_i=onnx.TensorProto.INT64)  # [y, x]
+        sizes = constant([pad_y, pad_x])
+        wrapped = g.op("Mul", sizes, flags)  # on the tiled axes
+        zeroed = g.op("Sub", sizes, wrapped)  # on the others
+        none = constant([0, 0])  # batch and channels
+
+        def pads(hw: object) -> object:
+            return g.op("Concat", none, hw, none, hw, axis_i=0)  # the begins, then the ends
+
+        # ONNX Runtime shares the pads between all convolutions alike (common subexpressions).
+        padded = g.op("Pad", input, pads(wrapped), mode_s="wrap")
+        return g.op("Pad", padded, pads(zeroed), mode_s="constant")
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Multi-head attention on B x S x (heads * dim): SDPA in PyTorch, com.microsoft MultiHeadAttention in ONNX."""
+
+    @staticmethod
+    def forward(ctx: object, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int) -> torch.Tensor:
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (query, key, value))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+
+    @staticmethod
+    def symbolic(g: object, query: object, key: object, value: object, heads: int) -> object:
+        out = g.op("com.microsoft::MultiHeadAttention", query, key, value, num_heads_i=heads)
+        out.setType(query.type())
+        return out
+
+
+class _FusedAttentionProcessor:
+    """diffusers' AttnProcessor2_0, for what SD UNets and VAEs use, with the attention itself fused."""
+
+    def __call__(
+        self,
+        attn: object,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if attention_mask is not None or attn.spatial_norm is not None or attn.norm_q is not None or attn.norm_k is not None:
+            raise UnsupportedModel("an attention layer uses masks, spatial or q/k norms, which the export does not cover")
+        residual = hidden_states
+        image = hidden_states.ndim == 4
+        if image:  # the VAE's attention works on B x C x H x W
+            batch, channels, height, width = hidden_states.shape
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is None:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        hidden_states = _FusedAttention.apply(query, key, value, attn.heads)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))  # projection, dropout
+        if image:
+            hidden_states = hidden_states.transpose(1, 2).reshape(batch, channels, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+
+# The exported graphs: plain tensor signatures around the diffusers modules.
+
+
+class _UNetGraph(torch.nn.Module):
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *rest: torch.Tensor
+    ) -> torch.Tensor:
+        *added, tile = rest
+        added_cond = dict(zip(("text_embeds", "time_ids"), added, strict=True)) if added else None
+        with _tiling_input(tile):
+            return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added_cond, return_dict=False)[0]
+
+
+class _VaeDecoderGraph(torch.nn.Module):
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latent_sample: torch.Tensor, tile: torch.Tensor | None = None) -> torch.Tensor:
+        with _tiling_input(tile):
+            return self.vae.decode(latent_sample, return_dict=False)[0]
+
+
+class _VaeEncoderGraph(torch.nn.Module):
+    """Image -> the moments (mean, log variance) of the latent distribution; sampling stays in the pipeline."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, sample: torch.Tensor, tile: torch.Tensor | None = None) -> torch.Tensor:
+        with _tiling_input(tile):
+            moments = self.vae.encoder(sample)
+            return self.vae.quant_conv(moments) if self.vae.quant_conv is not None else moments
+
+
+# What SD (the last hidden state) and SDXL (the penultimate one and the pooled projection) read.
+_TEXT_OUTPUTS = ("last_hidden_state", "penultimate_hidden_state", "pooled")
+
+
+class _TextEncoderGraph(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.encoder(input_ids, output_hidden_states=True)
+        pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+        return out.last_hidden_state, out.hidden_states[-2], pooled
+
+
+# -- serving ----------------------------------------------------------------------------------
+
+
+class _Session:
+    """One exported graph in an ONNX Runtime session, run on torch tensors.
+
+    Set up as artforge.runtimes.onnx.OnnxModel sets up its sessions (all graph optimizations,
+    deterministic compute, arenas shrunk after each run), plus dynamic scheduling on the CPU.
+    """
+
+    def __init__(self, path: Path, device: str) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.use_deterministic_compute = True  # the same request gives the same pixels
+        options.log_severity_level = 3  # errors only
+        # One worker thread per device runs jobs and the graphs run one after another, so each
+        # may use every core for its operators, which run in order (inter-op 1).
+        options.intra_op_num_threads = cpu_threads() if device == "cpu" else min(4, cpu_threads())
+        options.inter_op_num_threads = 1
+        # Parallel loops handed out in shrinking blocks rather than one share per thread: a core
+        # slowed by other work does less of a step instead of holding it up. Results stay
+        # bit-identical (each output element is still computed by one thread, in one order).
+        options.add_session_config_entry("session.dynamic_block_base", "4")
+        self.session = ort.InferenceSession(str(path), options, providers=providers_for(device))
+        self.provider = self.session.get_providers()[0]
+        self.cuda = self.provider == CUDA
+        if device.startswith("cuda") and not self.cuda:
+            log.warning("%s: running on the CPU, although %s was asked for (CUDA or cuDNN libraries missing?)", path, device)
+        self.device = torch.device(device if self.cuda else "cpu")
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        # Shrinking the arenas after each run keeps a big image's activations from staying held;
+        # on the full-size SD 2.1 UNet its cost is lost in the noise of a step.
+        self.run_options = ort.RunOptions()
+        arenas = f"cpu:0;gpu:{self.device.index or 0}" if self.cuda else "cpu:0"
+        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+
+    def run(self, inputs: dict[str, torch.Tensor], output_shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        """The outputs (float32, in order; `output_shapes` sizes them for IO binding on CUDA)."""
+        if not self.cuda:
+            feed = {name: tensor.detach().to("cpu").contiguous().numpy() for name, tensor in inputs.items()}
+            return [torch.from_numpy(out) for out in self.session.run(None, feed, self.run_options)]
+        # CUDA: bind torch's GPU buffers as the graph's inputs and outputs; nothing is copied to the host.
+        binding = self.session.io_binding()
+        index = self.device.index or 0
+        bound = {name: tensor.detach().to(self.device).contiguous() for name, tensor in inputs.items()}
+        for name, tensor in bound.items():
+            dtype = np.int64 if tensor.dtype == torch.int64 else np.float32
+            binding.bind_input(name, "cuda", index, dtype, tuple(tensor.shape), tensor.data_ptr())
+        outputs = [torch.empty(shape, dtype=torch.float32, device=self.device) for shape in output_shapes]
+        for name, tensor in zip(self.output_names, outputs, strict=True):
+            binding.bind_output(name, "cuda", index, np.float32, tuple(tensor.shape), tensor.data_ptr())
+        torch.cuda.synchronize(self.device)  # torch wrote the inputs on its own stream; ORT reads them on another
+        self.session.run_with_iobinding(binding, self.run_options)
+        binding.synchronize_outputs()  # ... and torch reads the outputs once ORT's stream has written them
+        return outputs
+
+
+class _OnnxModule(torch.nn.Module):
+    """What diffusers pipelines read off their torch modules: config, dtype and device."""
+
+    def __init__(self, original: torch.nn.Module, session: _Session) -> None:
+        super().__init__()
+        self.config = original.config
+        self._device = session.device
+        self.tile = torch.zeros(2)  # seamless tiling: [x, y], set per job by `seamless`
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32  # float16 graphs cast inside, at their edges
+
+
+class OnnxUNet(_OnnxModule):
+    def __init__(self, original: torch.nn.Module, session: _Session) -> None:
+        super().__init__(original, session)
+        self.session = session
+        if self.config.addition_embed_type == "text_time":
+            # The SDXL pipeline checks its time ids against the width of this layer.
+            width = original.add_embedding.linear_1.in_features
+            self.add_embedding = types.SimpleNamespace(linear_1=types.SimpleNamespace(in_features=width))
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        timestep_cond: torch.Tensor | None = None,
+        cross_attention_kwargs: dict | None = None,
+        added_cond_kwargs: dict | None = None,
+        return_dict: bool = True,
+    ) -> object:
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        if timestep_cond is not None or cross_attention_kwargs:
+            raise ValueError("the ONNX UNet takes no guidance embedding or attention arguments (LoRA runs on PyTorch)")
+        batch = sample.shape[0]
+        inputs = {
+            "sample": sample,
+            "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(batch),
+            "encoder_hidden_states": encoder_hidden_states,
+        }
+        if added_cond_kwargs:
+            inputs |= {"text_embeds": added_cond_kwargs["text_embeds"], "time_ids": added_cond_kwargs["time_ids"]}
+        (out,) = self.session.run(inputs | {"tile": self.tile}, [tuple(sample.shape)])
+        return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+
+
+class OnnxVae(_OnnxModule):
+    """The VAE's decode and encode; untiled images go through the graphs without a `tile` input."""
+
+    def __init__(self, original: torch.nn.Module, sessions: dict[str, _Session]) -> None:
+        super().__init__(original, sessions["vae_decoder"])
+        self.sessions = sessions
+        self.scale = 2 ** (len(self.config.block_out_channels) - 1)
+
+    def _run(self, part: str, input: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if self.tile.any():
+            (out,) = self.sessions[f"{part}_tiled"].run({input: tensor, "tile": self.tile}, [shape])
+        else:
+            (out,) = self.sessions[part].run({input: tensor}, [shape])
+        return out
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator: torch.Generator | None = None) -> object:
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        batch, _, height, width = z.shape
+        shape = (batch, self.config.out_channels, height * self.scale, width * self.scale)
+        sample = self._run("vae_decoder", "latent_sample", z, shape)
+        return DecoderOutput(sample=sample) if return_dict else (sample,)
+
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> object:
+        from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKLOutput
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        batch, _, height, width = x.shape
+        shape = (batch, 2 * self.config.latent_channels, height // self.scale, width // self.scale)
+        latent = DiagonalGaussianDistribution(self._run("vae_encoder", "sample", x, shape))
+        return AutoencoderKLOutput(latent_dist=latent) if return_dict else (latent,)
+
+
+class OnnxTextEncoder(_OnnxModule):
+    def __init__(self, original: torch.nn.Module, session: _Session) -> None:
+        super().__init__(original, session)
+        self.session = session
+        self.projection = hasattr(original, "text_projection")  # CLIPTextModelWithProjection (SDXL's second)
+        self.width = original.config.projection_dim if self.projection else original.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, output_hidden_states: bool = False) -> object:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        from transformers.models.clip.modeling_clip import CLIPTextModelOutput
+
+        if attention_mask is not None:
+            raise ValueError("the ONNX text encoder is exported without an attention mask")
+        batch, tokens = input_ids.shape
+        hidden = (batch, tokens, self.config.hidden_size)
+        last, penultimate, pooled = self.session.run({"input_ids": input_ids.to(torch.int64)}, [hidden, hidden, (batch, self.width)])
+        # Only the two hidden states the pipelines read ([-2] and [-1]) exist: no clip_skip.
+        states = (penultimate, last) if output_hidden_states else None
+        if self.projection:
+            return CLIPTextModelOutput(text_embeds=pooled, last_hidden_state=last, hidden_states=states)
+        return BaseModelOutputWithPooling(last_hidden_state=last, pooler_output=pooled, hidden_states=states)
+
+
+def use_onnx(pipeline: object, folder: Path, device: str) -> None:
+    """Swap the diffusers `pipeline`'s torch networks for the ONNX export in `folder`, run on `device`.
+
+    Every session is made before anything is swapped: when one fails to load, the PyTorch
+    pipeline is still whole, and the caller can serve it.
+    """
+    parts = json.loads((folder / "export.json").read_text())["components"]
+    sessions = {name: _Session(folder / name / "model.onnx", device) for name in parts}
+    pipeline.unet = OnnxUNet(pipeline.unet, sessions["unet"])
+    pipeline.vae = OnnxVae(pipeline.vae, {name: sessions[name] for name in VAE_PARTS})
+    for name in TEXT_ENCODERS:
+        if name in sessions:
+            setattr(pipeline, name, OnnxTextEncoder(getattr(pipeline, name), sessions[name]))
+
+
+@contextmanager
+def seamless(pipeline: object, tile_x: bool, tile_y: bool) -> Iterator[None]:
+    """The ONNX pipeline's `torch_diffusion.seamless`: circular padding on the tiled axes."""
+    tile = torch.tensor([float(tile_x), float(tile_y)])
+    modules = (pipeline.unet, pipeline.vae)
+    for module in modules:
+        module.tile = tile
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.tile = torch.zeros(2)

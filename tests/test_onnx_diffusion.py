@@ -1,0 +1,207 @@
+"""Image models on ONNX Runtime: parity with PyTorch, the export cache, and the fallback to PyTorch.
+
+Parity runs in process on the tiny pipelines (tests/tiny_pipelines.py): the same pipeline call,
+same seed, float32, once with the PyTorch networks and once with their ONNX exports. The
+exports of the shared tiny models are cached in REPO/.cache/tiny-models/.cache/onnx, where the
+image server tests find them too; the cache tests work on copies in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
+
+import shutil
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from artforge.config import Limits, ModelEntry
+from artforge.engines.image import ImageEngine
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.models.registry import ModelRegistry
+from artforge.runtimes.onnx_diffusion import OnnxUNet, use_onnx
+from artforge.runtimes.onnx_diffusion import seamless as onnx_seamless
+from artforge.runtimes.torch_diffusion import LoadedPipeline, load_pipeline
+from artforge.runtimes.torch_diffusion import seamless as torch_seamless
+from artforge_client import ArtForgeError as ClientError
+from artforge_client.v1 import image_pb2
+from tests.conftest import REPO, start_server, stop_server
+from tests.tiny_pipelines import build_all, build_tiny_sd15_taesd
+
+TINY_ROOT = REPO / ".cache" / "tiny-models"
+PROMPT = "weathered red bricks"
+TILINGS = {"none": (False, False), "x": (True, False), "y": (False, True), "xy": (True, True)}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, Path]:
+    return build_all(TINY_ROOT)
+
+
+def engine_for(models_dir: Path, entries: list[ModelEntry] | None = None, backend: str = "auto") -> ImageEngine:
+    """A new engine: what a server start makes."""
+    return ImageEngine(ModelRegistry(models_dir, entries or [], {}, backend), Limits(), 2)
+
+
+def torch_pipeline(engine: ImageEngine, name: str) -> LoadedPipeline:
+    spec = engine.registry.get(name, "image")
+    return load_pipeline(spec.name, spec.path, spec.format == "single_file", spec.config, "cpu")
+
+
+def generate(loaded: LoadedPipeline, output_type: str, tile: tuple[bool, bool] = (False, False), mode: str = "txt2img", **kwargs):
+    """One pipeline call, seeded; latents (output_type "latent") or float images in 0..1 ("np")."""
+    tiling = onnx_seamless if isinstance(loaded.text2img.unet, OnnxUNet) else torch_seamless
+    pipeline = loaded.variant(mode)
+    generators = [torch.Generator().manual_seed(seed) for seed in (5, 6)]
+    with tiling(pipeline, *tile):
+        out = pipeline(PROMPT, num_inference_steps=4, num_images_per_prompt=2, generator=generators, output_type=output_type, **kwargs)
+    return out.images
+
+
+# -- parity -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["tiny-sd15", "tiny-sdxl"])
+def backends(request, tiny) -> tuple[LoadedPipeline, LoadedPipeline]:
+    """The model on PyTorch and on ONNX Runtime, from the export the engine makes (or finds)."""
+    engine = engine_for(TINY_ROOT)
+    folder = engine.export(request.param)
+    on_onnx = torch_pipeline(engine, request.param)
+    use_onnx(on_onnx.text2img, folder, "cpu")
+    return torch_pipeline(engine, request.param), on_onnx
+
+
+@pytest.mark.parametrize("tiling", TILINGS)
+def test_onnx_matches_pytorch(backends, tiling):
+    on_torch, on_onnx = backends
+    tile = TILINGS[tiling]
+    # 72 x 64: a latent side (9) the UNet's levels do not halve evenly; batch 2 with guidance: UNet batch 4.
+    size = {"width": 72, "height": 64}
+    latents = generate(on_torch, "latent", tile, **size)
+    assert (latents - generate(on_onnx, "latent", tile, **size)).abs().max() <= 1e-3
+    images = generate(on_torch, "np", tile, **size)
+    assert images.shape == (2, 64, 72, 3)
+    assert np.abs(images - generate(on_onnx, "np", tile, **size)).mean() * 255 <= 1.0
+    if any(tile):  # and the tiling is honoured: it moves the result far more than the tolerance
+        assert (latents - generate(on_torch, "latent", **size)).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("tiling", ["none", "xy"])
+def test_img2img_matches_pytorch(backends, tiling):
+    on_torch, on_onnx = backends
+    picture = torch.linspace(0, 1, 3 * 64 * 64).reshape(1, 3, 64, 64)  # the VAE encoder runs too
+    kwargs = {"mode": "img2img", "image": picture, "strength": 0.6}
+    results = [generate(loaded, "np", TILINGS[tiling], **kwargs) for loaded in (on_torch, on_onnx)]
+    assert np.abs(results[0] - results[1]).mean() * 255 <= 1.0
+
+
+# -- the export cache -------------------------------------------------------------------------
+
+
+def unet_weights(folder: Path) -> Path:
+    return folder / "unet" / "diffusion_pytorch_model.safetensors"
+
+
+def perturb(weights: Path, key: str | None = None) -> None:
+    """Change one tensor of a .safetensors file a little: new weights, same shapes."""
+    state = load_file(str(weights))
+    key = key or next(k for k in sorted(state) if k.endswith("conv_in.weight") or k.endswith("input_blocks.0.0.weight"))
+    state[key] = state[key] + 0.05
+    save_file(state, str(weights), metadata={"format": "pt"})
+
+
+def test_a_second_start_reuses_the_export_and_new_weights_are_exported_again(tmp_path, tiny):
+    models = tmp_path / "models"
+    shutil.copytree(tiny["tiny-sd15"], models / "sd15")
+    folder = engine_for(models).export("sd15")
+    made = (folder.stat().st_ino, (folder / "unet" / "model.onnx").stat().st_mtime_ns)
+
+    second = engine_for(models)
+    assert second.backend_of("sd15") == ("", "auto: an ONNX export is cached (made again if the weights changed)")
+    second.preload("sd15", "cpu")
+    assert second.backend_of("sd15") == ("onnx", f"ONNX Runtime, from the export in {folder}")
+    assert (folder.stat().st_ino, (folder / "unet" / "model.onnx").stat().st_mtime_ns) == made, "exported again"
+
+    perturb(unet_weights(models / "sd15"))
+    third = engine_for(models)
+    third.preload("sd15", "cpu")
+    again = third.export("sd15")  # found: the load above made it
+    assert again != folder and not folder.exists(), "the export of the old weights is removed"
+    assert third.backend_of("sd15") == ("onnx", f"ONNX Runtime, from the export in {again}")
+    # ... and it holds the new weights.
+    on_onnx = torch_pipeline(third, "sd15")
+    use_onnx(on_onnx.text2img, again, "cpu")
+    assert np.abs(generate(torch_pipeline(third, "sd15"), "np") - generate(on_onnx, "np")).mean() * 255 <= 1.0
+
+
+def test_a_single_file_checkpoint_is_keyed_by_its_file(tmp_path, tiny):
+    checkpoint = tmp_path / "sd15.safetensors"
+    shutil.copy(tiny["tiny-sd15-single"], checkpoint)
+    entries = [ModelEntry(name="single", path=str(checkpoint), config=str(tiny["tiny-sd15"]))]
+    engine = engine_for(tmp_path / "models", entries)
+    first = engine.export("single")
+    assert engine.export("single") == first
+    perturb(checkpoint, "model.diffusion_model.input_blocks.0.0.weight")
+    assert engine.export("single") != first
+
+
+def test_a_broken_export_falls_back_to_pytorch_and_backend_onnx_says_why(tmp_path, tiny):
+    models = tmp_path / "models"
+    shutil.copytree(tiny["tiny-sd15"], models / "sd15")
+    folder = engine_for(models).export("sd15")
+    (folder / "unet" / "model.onnx").write_bytes(b"not a protobuf")  # a disk error, a killed copy
+
+    auto = engine_for(models)
+    auto.preload("sd15", "cpu")
+    backend, reason = auto.backend_of("sd15")
+    assert backend == "torch" and reason.startswith("PyTorch, because the ONNX export failed to load:"), reason
+
+    with pytest.raises(ArtForgeError) as error:
+        engine_for(models, backend="onnx").preload("sd15", "cpu")
+    assert error.value.code is ErrorCode.FAILED_PRECONDITION
+    assert error.value.message.startswith("model sd15 asks for backend onnx, but the ONNX export failed to load:")
+
+
+def test_a_model_whose_export_fails_is_served_by_pytorch_with_the_reason(tmp_path, tiny):
+    """Through a real server: a TAESD VAE is outside what the exporter covers."""
+    models = tmp_path / "models"
+    build_tiny_sd15_taesd(models / "taesd", tiny["tiny-sd15"])
+    config = f"""
+[models]
+default_text = "none"
+preload = []
+
+[model.taesd-strict]
+path = "{models / "taesd"}"
+backend = "onnx"
+"""
+    server = start_server(models, tmp_path, "--no-fetch", config=config)
+    try:
+        with server.client() as client:
+            request = image_pb2.GenerateImageRequest(prompt=PROMPT, model="taesd", width=64, height=64, steps=2, seed=1)
+            stream = client.generate_image(request)
+            stream.wait()
+            assert stream.started.backend == "torch" and len(stream.images) == 1
+            reason = "exporting taesd to ONNX (diffusion-v1-fp32-cpu) failed: UnsupportedModel: the VAE is an AutoencoderTiny"
+            info = {m.name: m for m in client.list_models()}
+            assert info["taesd"].backend == "torch"
+            assert info["taesd"].backend_reason.startswith(f"PyTorch, because {reason}"), info["taesd"].backend_reason
+            assert reason in server.log()
+            assert list((models / ".cache" / "onnx" / "taesd").glob("*.failed")), "the failure is remembered"
+
+            request.model = "taesd-strict"
+            with pytest.raises(ClientError) as error:
+                client.generate_image(request).wait()
+            assert error.value.code is grpc.StatusCode.FAILED_PRECONDITION
+            assert error.value.message.startswith("model taesd-strict asks for backend onnx, but exporting taesd-strict"), (
+                error.value.message
+            )
+            assert "AutoencoderTiny" in error.value.message
+    finally:
+        stop_server(server)
