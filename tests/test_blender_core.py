@@ -11,11 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "ble
 import grpc
 import pytest
 from artforge_blender import blockout_plan as bp
-from artforge_blender.colors import parse_hex, srgb_hex
-from artforge_blender.job_state import JobState, Phase, describe_error, run_stream, status_sentence
 from artforge_blender.scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo, scene_context
 
 from artforge_client import ArtForgeError
+from artforge_client.colors import parse_hex, srgb_hex
+from artforge_client.job_state import JobState, Phase, describe_error, run_stream, status_sentence
 from artforge_client.v1 import jobs_pb2
 
 ADDRESS = "gpu-box:50051"

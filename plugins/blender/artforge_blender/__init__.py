@@ -2,6 +2,7 @@
 
 This package will become the extension's root. Everything here so far is plain Python that runs
 without Blender: `scene_context` (the scene as text for the `scene_description` task),
-`blockout_plan` (the model's JSON block-out plan, parsed and validated), `job_state` (a running
-job as the UI sees it) and `colors`. Only the thin host layer, added later, imports `bpy`.
+`blockout_plan` (the model's JSON block-out plan, parsed and validated). A running job as the UI
+sees it (`artforge_client.job_state`) and colour conversions (`artforge_client.colors`) are shared
+with the Krita plugin. Only the thin host layer, added later, imports `bpy`.
 """

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from artforge_blender.colors import RGB, parse_hex, srgb_to_linear
+from artforge_client.colors import RGB, parse_hex, srgb_to_linear
 
 Vec3 = tuple[float, float, float]
 

@@ -32,7 +32,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from artforge_blender.colors import RGB, colour_name, linear_to_srgb, srgb_hex
+from artforge_client.colors import RGB, colour_name, linear_to_srgb, srgb_hex
 
 Vec3 = tuple[float, float, float]
 

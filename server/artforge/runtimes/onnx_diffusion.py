@@ -39,6 +39,7 @@ Why the graphs look the way they do:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import types
@@ -60,7 +61,10 @@ log = logging.getLogger(__name__)
 
 # Bump when the exported graphs change: exports of another format are then made again.
 EXPORT_FORMAT = "v1"
-OPSET = 19  # Pad's "wrap" mode
+OPSET = 19  # Pad's "wrap" mode, for the tiling of CPU exports
+# CUDA exports stay at 17, concatenating the edges instead: ONNX Runtime's CUDA provider had no
+# Pad kernel past opset 18 until 2026 (its Pads would run on the CPU, copying to and fro).
+OPSET_CUDA = 17
 PROTOBUF_LIMIT = 2_000_000_000  # bytes: bigger graphs keep their weights in external data
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 VAE_PARTS = ("vae_decoder", "vae_encoder", "vae_decoder_tiled", "vae_encoder_tiled")
@@ -130,10 +134,11 @@ def export_pipeline(pipeline: object, folder: Path, fp16: bool = False) -> None:
             axes = {"input_ids": {0: "batch"}} | {out: {0: "batch"} for out in _TEXT_OUTPUTS}
             graphs[name] = (_TextEncoderGraph(encoder), {"input_ids": ids}, list(_TEXT_OUTPUTS), axes)
 
-    with _exportable(pipeline), torch.no_grad():
+    with _exportable(pipeline, wrap_pads=not fp16), torch.no_grad():
         for name, (graph, inputs, outputs, axes) in graphs.items():
             log.info("exporting %s to ONNX", name)
-            _export_graph(graph, inputs, outputs, axes, folder / name, fp16 and name not in VAE_PARTS)
+            opset = OPSET_CUDA if fp16 else OPSET
+            _export_graph(graph, inputs, outputs, axes, folder / name, opset, fp16 and name not in VAE_PARTS)
     info = {
         "format": EXPORT_FORMAT,
         "precision": "fp16 (VAE fp32)" if fp16 else "fp32",
@@ -165,7 +170,7 @@ def check_exportable(pipeline: object) -> None:
                 raise UnsupportedModel(f"{name} uses {type(processor).__name__} (an adapter?), which the export does not cover")
 
 
-def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes: dict, folder: Path, fp16: bool) -> None:
+def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes: dict, folder: Path, opset: int, fp16: bool) -> None:
     scratch = folder / "scratch"  # the TorchScript exporter writes one file per tensor over 2 GB
     scratch.mkdir(parents=True)
     with warnings.catch_warnings():
@@ -181,7 +186,7 @@ def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes
             tuple(inputs.values()),
             str(scratch / "model.onnx"),
             dynamo=False,  # TorchScript: exports these models 20x faster than dynamo does
-            opset_version=OPSET,
+            opset_version=opset,
             input_names=list(inputs),
             output_names=outputs,
             dynamic_axes=axes,
@@ -207,8 +212,9 @@ def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes
 
 
 @contextmanager
-def _exportable(pipeline: object) -> Iterator[None]:
-    """The pipeline's UNet and VAE with fused attention and `tile`-driven padding; as before afterwards."""
+def _exportable(pipeline: object, wrap_pads: bool) -> Iterator[None]:
+    """The pipeline's UNet and VAE with fused attention and `tile`-driven padding (with ONNX Pads in
+    "wrap" mode, or by concatenating the edges); as they were afterwards."""
     models = (pipeline.unet, pipeline.vae)
     processors = [model.attn_processors for model in models]
     convs = list(_padded_convs(pipeline))
@@ -218,7 +224,8 @@ def _exportable(pipeline: object) -> Iterator[None]:
     for model in models:
         model.set_attn_processor(_FusedAttentionProcessor())
     for conv in convs:
-        conv._conv_forward = types.MethodType(_tiled_conv_forward, conv)  # an instance attribute shadows the method
+        # An instance attribute shadows the method.
+        conv._conv_forward = functools.partial(_tiled_conv_forward, conv, wrap_pads=wrap_pads)
     try:
         yield
     finally:
@@ -243,28 +250,35 @@ def _tiling_input(tile: torch.Tensor | None) -> Iterator[None]:
             _tile.pop()
 
 
-def _tiled_conv_forward(self: torch.nn.Conv2d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _tiled_conv_forward(
+    conv: torch.nn.Conv2d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, wrap_pads: bool
+) -> torch.Tensor:
     """Conv2d padded by hand: zeros, or the opposite edge on an axis whose `tile` flag is 1
     (as it was in a graph without a `tile` input)."""
     if not _tile:
-        return F.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
-    input = _TilePad.apply(input, _tile[-1], *self.padding)
-    return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(input, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    input = (_TilePad.apply if wrap_pads else _pad_edges)(input, _tile[-1], *conv.padding)
+    return F.conv2d(input, weight, bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def _pad_edges(input: torch.Tensor, tile: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
+    """Pad by `pad_y` and `pad_x`: circularly on the axes whose flag in `tile` ([x, y]) is 1, with
+    zeros on the others; the edges concatenated, multiplied by their axis' flag."""
+    tile_x, tile_y = tile[0], tile[1]
+    if pad_x:
+        input = torch.cat([input[..., -pad_x:] * tile_x, input, input[..., :pad_x] * tile_x], dim=-1)
+    if pad_y:
+        input = torch.cat([input[..., -pad_y:, :] * tile_y, input, input[..., :pad_y, :] * tile_y], dim=-2)
+    return input
 
 
 class _TilePad(torch.autograd.Function):
-    """Pad by `pad_y` and `pad_x`: circularly on the axes whose flag in `tile` ([x, y]) is 1, with
-    zeros on the others. In ONNX: a Pad in "wrap" mode by the tiled axes' sizes, then one with
-    zeros by the rest, which costs a fraction of slicing and concatenating the edges."""
+    """`_pad_edges` as two ONNX Pads: in "wrap" mode by the tiled axes' sizes, then with zeros by
+    the rest. On the CPU that costs a fraction of slicing and concatenating the edges."""
 
     @staticmethod
     def forward(ctx: object, input: torch.Tensor, tile: torch.Tensor, pad_y: int, pad_x: int) -> torch.Tensor:
-        tile_x, tile_y = tile[0], tile[1]
-        if pad_x:
-            input = torch.cat([input[..., -pad_x:] * tile_x, input, input[..., :pad_x] * tile_x], dim=-1)
-        if pad_y:
-            input = torch.cat([input[..., -pad_y:, :] * tile_y, input, input[..., :pad_y, :] * tile_y], dim=-2)
-        return input
+        return _pad_edges(input, tile, pad_y, pad_x)
 
     @staticmethod
     def symbolic(g: object, input: object, tile: object, pad_y: int, pad_x: int) -> object:

@@ -1,4 +1,4 @@
-"""Colour conversions shared by the scene context and the block-out plan.
+"""Colour conversions shared by the plugins (Blender's scene context and block-out plan, Krita's pixels).
 
 Blender stores colours scene-linear; people, hex codes and language models think in sRGB. The
 conversions here are the standard sRGB transfer functions, so a hex code in a plan looks the same

@@ -1,8 +1,9 @@
 """A running job as the UI sees it: a small thread-safe state machine, and errors as sentences.
 
 The worker thread feeds it (`run_stream` does the whole loop: submit, apply every JobEvent,
-cancel, map failures); the main thread polls `snapshot()` from a `bpy.app.timers` callback,
-drains streamed text with `take_text()`, and asks to stop with `request_cancel()`.
+cancel, map failures); the host's main thread (a `bpy.app.timers` callback in Blender, a Qt
+timer in Krita) polls `snapshot()`, drains streamed text with `take_text()`, and asks to stop
+with `request_cancel()`. Shared by both plugins.
 
     idle -> submitting -> queued(position) -> running(progress 0..1, message)
                                            -> succeeded | failed(message) | cancelled
@@ -10,8 +11,8 @@ drains streamed text with `take_text()`, and asks to stop with `request_cancel()
 Once a job has finished, later updates are ignored: a stream whose job failed yields the
 finished event and then raises ArtForgeError, and the second report must not overwrite the first.
 
-Needs `artforge_client` (and so grpcio and protobuf) importable: the bpy layer puts the bundled
-wheels on sys.path before importing this module.
+Needs grpcio and protobuf importable: each plugin puts its bundled wheels on sys.path before
+importing this module.
 """
 
 from __future__ import annotations
