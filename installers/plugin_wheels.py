@@ -7,6 +7,7 @@ a plugin never bundles a protobuf older than the one its generated code was made
 
     from plugin_wheels import Target, download
     wheels = download(Target("linux-x64", ("manylinux_2_28_x86_64", "manylinux2014_x86_64"), "3.11"), dest)
+    for path, name in client_files(): ...  # the artforge_client package, to put in the zip
 """
 
 from __future__ import annotations
@@ -56,3 +57,9 @@ def download(target: Target, dest: Path, requirements: list[str] | None = None) 
     if result.returncode != 0:
         raise RuntimeError(f"pip could not fetch wheels for {target.name} (Python {target.python}): {result.stderr.strip()[-2000:]}")
     return sorted(folder.glob("*.whl"))
+
+
+def client_files() -> list[tuple[Path, str]]:
+    """The `artforge_client` package as (file, path inside a plugin zip) pairs, without caches."""
+    package = ROOT / "plugins" / "client" / "artforge_client"
+    return [(path, path.relative_to(package.parent).as_posix()) for path in sorted(package.rglob("*.py"))]
