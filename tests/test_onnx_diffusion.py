@@ -8,6 +8,7 @@ image server tests find them too; the cache tests work on copies in a temporary 
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
@@ -25,7 +26,7 @@ from artforge.config import Limits, ModelEntry
 from artforge.engines.image import ImageEngine
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.registry import ModelRegistry
-from artforge.runtimes.onnx_diffusion import OnnxUNet, use_onnx
+from artforge.runtimes.onnx_diffusion import OnnxUNet, export_pipeline, use_onnx
 from artforge.runtimes.onnx_diffusion import seamless as onnx_seamless
 from artforge.runtimes.torch_diffusion import LoadedPipeline, load_pipeline
 from artforge.runtimes.torch_diffusion import seamless as torch_seamless
@@ -99,6 +100,20 @@ def test_img2img_matches_pytorch(backends, tiling):
     kwargs = {"mode": "img2img", "image": picture, "strength": 0.6}
     results = [generate(loaded, "np", TILINGS[tiling], **kwargs) for loaded in (on_torch, on_onnx)]
     assert np.abs(results[0] - results[1]).mean() * 255 <= 1.0
+
+
+def test_the_cuda_graphs_match_pytorch_run_in_fp32_on_the_cpu(tmp_path, tiny):
+    """A CUDA export's graphs (opset 17, edges concatenated for tiling), kept in fp32 so that
+    the CPU can run them: the structure the GPU runs, checked where no GPU is."""
+    engine = engine_for(TINY_ROOT)
+    on_torch = torch_pipeline(engine, "tiny-sd15")
+    on_onnx = torch_pipeline(engine, "tiny-sd15")
+    export_pipeline(on_onnx.text2img, tmp_path, cuda=True, fp16=False)
+    assert json.loads((tmp_path / "export.json").read_text())["opset"] == 17
+    use_onnx(on_onnx.text2img, tmp_path, "cpu")
+    for tile in ((False, False), (True, True)):
+        latents = generate(on_torch, "latent", tile, width=72, height=64)
+        assert (latents - generate(on_onnx, "latent", tile, width=72, height=64)).abs().max() <= 1e-3
 
 
 # -- the export cache -------------------------------------------------------------------------

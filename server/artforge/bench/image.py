@@ -258,7 +258,7 @@ def _export(args: argparse.Namespace, arch: str, pipeline: object, device: str, 
     def make(folder: Path) -> None:
         # The export is made from float32 on the CPU; that is the measured pipeline on a CPU.
         source = pipeline if device == "cpu" and dtype == torch.float32 else _load(args, arch, torch.float32, "cpu")[0]
-        export_pipeline(source, folder, fp16=device.startswith("cuda"))
+        export_pipeline(source, folder, cuda=device.startswith("cuda"))
 
     start = time.perf_counter()
     folder = cache.build(key, make)

@@ -164,7 +164,7 @@ class ImageEngine:
 
         def make(folder: Path) -> None:
             pipeline = source or self._torch_pipeline(spec, "cpu")
-            export_pipeline(pipeline.text2img, folder, fp16=key.variant.endswith("-cuda"))
+            export_pipeline(pipeline.text2img, folder, cuda=key.variant.endswith("-cuda"))
 
         with self._export_lock:
             return self.exports.build(key, make, force)

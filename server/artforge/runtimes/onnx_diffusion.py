@@ -26,6 +26,8 @@ Why the graphs look the way they do:
   sizes it costs a VAE a fifth of its time (copies of 270 MB tensors, convolutions no longer
   chained in ONNX Runtime's blocked layout), so each VAE part is exported twice: plainly,
   for the usual untiled image, and with the `tile` input (`*_tiled`), 0.3 GB more in all.
+  CUDA exports stay at opset 17 and concatenate the edges instead: ONNX Runtime's CUDA
+  provider had no Pad kernel past opset 18 until 2026, and ran such Pads on the CPU.
 - On CUDA the UNet and text encoders are converted to float16 (their inputs and outputs stay
   float32, so the pipeline around them is the same on both devices); the VAE stays float32,
   since fp16 VAEs overflow into black images. Inputs and outputs are bound to GPU memory (IO
@@ -62,9 +64,7 @@ log = logging.getLogger(__name__)
 # Bump when the exported graphs change: exports of another format are then made again.
 EXPORT_FORMAT = "v1"
 OPSET = 19  # Pad's "wrap" mode, for the tiling of CPU exports
-# CUDA exports stay at 17, concatenating the edges instead: ONNX Runtime's CUDA provider had no
-# Pad kernel past opset 18 until 2026 (its Pads would run on the CPU, copying to and fro).
-OPSET_CUDA = 17
+OPSET_CUDA = 17  # no "wrap" Pads: see the module's docstring
 PROTOBUF_LIMIT = 2_000_000_000  # bytes: bigger graphs keep their weights in external data
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 VAE_PARTS = ("vae_decoder", "vae_encoder", "vae_decoder_tiled", "vae_encoder_tiled")
@@ -94,8 +94,12 @@ def source_files(path: Path, single_file: bool, config: Path | None) -> list[Pat
 # -- export -----------------------------------------------------------------------------------
 
 
-def export_pipeline(pipeline: object, folder: Path, fp16: bool = False) -> None:
-    """Export a float32 PyTorch pipeline on the CPU into `folder`; UnsupportedModel when it cannot be."""
+def export_pipeline(pipeline: object, folder: Path, cuda: bool = False, fp16: bool | None = None) -> None:
+    """Export a float32 PyTorch pipeline on the CPU into `folder`, for ONNX Runtime's CPU or CUDA
+    provider; UnsupportedModel when it cannot be. CUDA exports are fp16 (the VAE fp32) unless
+    `fp16` says otherwise: the tests run the CUDA graphs in fp32 on the CPU."""
+    fp16 = cuda if fp16 is None else fp16
+    opset = OPSET_CUDA if cuda else OPSET
     check_exportable(pipeline)
     unet, vae = pipeline.unet, pipeline.vae
     # A latent side that the UNet's levels cannot halve evenly: the UNet then sizes each upsampling
@@ -134,14 +138,14 @@ def export_pipeline(pipeline: object, folder: Path, fp16: bool = False) -> None:
             axes = {"input_ids": {0: "batch"}} | {out: {0: "batch"} for out in _TEXT_OUTPUTS}
             graphs[name] = (_TextEncoderGraph(encoder), {"input_ids": ids}, list(_TEXT_OUTPUTS), axes)
 
-    with _exportable(pipeline, wrap_pads=not fp16), torch.no_grad():
+    with _exportable(pipeline, wrap_pads=opset >= 19), torch.no_grad():
         for name, (graph, inputs, outputs, axes) in graphs.items():
             log.info("exporting %s to ONNX", name)
-            opset = OPSET_CUDA if fp16 else OPSET
             _export_graph(graph, inputs, outputs, axes, folder / name, opset, fp16 and name not in VAE_PARTS)
     info = {
         "format": EXPORT_FORMAT,
         "precision": "fp16 (VAE fp32)" if fp16 else "fp32",
+        "opset": opset,
         "pipeline": type(pipeline).__name__,
         "components": list(graphs),
         "torch": torch.__version__,
