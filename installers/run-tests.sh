@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash installers/setup.sh --no-demo
+bash installers/setup-blender.sh   # Blender as a Python module (bpy), in its own venv, for the Blender tests
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/python -m pytest "$@"

@@ -11,12 +11,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "ble
 import grpc
 import pytest
 from artforge_blender import blockout_plan as bp
+from artforge_blender.connection import address_problem, host_of, is_local
+from artforge_blender.image_jobs import IMG2IMG, STYLIZE, TextureSettings, concept_request, maps_by_name, short_label, texture_request
 from artforge_blender.scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo, scene_context
 
-from artforge_client import ArtForgeError
+from artforge_client import ArtForgeError, ImageResult
 from artforge_client.colors import parse_hex, srgb_hex
 from artforge_client.job_state import JobState, Phase, describe_error, run_stream, status_sentence
-from artforge_client.v1 import jobs_pb2
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
 
 ADDRESS = "gpu-box:50051"
 
@@ -465,3 +467,75 @@ def test_cancel_before_submission_never_submits():
     submitted = []
     run_stream(state, lambda: submitted.append(1), ADDRESS)
     assert submitted == [] and state.snapshot().phase is Phase.CANCELLED
+
+
+# -- connection: server settings and Blender's online access -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "host"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1"),
+        ("[::1]:50051", "::1"),
+        ("localhost", "localhost"),
+        ("dns:///gpu-box:50051", "gpu-box"),
+        ("::1", "::1"),
+    ],
+)
+def test_host_of(address, host):
+    assert host_of(address) == host
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:50051", "127.0.0.2:1", "localhost:50051", "LOCALHOST:1", "[::1]:50051"])
+def test_loopback_servers_need_no_online_access(address):
+    assert is_local(address) and address_problem(address, online_access=False) is None
+
+
+@pytest.mark.parametrize("address", ["gpu-box:50051", "10.0.0.5:50051", "[2001:db8::1]:50051", "localhost.example.com:1"])
+def test_remote_servers_need_online_access(address):
+    assert not is_local(address)
+    assert "online access is off" in address_problem(address, online_access=False)
+    assert address_problem(address, online_access=True) is None
+
+
+def test_an_empty_address_is_a_sentence():
+    assert "Set the ArtForge server address" in address_problem("  ", online_access=True)
+
+
+# -- image requests ----------------------------------------------------------------------------
+
+
+def test_texture_request_carries_every_setting():
+    request = texture_request(TextureSettings("bricks", size=768, seamless=True, pbr=True, model="sd-turbo", steps=4, seed=9))
+    assert (request.prompt, request.width, request.height, request.model, request.steps, request.seed) == (
+        "bricks",
+        768,
+        768,
+        "sd-turbo",
+        4,
+        9,
+    )
+    assert request.tiling.x and request.tiling.y and request.pbr_maps and request.preview_every == 1
+    plain = texture_request(TextureSettings("bricks", seamless=False, pbr=False))
+    assert not plain.tiling.x and not plain.tiling.y and not plain.pbr_maps
+    assert not plain.HasField("seed") and not plain.HasField("steps"), "-1 and 0 leave the choice to the server"
+
+
+def test_concept_request_modes():
+    img2img = concept_request(b"png", "a castle", mode=IMG2IMG, strength=0.4, seed=3)
+    assert img2img.mode == image_pb2.IMAGE_MODE_IMG2IMG and img2img.init_image.data == b"png" and img2img.strength == pytest.approx(0.4)
+    stylize = concept_request(b"png", "", mode=STYLIZE, strength=1.0, style_index=7)
+    assert isinstance(stylize, image_pb2.StylizeRequest) and stylize.style_index == 7 and stylize.image.data == b"png"
+
+
+def test_maps_by_name_keeps_the_first_batch_item():
+    def result(role, batch=0):
+        return ImageResult(pixels_pb2.ImageResultHeader(role=role, batch_index=batch), b"")
+
+    maps = maps_by_name([result(pixels_pb2.IMAGE_ROLE_COLOR), result(pixels_pb2.IMAGE_ROLE_NORMAL), result(pixels_pb2.IMAGE_ROLE_COLOR, 1)])
+    assert sorted(maps) == ["albedo", "normal"] and maps["albedo"].header.batch_index == 0
+
+
+def test_short_label():
+    assert short_label("  weathered   red brick wall, flat light  ", 12) == "weathered r…"
+    assert short_label("") == "untitled"

@@ -1,0 +1,67 @@
+"""Asking the text engine for a block-out plan, with one retry: plain Python, no bpy.
+
+`PlanAttempts` looks like one JobStream to `job_state.run_stream`: it streams the first reply,
+and when that reply is not a valid plan it asks once more with the errors fed back (the first
+reply in the history), hiding the first attempt's finished event so the job goes on. `result`
+is the PlanResult of the last reply: valid, or the errors that stop the build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from artforge_client import ArtForgeError, Client, JobStream
+from artforge_client.v1 import jobs_pb2
+
+from .blockout_plan import SUGGESTED_MAX_TOKENS, SUGGESTED_TEMPERATURE, SYSTEM_PROMPT, PlanResult, parse_plan, repair_prompt
+
+ATTEMPTS = 2  # the first reply and one repair
+
+
+class PlanAttempts:
+    def __init__(self, client: Client, description: str, *, model: str = "", seed: int | None = None) -> None:
+        self._client = client
+        self._description = description
+        self._model = model
+        self._seed = seed
+        self._stream: JobStream | None = None
+        self._disconnected = False
+        self.replies: list[str] = []
+        self.result: PlanResult | None = None
+
+    def __iter__(self) -> Iterator[jobs_pb2.JobEvent]:
+        prompt, history = self._description, ()
+        for attempt in range(1, ATTEMPTS + 1):
+            if self._disconnected:  # cancelled between attempts: end the way a dropped call does
+                raise ArtForgeError(grpc.StatusCode.CANCELLED, "cancelled")
+            self._stream = self._client.generate_text(
+                prompt,
+                model=self._model,
+                history=history,
+                system_prompt=SYSTEM_PROMPT,
+                temperature=SUGGESTED_TEMPERATURE,
+                max_tokens=SUGGESTED_MAX_TOKENS,
+                seed=self._seed,
+            )
+            pieces: list[str] = []
+            for event in self._stream:
+                if event.HasField("text"):
+                    pieces.append(event.text.text)
+                elif event.HasField("finished") and event.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED:
+                    reply = "".join(pieces)
+                    self.replies.append(reply)
+                    self.result = parse_plan(reply)
+                    if not self.result.ok and attempt < ATTEMPTS:
+                        history = (("user", self._description), ("assistant", reply))
+                        prompt = repair_prompt(self.result.errors)
+                        break  # swallow this finished event: the job goes on with the retry
+                yield event
+            else:
+                return
+
+    def disconnect(self) -> None:
+        self._disconnected = True
+        if self._stream is not None:
+            self._stream.disconnect()

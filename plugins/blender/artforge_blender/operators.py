@@ -1,0 +1,232 @@
+"""The operators: each checks its inputs on the main thread, starts a job (jobs.py) and returns at
+once; the job's `update` applies progress and the result from the timer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import bpy
+
+from artforge_client import Client, ImageResult, JobStream
+from artforge_client.job_state import JobSnapshot, Phase, run_stream
+
+from . import jobs, scene_io
+from .blockout_job import PlanAttempts
+from .blockout_plan import PlanResult
+from .connection import ServerSettings
+from .image_jobs import DATA_MAPS, STYLIZE, TextureSettings, concept_request, maps_by_name, short_label, texture_request
+from .preferences import start_job
+from .scene_context import scene_context
+
+PREVIEW_IMAGE = "ArtForge Preview"
+DESCRIPTION_TEXT = "ArtForge Scene Description"
+CONTEXT_TEXT = "ArtForge Scene Context"  # what was sent, so the artist sees what the model saw
+MATERIAL_OBJECT_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
+
+
+def _run_image_job(job: jobs.Job, settings: ServerSettings, submit: Callable[[Client], JobStream]) -> None:
+    """Stream an image job; succeed() gets every result image."""
+    with settings.client() as client:
+
+        def start() -> JobStream:
+            job.stream = submit(client)
+            return job.stream
+
+        run_stream(job.state, start, settings.address, result=lambda stream: list(stream.images))
+
+
+def _show_preview(job: jobs.Job, seen: list[object]) -> None:
+    """Put the job's latest step preview into the preview image (main thread)."""
+    preview = getattr(job.stream, "preview", None)
+    if preview is None or (seen and seen[0] is preview):
+        return
+    seen[:] = [preview]
+    image = scene_io.set_png(bpy.data.images.get(PREVIEW_IMAGE), PREVIEW_IMAGE, preview.data)
+    scene_io.show_in_image_editors(image)
+
+
+# -- texture -----------------------------------------------------------------------------------
+
+
+def apply_texture(results: list[ImageResult], label: str, object_name: str) -> str:
+    maps = maps_by_name(results)
+    if "albedo" not in maps:
+        raise ValueError("the server returned no colour image")
+    images = {name: scene_io.set_png(None, f"AF {label} {name}", r.data, data=name in DATA_MAPS) for name, r in maps.items()}
+    material = scene_io.texture_material(f"AF {label}", images)
+    obj = bpy.data.objects.get(object_name)
+    where = "kept as a material (the object is gone)"
+    if obj is not None:
+        scene_io.assign_material(obj, material)
+        where = f"on {obj.name}"
+    scene_io.show_in_image_editors(images["albedo"])
+    return f"Texture ready: {material.name} {where}, seed {maps['albedo'].header.provenance.seed}."
+
+
+class ARTFORGE_OT_texture(bpy.types.Operator):
+    bl_idname = "artforge.texture"
+    bl_label = "Generate Texture"
+    bl_description = "Generate a texture (and PBR maps) from the prompt and put it on the active object as a new material"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        obj = context.active_object
+        return obj is not None and obj.type in MATERIAL_OBJECT_TYPES
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        props = context.scene.artforge
+        if not props.texture_prompt.strip():
+            self.report({"ERROR"}, "Write a prompt for the texture first.")
+            return {"CANCELLED"}
+        request = texture_request(
+            TextureSettings(
+                props.texture_prompt, int(props.texture_size), props.seamless, props.pbr, props.model.strip(), props.steps, props.seed
+            )
+        )
+        label, object_name, seen = short_label(props.texture_prompt), context.active_object.name, []
+
+        def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
+            _show_preview(job, seen)
+            return apply_texture(snapshot.result, label, object_name) if snapshot.phase is Phase.SUCCEEDED else None
+
+        def work(job: jobs.Job, settings: ServerSettings) -> None:
+            _run_image_job(job, settings, lambda client: client.generate_image(request))
+
+        return start_job(self, context, "texture", f"Texture: {label}", work, update)
+
+
+# -- concept art ---------------------------------------------------------------------------------
+
+
+class ARTFORGE_OT_concept_art(bpy.types.Operator):
+    bl_idname = "artforge.concept_art"
+    bl_label = "Concept Art from Camera"
+    bl_description = "Render the active camera's view and send it to the server (image-to-image or stylize)"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and context.scene.camera is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        props, scene = context.scene.artforge, context.scene
+        if props.concept_mode != STYLIZE and not props.concept_prompt.strip():
+            self.report({"ERROR"}, "Write a prompt for the concept art first (or choose Stylize).")
+            return {"CANCELLED"}
+        engine = scene.render.engine if props.capture_engine == "SCENE" else props.capture_engine
+        png = scene_io.capture_camera(scene, props.concept_size, engine)  # a short render on the main thread
+        request = concept_request(
+            png,
+            props.concept_prompt,
+            mode=props.concept_mode,
+            strength=props.concept_strength,
+            model=props.model.strip(),
+            steps=props.steps,
+            seed=props.seed,
+            style_index=props.style_index,
+        )
+        label, seen = short_label(props.concept_prompt or "stylized"), []
+
+        def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
+            _show_preview(job, seen)
+            if snapshot.phase is not Phase.SUCCEEDED:
+                return None
+            image = scene_io.set_png(None, f"AF Concept {label}", snapshot.result[0].data)
+            scene_io.show_in_image_editors(image)
+            return f"Concept art ready: image {image.name}."
+
+        stylize = props.concept_mode == STYLIZE
+
+        def work(job: jobs.Job, settings: ServerSettings) -> None:
+            _run_image_job(job, settings, (lambda c: c.stylize(request)) if stylize else (lambda c: c.generate_image(request)))
+
+        return start_job(self, context, "concept", f"Concept: {label}", work, update)
+
+
+# -- describe the scene ------------------------------------------------------------------------
+
+
+def _text(name: str) -> bpy.types.Text:
+    return bpy.data.texts.get(name) or bpy.data.texts.new(name)
+
+
+class ARTFORGE_OT_describe_scene(bpy.types.Operator):
+    bl_idname = "artforge.describe_scene"
+    bl_label = "Describe Scene"
+    bl_description = f"Describe the visible scene in words, streamed into the text '{DESCRIPTION_TEXT}'"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        context_text = scene_context(scene_io.gather_scene(context.scene, context.view_layer))
+        _text(CONTEXT_TEXT).from_string(context_text)
+        _text(DESCRIPTION_TEXT).clear()
+        max_tokens = context.scene.artforge.describe_max_tokens
+
+        def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
+            _text(DESCRIPTION_TEXT).write(job.state.take_text())
+            return f"Scene description written to the text '{DESCRIPTION_TEXT}'." if snapshot.phase is Phase.SUCCEEDED else None
+
+        def work(job: jobs.Job, settings: ServerSettings) -> None:
+            with settings.client() as client:
+                run_stream(
+                    job.state, lambda: client.generate_text(context_text, task="scene_description", max_tokens=max_tokens), settings.address
+                )
+
+        return start_job(self, context, "describe", "Describe scene", work, update)
+
+
+# -- block out ------------------------------------------------------------------------------------
+
+
+def apply_plan(result: PlanResult, scene: bpy.types.Scene) -> tuple[str, bool]:
+    """Build a valid plan, or build nothing and say why; (message, failed)."""
+    if not result.ok:
+        shown = "; ".join(str(error) for error in result.errors[:4])
+        more = f" (+{len(result.errors) - 4} more)" if len(result.errors) > 4 else ""
+        return f"No block-out built, the plan was invalid: {shown}{more}", True
+    plan = result.plan
+    scene_io.build_plan(plan, scene)
+    camera = ", a camera" if plan.camera else ""
+    return f"Blocked out {len(plan.objects)} objects, {len(plan.lights)} lights{camera} in '{scene_io.BLOCKOUT_COLLECTION}'.", False
+
+
+class ARTFORGE_OT_blockout(bpy.types.Operator):
+    bl_idname = "artforge.blockout"
+    bl_label = "Block Out Scene"
+    bl_description = "Ask the text model for a block-out plan of the description, check it, and build it (one undo step)"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        description = context.scene.artforge.blockout_description.strip()
+        if not description:
+            self.report({"ERROR"}, "Describe the scene to block out first.")
+            return {"CANCELLED"}
+        scene_name = context.scene.name
+
+        def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
+            job.state.take_text()  # the plan's JSON is not shown; drop it
+            scene = bpy.data.scenes.get(scene_name)
+            if snapshot.phase is not Phase.SUCCEEDED or scene is None:
+                return None
+            message, job.failed = apply_plan(snapshot.result, scene)
+            return message
+
+        def work(job: jobs.Job, settings: ServerSettings) -> None:
+            with settings.client() as client:
+                job.stream = PlanAttempts(client, description)
+                run_stream(job.state, lambda: job.stream, settings.address, result=lambda attempts: attempts.result)
+
+        return start_job(self, context, "blockout", "Block out", work, update)
+
+
+class ARTFORGE_OT_cancel(bpy.types.Operator):
+    bl_idname = "artforge.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop this ArtForge job"
+
+    kind: bpy.props.StringProperty()
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not jobs.cancel(self.kind):
+            self.report({"INFO"}, "Nothing to cancel.")
+        return {"FINISHED"}
+
+
+CLASSES = (ARTFORGE_OT_texture, ARTFORGE_OT_concept_art, ARTFORGE_OT_describe_scene, ARTFORGE_OT_blockout, ARTFORGE_OT_cancel)

@@ -1,0 +1,109 @@
+"""Sidebar panels: the 3D View (all four tools) and the Shader Editor (textures)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import jobs
+from .image_jobs import STYLIZE
+
+CATEGORY = "ArtForge"
+
+
+def draw_job(layout: bpy.types.UILayout, kind: str) -> bool:
+    """Progress bar and Cancel while a job of `kind` runs, else its last outcome. True while running."""
+    job = jobs.get(kind)
+    if job is None:
+        return False
+    snapshot = job.state.snapshot()
+    if snapshot.phase.active:
+        row = layout.row(align=True)
+        row.progress(factor=snapshot.progress, type="BAR", text=snapshot.message or snapshot.phase.value.capitalize())
+        row.operator("artforge.cancel", text="", icon="CANCEL").kind = kind
+        return True
+    if job.done_message:
+        box = layout.box()
+        box.label(text=job.done_message, icon="ERROR" if job.failed else "INFO")
+    return False
+
+
+def draw_texture(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    props = context.scene.artforge
+    layout.prop(props, "texture_prompt", text="")
+    row = layout.row(align=True)
+    row.prop(props, "texture_size", text="")
+    row.prop(props, "seamless", toggle=True)
+    row.prop(props, "pbr", toggle=True)
+    layout.prop(props, "model")
+    row = layout.row(align=True)
+    row.prop(props, "steps")
+    row.prop(props, "seed")
+    running = draw_job(layout, "texture")
+    row = layout.row()
+    row.enabled = not running
+    row.operator("artforge.texture", icon="TEXTURE")
+
+
+class ARTFORGE_PT_view3d(bpy.types.Panel):
+    bl_idname = "ARTFORGE_PT_view3d"
+    bl_label = "ArtForge"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.artforge
+
+        layout.label(text="Texture", icon="TEXTURE")
+        draw_texture(layout.box(), context)
+
+        layout.label(text="Concept art from camera", icon="CAMERA_DATA")
+        box = layout.box()
+        box.prop(props, "concept_mode", text="")
+        if props.concept_mode == STYLIZE:
+            box.prop(props, "style_index")
+        else:
+            box.prop(props, "concept_prompt", text="")
+        row = box.row(align=True)
+        row.prop(props, "concept_strength")
+        row.prop(props, "concept_size")
+        box.prop(props, "capture_engine")
+        running = draw_job(box, "concept")
+        row = box.row()
+        row.enabled = not running
+        row.operator("artforge.concept_art", icon="RENDER_STILL")
+
+        layout.label(text="Describe the scene", icon="TEXT")
+        box = layout.box()
+        box.prop(props, "describe_max_tokens")
+        running = draw_job(box, "describe")
+        row = box.row()
+        row.enabled = not running
+        row.operator("artforge.describe_scene", icon="TEXT")
+
+        layout.label(text="Block out a scene", icon="MESH_CUBE")
+        box = layout.box()
+        box.prop(props, "blockout_description", text="")
+        running = draw_job(box, "blockout")
+        row = box.row()
+        row.enabled = not running
+        row.operator("artforge.blockout", icon="MESH_CUBE")
+
+
+class ARTFORGE_PT_shader_editor(bpy.types.Panel):
+    bl_idname = "ARTFORGE_PT_shader_editor"
+    bl_label = "ArtForge Texture"
+    bl_space_type = "NODE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return getattr(context.space_data, "tree_type", "") == "ShaderNodeTree"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_texture(self.layout, context)
+
+
+CLASSES = (ARTFORGE_PT_view3d, ARTFORGE_PT_shader_editor)

@@ -1,0 +1,51 @@
+"""What the artist sets per scene: `scene.artforge`."""
+
+from __future__ import annotations
+
+import bpy
+
+from .image_jobs import IMG2IMG, STYLIZE, TEXTURE_SIZES
+
+
+class ArtForgeSettings(bpy.types.PropertyGroup):
+    # Texture
+    texture_prompt: bpy.props.StringProperty(name="Prompt", description="What the texture shows", default="weathered red brick wall")
+    texture_size: bpy.props.EnumProperty(
+        name="Resolution", items=[(str(s), f"{s} px", f"{s} x {s} pixels") for s in TEXTURE_SIZES], default="512"
+    )
+    seamless: bpy.props.BoolProperty(name="Seamless", description="Tiles without seams in both directions", default=True)
+    pbr: bpy.props.BoolProperty(name="PBR maps", description="Also height, normal and roughness maps derived from the albedo", default=True)
+    model: bpy.props.StringProperty(name="Model", description="Image model on the server; empty: the server's default")
+    steps: bpy.props.IntProperty(name="Steps", description="Denoising steps; 0: the model's default", default=0, min=0, max=150)
+    seed: bpy.props.IntProperty(name="Seed", description="Same seed, same image; -1: random", default=-1, min=-1)
+
+    # Concept art from the camera
+    concept_prompt: bpy.props.StringProperty(name="Prompt", description="What the concept art should look like")
+    concept_mode: bpy.props.EnumProperty(
+        name="Mode",
+        items=[(IMG2IMG, "Image to image", "Repaint the camera view guided by the prompt"), (STYLIZE, "Stylize", "A painting style")],
+        default=IMG2IMG,
+    )
+    concept_strength: bpy.props.FloatProperty(name="Strength", description="How far to move from the view", default=0.6, min=0.0, max=1.0)
+    concept_size: bpy.props.IntProperty(name="Size", description="Long side of the capture (pixels)", default=512, min=64, max=2048, step=8)
+    style_index: bpy.props.IntProperty(name="Style", description="Built-in style number (see Test Connection)", default=0, min=0)
+    capture_engine: bpy.props.EnumProperty(
+        name="Capture",
+        items=[("BLENDER_WORKBENCH", "Workbench", "Quick solid shading"), ("SCENE", "Scene engine", "The scene's own render engine")],
+        default="BLENDER_WORKBENCH",
+    )
+
+    # Describe and block out
+    describe_max_tokens: bpy.props.IntProperty(name="Length", description="Most tokens to write", default=300, min=16, max=2048)
+    blockout_description: bpy.props.StringProperty(name="Description", description="The scene to block out", default="a house on a lawn")
+
+
+CLASSES = (ArtForgeSettings,)
+
+
+def register() -> None:
+    bpy.types.Scene.artforge = bpy.props.PointerProperty(type=ArtForgeSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.artforge

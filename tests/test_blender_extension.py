@@ -1,0 +1,200 @@
+"""The Blender extension inside real Blender (the bpy 5.0.1 module in .venv-blender, made by
+installers/setup-blender.sh), against a real server with the embedded text model and a tiny image
+pipeline. The zip is built by installers/build-blender-extension.py and installed the way Blender's
+Install from Disk does it; tests/blender/run_checks.py runs every check in one Blender process
+(start-up is the expensive part) and writes results.json, which the tests below read.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from artforge.models.embedded import STYLE_TRANSFER, fetch
+from artforge_client.v1 import image_pb2, pixels_pb2
+from tests.conftest import REPO, start_server, stop_server
+from tests.tiny_pipelines import build_all
+
+BLENDER_PYTHON = REPO / ".venv-blender" / "bin" / "python"
+TOKEN = "blender-test-token"
+SEED, SIZE, STEPS = 1234, 256, 2  # what run_checks.py asks for in the texture checks
+
+
+@pytest.fixture(scope="module")
+def server(models_dir, tmp_path_factory):
+    tiny = build_all(REPO / ".cache" / "tiny-models")
+    fetch(STYLE_TRANSFER, models_dir, progress=False)
+    config = f"""
+[limits]
+max_tokens = 2048
+max_queue = 8
+
+[models]
+preload = ["smollm2-135m-instruct", "tiny-sd15"]
+
+[images]
+default_model = "tiny-sd15"
+
+[model.tiny-sd15]
+path = "{tiny["tiny-sd15"]}"
+backend = "torch"
+
+[auth]
+tokens = {{ artist = "{TOKEN}" }}
+"""
+    running = start_server(models_dir, tmp_path_factory.mktemp("blender-server"), "--no-fetch", config=config)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def run(server, tmp_path_factory) -> dict:
+    if not BLENDER_PYTHON.is_file():
+        pytest.fail("no .venv-blender: run `bash installers/setup-blender.sh` first")
+    work = tmp_path_factory.mktemp("blender")
+    build = subprocess.run(
+        [sys.executable, REPO / "installers" / "build-blender-extension.py", "--dest", work], capture_output=True, text=True, timeout=300
+    )
+    assert build.returncode == 0, build.stderr
+    zip_path = build.stdout.strip().splitlines()[-1]
+    out = work / "out"
+    out.mkdir()
+    config = {
+        "zip": zip_path,
+        "address": server.address,
+        "token": TOKEN,
+        "dead_address": "127.0.0.1:9",  # discard port: nothing listens there
+        "user_resources": str(work / "user"),
+        "out": str(out),
+    }
+    (work / "config.json").write_text(json.dumps(config))
+    env = {"BLENDER_USER_RESOURCES": config["user_resources"], "PATH": "/usr/bin:/bin", "HOME": str(work)}
+    process = subprocess.run(
+        [BLENDER_PYTHON, REPO / "tests" / "blender" / "run_checks.py", work / "config.json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    results_file = out / "results.json"
+    assert results_file.is_file(), (
+        f"Blender wrote no results (exit {process.returncode}):\n{process.stdout[-3000:]}\n{process.stderr[-3000:]}"
+    )
+    results = json.loads(results_file.read_text())
+    results["_out"] = out
+    results["_log"] = process.stdout[-3000:] + process.stderr[-3000:]
+    return results
+
+
+def passed(run: dict, name: str) -> dict:
+    assert name in run, f"check {name} did not run; Blender's output:\n{run['_log']}"
+    record = run[name]
+    assert record["ok"], f"{name}: {record['detail']}\n{record.get('traceback', '')}"
+    return record
+
+
+def direct(server, **fields) -> dict[str, bytes]:
+    """The same texture, asked for by a direct client call: the server's PNGs by map."""
+    request = image_pb2.GenerateImageRequest(prompt="mossy cobblestones", width=SIZE, height=SIZE, steps=STEPS, seed=SEED, **fields)
+    with server.client(token=TOKEN) as client:
+        stream = client.generate_image(request)
+        stream.wait()
+    names = {pixels_pb2.IMAGE_ROLE_COLOR: "albedo", pixels_pb2.IMAGE_ROLE_NORMAL: "normal", pixels_pb2.IMAGE_ROLE_ROUGHNESS: "roughness"}
+    names[pixels_pb2.IMAGE_ROLE_HEIGHT] = "height"
+    return {names[r.role]: r.data for r in stream.images}
+
+
+def decoded(png: bytes) -> np.ndarray:
+    return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_registers_from_the_built_zip(run):
+    record = passed(run, "install_from_zip")
+    assert record["panels"] == ["ARTFORGE_PT_view3d", "ARTFORGE_PT_shader_editor"]
+
+
+def test_test_connection(run):
+    assert "Connected to ArtForge" in passed(run, "test_connection")["message"]
+
+
+def test_texture_material_and_pixels_match_the_server(run, server):
+    record = passed(run, "texture_seamless_pbr")
+    assert set(record["links"]) == {
+        "albedo.Color -> BSDF_PRINCIPLED.Base Color",
+        "normal.Color -> NORMAL_MAP.Color",
+        "roughness.Color -> BSDF_PRINCIPLED.Roughness",
+        "Normal Map.Normal -> BSDF_PRINCIPLED.Normal",
+        "Principled BSDF.BSDF -> OUTPUT_MATERIAL.Surface",
+    }
+    assert set(record["images"]) == {"albedo", "normal", "roughness"} and record["height_images"], record
+    assert record["images"]["albedo"]["colorspace"] == "sRGB" and record["images"]["normal"]["colorspace"] == "Non-Color"
+    assert record["preview_size"], "no preview image was shown while the job ran"
+    server_maps = direct(server, tiling=pixels_pb2.Tiling(x=True, y=True), pbr_maps=True)
+    assert set(server_maps) == {"albedo", "height", "normal", "roughness"}
+    for name, image in record["images"].items():
+        assert image["size"] == [SIZE, SIZE] and image["packed"], image
+        blender = np.load(run["_out"] / f"pbr-{name}.npy")[..., :3]
+        assert np.array_equal(blender, decoded(server_maps[name])), f"{name}: Blender's pixels differ from the server's"
+
+
+def test_seamless_and_pbr_flags_reach_the_request(run, server):
+    pbr, plain = passed(run, "texture_seamless_pbr"), passed(run, "texture_plain")
+    assert set(plain["images"]) == {"albedo"}, "PBR off must give the albedo only"
+    assert "normal" not in str(plain["links"])
+    seamless, flat = direct(server, tiling=pixels_pb2.Tiling(x=True, y=True))["albedo"], direct(server)["albedo"]
+    assert not np.array_equal(decoded(seamless), decoded(flat)), "tiling changes the pixels, so the comparison below means something"
+    assert np.array_equal(np.load(run["_out"] / "pbr-albedo.npy")[..., :3], decoded(seamless))
+    assert np.array_equal(np.load(run["_out"] / "plain-albedo.npy")[..., :3], decoded(flat))
+    assert pbr["images"]["albedo"]["sha256"] != plain["images"]["albedo"]["sha256"]
+
+
+def test_concept_art_from_the_camera(run):
+    record = passed(run, "concept_art")
+    # The capture is 64 px on the long side of the scene's 2:1 frame; the server keeps the size.
+    assert record["IMG2IMG"]["size"] == [64, 32] and record["STYLIZE"]["size"] == [64, 32]
+    assert record["render_settings_restored"]
+
+
+def test_describe_scene_fills_a_text_from_the_scene(run):
+    record = passed(run, "describe_scene")
+    for name in ("RedBarn", "OakTree", "WaterTrough", "KeyLight"):
+        assert name in record["sent"]
+    assert record["written"].strip()
+
+
+def test_blockout_valid_and_invalid_plans(run):
+    record = passed(run, "blockout_plans")
+    assert set(record["invalid"]) == {"unknown type", "too many objects", "out of range", "not JSON"}
+    assert record["valid"].startswith("Blocked out 4 objects, 1 lights, a camera")
+
+
+def test_blockout_operator_end_to_end(run):
+    record = passed(run, "blockout_operator")
+    assert 1 <= record["attempts"] <= 2 and record["phase"] == "succeeded", record
+
+
+def test_cancel_stops_the_job(run):
+    record = passed(run, "cancel_stops_the_job")
+    assert record["phase"] == "cancelled" and record["server_state"] == "JOB_STATE_CANCELLED"
+
+
+def test_unreachable_server_and_wrong_token_are_reported_clearly(run):
+    for name, words in (("unreachable_server", "Cannot reach the ArtForge server"), ("wrong_token", "did not accept the token")):
+        record = passed(run, name)
+        for kind in ("describe", "connection"):
+            assert words in record[kind], record
+
+
+def test_online_access_is_respected(run):
+    assert "online access is off" in passed(run, "online_access_respected")["message"]
+
+
+def test_file_load_and_disabling_cancel_jobs(run):
+    assert passed(run, "file_load_cancels_jobs")["phase"] == "cancelled"
+    assert passed(run, "disable_cancels_jobs")["phase"] == "cancelled"
