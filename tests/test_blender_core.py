@@ -354,7 +354,7 @@ def test_cancel_request_calls_the_canceller_once():
             "cannot reach ... (Connection refused)",
             f"Cannot reach the ArtForge server at {ADDRESS}: is it running?",
         ),
-        (grpc.StatusCode.UNAUTHENTICATED, "bad token", "check the token in the add-on preferences"),
+        (grpc.StatusCode.UNAUTHENTICATED, "bad token", "check the token in the plugin's server settings"),
         (grpc.StatusCode.PERMISSION_DENIED, "no", "The token is not allowed"),
         (grpc.StatusCode.DEADLINE_EXCEEDED, "", "The server did not finish in time"),
         (

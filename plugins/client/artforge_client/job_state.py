@@ -241,7 +241,7 @@ def status_sentence(code: grpc.StatusCode, message: str, address: str) -> str:
         case grpc.StatusCode.UNAVAILABLE:
             return f"Cannot reach the ArtForge server at {address}: is it running?"
         case grpc.StatusCode.UNAUTHENTICATED:
-            return f"The ArtForge server at {address} did not accept the token: check the token in the add-on preferences."
+            return f"The ArtForge server at {address} did not accept the token: check the token in the plugin's server settings."
         case grpc.StatusCode.PERMISSION_DENIED:
             return f"The token is not allowed to do this on the ArtForge server at {address}: ask whoever runs it for a token that is."
         case grpc.StatusCode.DEADLINE_EXCEEDED:

@@ -1,0 +1,165 @@
+"""The thin layer that touches `krita`: read documents, selections and settings; write layers.
+
+Everything here runs on Krita's main thread. The Controller starts jobs (jobs.py does the network
+on a worker thread) and `poll()`, called by the docker's QTimer, pastes previews and results.
+"""
+
+from __future__ import annotations
+
+from krita import Document, Krita, Node
+
+from artforge_client.job_state import JobSnapshot, Phase
+from artforge_krita import jobs
+from artforge_krita.jobs import History, Job, LayerResult, Params, Region, Settings, Target
+from artforge_krita.pixels import PixelFormat, Refused, document_format
+
+SETTINGS_GROUP = "artforge"
+PREVIEW_LAYER = "ArtForge preview"
+LAYER_NAMES = {"generate": "ArtForge", "refine": "ArtForge refine", "fill": "ArtForge fill", "stylize": "ArtForge stylize"}
+
+
+def load_settings() -> Settings:
+    def read(key: str, default: str) -> str:
+        return Krita.instance().readSetting(SETTINGS_GROUP, key, default)
+
+    return Settings(read("address", jobs.DEFAULT_ADDRESS), read("token", ""), read("tls", "false") == "true", read("certificate", ""))
+
+
+def save_settings(settings: Settings) -> None:
+    """Krita keeps these in kritarc (the token in plain text, like every Krita setting)."""
+    app = Krita.instance()
+    app.writeSetting(SETTINGS_GROUP, "address", settings.address)
+    app.writeSetting(SETTINGS_GROUP, "token", settings.token)
+    app.writeSetting(SETTINGS_GROUP, "tls", "true" if settings.tls else "false")
+    app.writeSetting(SETTINGS_GROUP, "certificate", settings.certificate)
+
+
+def format_of(document: Document) -> PixelFormat:
+    return document_format(document.colorModel(), document.colorDepth(), document.colorProfile())
+
+
+def selection_area(document: Document) -> tuple[Region, bytes]:
+    """The selection's bounds on the canvas and its coverage there (8-bit, feathering kept); the whole canvas and b"" without one."""
+    canvas = Region(0, 0, document.width(), document.height())
+    selection = document.selection()
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        return canvas, b""
+    left, top = max(selection.x(), 0), max(selection.y(), 0)
+    right, bottom = min(selection.x() + selection.width(), canvas.width), min(selection.y() + selection.height(), canvas.height)
+    if right <= left or bottom <= top:
+        raise Refused("The selection lies outside the canvas.")
+    region = Region(left, top, right - left, bottom - top)
+    return region, bytes(selection.pixelData(region.x, region.y, region.width, region.height))
+
+
+class Controller:
+    """One image job at a time, plus the history. Owned by the docker; the tests drive it directly."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.history = History()
+        self.job: Job | None = None
+        self.result_node: Node | None = None  # the layer the last finished job made
+        self._document: Document | None = None
+        self._above: Node | None = None
+        self._preview: Node | None = None
+        self._finished = True
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.state.snapshot().phase.finished
+
+    def start(self, action: str, params: Params, document: Document | None = None, node: Node | None = None, visible: bool = False) -> Job:
+        """Generate, refine, fill or stylize on `document` (the active one by default), reading `node`
+        (the active layer) or, with `visible`, the whole visible canvas. Refused with a sentence when it cannot."""
+        if self.busy:
+            raise Refused("Another ArtForge job is still running: wait for it or cancel it.")
+        document = document or Krita.instance().activeDocument()
+        if document is None:
+            raise Refused("Open or create a document first.")
+        fmt = format_of(document)
+        region, coverage = selection_area(document)
+        node = node or document.activeNode()
+        if action == "fill" and not coverage:
+            raise Refused("Fill repaints the selection: select the area to fill first.")
+        source = b""
+        if action != "generate":
+            if not visible and (node is None or node.type() != "paintlayer"):
+                raise Refused("Pick a paint layer to work on, or choose the visible canvas as the source.")
+            reader = document if visible else node
+            source = bytes(reader.pixelData(region.x, region.y, region.width, region.height))
+        # Only Fill composites through the selection; the others use it as a rectangle.
+        target = Target(action, region, fmt, original=source if action == "fill" else b"", coverage=coverage if action == "fill" else b"")
+        if action == "stylize":
+            request = jobs.stylize_request(params, target, source)
+        else:
+            request = jobs.image_request(params, target, source)
+        self._document, self._above, self.result_node, self._finished = document, node, None, False
+        self.job = jobs.start_image_job(self.settings, request, target)
+        return self.job
+
+    def cancel(self) -> bool:
+        return self.job is not None and self.job.state.request_cancel()
+
+    def poll(self) -> JobSnapshot | None:
+        """Called by the docker's timer: shows the latest preview, and pastes the result once."""
+        if self.job is None:
+            return None
+        snapshot = self.job.state.snapshot()
+        preview = self.job.take_preview()
+        if preview is not None and snapshot.phase.active:
+            self._show_preview(preview)
+        if snapshot.phase.finished and not self._finished:
+            self._finished = True
+            self._remove_preview()
+            if snapshot.phase is Phase.SUCCEEDED:
+                self.history.add(snapshot.result)
+                if not _is_open(self._document):
+                    raise Refused("The document was closed before the result came: it is in the history (Apply again).")
+                self.result_node = self.paste(snapshot.result, self._document, self._above)
+        return snapshot
+
+    def paste(self, result: LayerResult, document: Document | None = None, above: Node | None = None) -> Node:
+        """A new paint layer holding `result` at its region, above `above` (or on top)."""
+        document = document or Krita.instance().activeDocument()
+        if document is None:
+            raise Refused("Open a document to paste the result into.")
+        if format_of(document) != result.fmt:
+            raise Refused("This result was made for a document of another colour depth or profile.")
+        node = document.createNode(LAYER_NAMES[result.action], "paintlayer")
+        self._insert(document, node, above)
+        region = result.region
+        node.setPixelData(result.data, region.x, region.y, region.width, region.height)
+        document.refreshProjection()
+        return node
+
+    def _insert(self, document: Document, node: Node, above: Node | None) -> None:
+        parent = above.parentNode() if above is not None else None
+        if parent is None:
+            document.rootNode().addChildNode(node, None)
+        else:
+            parent.addChildNode(node, above)
+
+    def _show_preview(self, data: bytes) -> None:
+        target = self.job.target
+        if not _is_open(self._document):
+            self._preview = None  # went with its document
+            return
+        if self._preview is None:
+            self._preview = self._document.createNode(PREVIEW_LAYER, "paintlayer")
+            self._insert(self._document, self._preview, self._above)
+            self._preview.setLocked(True)  # a locked layer cannot be painted on by mistake
+        region = target.region
+        self._preview.setPixelData(data, region.x, region.y, region.width, region.height)
+        self._document.refreshProjection()
+
+    def _remove_preview(self) -> None:
+        if self._preview is not None and _is_open(self._document):
+            self._preview.remove()
+            self._document.refreshProjection()
+        self._preview = None
+
+
+def _is_open(document: Document | None) -> bool:
+    """Whether `document` is still open: a job may outlive the document it was started on."""
+    return document is not None and any(open_document == document for open_document in Krita.instance().documents())

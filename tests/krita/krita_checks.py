@@ -1,0 +1,424 @@
+"""Checks that run inside real Krita: `kritarunner -s krita_checks -f run`, driven by tests/test_krita_plugin.py.
+
+PYTHONPATH holds this folder and the unpacked plugin zip. The environment names the server
+(ARTFORGE_ADDRESS, ARTFORGE_TOKEN), an address where nothing listens (ARTFORGE_UNREACHABLE) and
+the output folder (ARTFORGE_OUT): results.json gets one {"name", "ok", "message"} per check, and
+each generated layer is dumped with the request that made it, so pytest can replay the request
+with its own client and compare pixels decoded by an independent PNG reader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import traceback
+from array import array
+from pathlib import Path
+
+import artforge_krita
+from krita import Krita, Selection
+
+OUT = Path(os.environ.get("ARTFORGE_OUT", "."))
+RESULTS: list[dict] = []
+CHECKS: list = []
+TIMEOUT = 120.0
+
+
+def check(function):
+    def run() -> None:
+        try:
+            message = function() or ""
+            RESULTS.append({"name": function.__name__, "ok": True, "message": message})
+        except Exception as error:
+            RESULTS.append({"name": function.__name__, "ok": False, "message": f"{error!r}\n{traceback.format_exc()}"})
+
+    run.__name__ = function.__name__
+    CHECKS.append(run)
+    return run
+
+
+def settings(**changes):
+    from artforge_krita.jobs import Settings
+
+    values = {"address": os.environ["ARTFORGE_ADDRESS"], "token": os.environ.get("ARTFORGE_TOKEN", "")}
+    return Settings(**{**values, **changes})
+
+
+def params(**changes):
+    from artforge_krita.jobs import Params
+
+    return Params(**{"prompt": "a lighthouse in fog", "steps": 2, "seed": 7, "strength": 0.6, **changes})
+
+
+def wait(controller):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        snapshot = controller.poll()
+        if snapshot.phase.finished:
+            controller.poll()  # the result is pasted on the poll that sees the finish
+            return snapshot
+        time.sleep(0.02)
+    raise AssertionError(f"job did not finish in {TIMEOUT} s: {controller.poll()}")
+
+
+def wait_job(job):
+    deadline = time.monotonic() + TIMEOUT
+    while not job.state.snapshot().phase.finished:
+        assert time.monotonic() < deadline, "job did not finish"
+        time.sleep(0.02)
+    return job.state.snapshot()
+
+
+def new_document(width: int, height: int, depth: str = "U8", profile: str = "", model: str = "RGBA"):
+    document = Krita.instance().createDocument(width, height, "artforge-test", model, depth, profile, 72.0)
+    layer = document.createNode("paint", "paintlayer")
+    document.rootNode().addChildNode(layer, None)
+    return document, layer
+
+
+def pattern(width: int, height: int, depth: str) -> bytes:
+    """A gradient covering the whole range in every channel, alpha opaque, in Krita's layout for `depth`."""
+    values = []
+    for y in range(height):
+        for x in range(width):
+            r = x / max(width - 1, 1)
+            g = y / max(height - 1, 1)
+            b = ((x * 7 + y * 3) % 64) / 63
+            values.extend((b, g, r, 1.0) if depth in ("U8", "U16") else (r, g, b, 1.0))
+    if depth == "U8":
+        return bytes(round(v * 255) for v in values)
+    if depth == "U16":
+        return array("H", [round(v * 65535) for v in values]).tobytes()
+    return struct.pack(f"<{len(values)}{'e' if depth == 'F16' else 'f'}", *values)
+
+
+def controller(**setting_changes):
+    from artforge_krita.krita_adapter import Controller
+
+    return Controller(settings(**setting_changes))
+
+
+def dump(name: str, node, region, request) -> None:
+    """The layer's pixels in its bounds and the request that made them, for pytest to compare."""
+    data = bytes(node.pixelData(region.x, region.y, region.width, region.height))
+    (OUT / f"{name}.pixels").write_bytes(data)
+    (OUT / f"{name}.request").write_bytes(request.SerializeToString())
+    bounds = node.bounds()
+    meta = {
+        "region": [region.x, region.y, region.width, region.height],
+        "bounds": [bounds.x(), bounds.y(), bounds.width(), bounds.height()],
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(meta))
+
+
+def assert_layer_at(node, region) -> None:
+    bounds = node.bounds()
+    got = (bounds.x(), bounds.y(), bounds.width(), bounds.height())
+    assert got == (region.x, region.y, region.width, region.height), f"layer bounds {got}, expected {region}"
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+
+@check
+def bundled_libraries_load():
+    import grpc
+
+    assert artforge_krita.PROBLEM is None, artforge_krita.PROBLEM
+    assert "/vendor/linux-x86_64-cp311/" in grpc.__file__.replace("\\", "/"), f"grpc came from {grpc.__file__}"
+    return grpc.__file__
+
+
+@check
+def docker_builds_and_connects():
+    from artforge_krita.docker import ArtForgeDocker
+    from artforge_krita.krita_adapter import save_settings
+
+    save_settings(settings())
+    docker = ArtForgeDocker()
+    assert docker.address.text() == os.environ["ARTFORGE_ADDRESS"], "the docker did not read the saved settings"
+    docker.test_connection()
+    deadline = time.monotonic() + 30
+    while "connection" in docker.side_jobs and time.monotonic() < deadline:
+        docker.poll()
+        time.sleep(0.02)
+    docker.poll()
+    assert docker.style.count() >= 20, f"{docker.style.count()} styles; status: {docker.status.text()}"
+    assert docker.status.text().startswith("Connected to ArtForge"), docker.status.text()
+    return docker.status.text()
+
+
+@check
+def settings_persist():
+    from artforge_krita.krita_adapter import load_settings, save_settings
+
+    wanted = settings(address="studio-gpu:50051", token="t0ken", tls=True, certificate="/tmp/ca.pem")
+    save_settings(wanted)
+    assert load_settings() == wanted, load_settings()
+    save_settings(settings())
+
+
+@check
+def generate_whole_canvas():
+    document, layer = new_document(70, 42)
+    run = controller()
+    job = run.start("generate", params(), document, layer)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    node = run.result_node
+    assert node is not None and node.name() == "ArtForge"
+    assert_layer_at(node, job.target.region)
+    assert job.target.region.width == 70 and job.target.region.height == 42
+    assert not any(n.name() == "ArtForge preview" for n in document.rootNode().childNodes()), "preview layer left behind"
+    dump("generate_whole_canvas", node, job.target.region, job.request)
+    document.close()
+
+
+@check
+def generate_in_selection():
+    document, layer = new_document(96, 64)
+    selection = Selection()
+    selection.select(13, 9, 37, 21, 255)
+    document.setSelection(selection)
+    run = controller()
+    job = run.start("generate", params(seed=11), document, layer)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    region = job.target.region
+    assert (region.x, region.y, region.width, region.height) == (13, 9, 37, 21), region
+    assert_layer_at(run.result_node, region)
+    dump("generate_in_selection", run.result_node, region, job.request)
+    # The history pastes the same pixels again as a new layer.
+    again = run.paste(run.history[0], document)
+    assert bytes(again.pixelData(13, 9, 37, 21)) == bytes(run.result_node.pixelData(13, 9, 37, 21))
+    document.close()
+
+
+@check
+def fill_changes_only_the_selection():
+    document, layer = new_document(64, 48)
+    layer.setPixelData(pattern(64, 48, "U8"), 0, 0, 64, 48)
+    # Coverage: a fully selected block, a feathered (half) band above it, nothing elsewhere.
+    coverage = bytearray(40 * 24)
+    for y in range(24):
+        for x in range(40):
+            coverage[y * 40 + x] = 255 if 8 <= x < 32 and 6 <= y < 18 else 128 if 4 <= x < 36 and 3 <= y < 6 else 0
+    selection = Selection()
+    selection.setPixelData(bytes(coverage), 12, 10, 40, 24)
+    document.setSelection(selection)
+    run = controller()
+    job = run.start("fill", params(strength=1.0, seed=3), document, layer)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    region = job.target.region
+    # The selection's bounds are the non-empty part of the coverage: columns 4-35, rows 3-17.
+    assert (region.x, region.y, region.width, region.height) == (16, 13, 32, 15), region
+    before = bytes(layer.pixelData(16, 13, 32, 15))
+    after = bytes(run.result_node.pixelData(16, 13, 32, 15))
+    kept = changed = full = 0
+    for index, value in enumerate(job.target.coverage):
+        pixel_before, pixel_after = before[index * 4 : index * 4 + 4], after[index * 4 : index * 4 + 4]
+        if value == 0:
+            assert pixel_after == pixel_before, f"unselected pixel {index} changed: {pixel_before.hex()} -> {pixel_after.hex()}"
+            kept += 1
+        elif value == 255:
+            full += 1
+            changed += pixel_after != pixel_before
+    assert kept > 0 and changed > full * 0.9, f"{changed} of {full} selected pixels changed"
+    return f"{kept} unselected pixels kept, {changed}/{full} selected changed"
+
+
+@check
+def stylize_with_a_real_style_model():
+    document, layer = new_document(64, 64)
+    layer.setPixelData(pattern(64, 64, "U8"), 0, 0, 64, 64)
+    run = controller()
+    job = run.start("stylize", params(style_index=3, strength=1.0), document, layer)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    assert_layer_at(run.result_node, job.target.region)
+    before, after = bytes(layer.pixelData(0, 0, 64, 64)), bytes(run.result_node.pixelData(0, 0, 64, 64))
+    difference = sum(abs(a - b) for a, b in zip(before, after, strict=True)) / len(before)
+    assert difference > 10, f"stylized layer differs by only {difference:.2f} levels on average"
+    return f"mean difference {difference:.1f} levels"
+
+
+def refine_round_trip(depth: str, profile: str, tolerance: float) -> str:
+    width, height = 60, 36
+    document, layer = new_document(width, height, depth, profile)
+    source = pattern(width, height, depth)
+    layer.setPixelData(source, 0, 0, width, height)
+    layer.move(5, 3)  # a layer offset: the plugin must read the pixels where they are
+    run = controller()
+    run.start("refine", params(strength=0.0), document, layer)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    before = bytes(layer.pixelData(0, 0, width, height))
+    after = bytes(run.result_node.pixelData(0, 0, width, height))
+    code = {"U8": "B", "U16": "H", "F16": "e", "F32": "f"}[depth]
+    a, b = (
+        struct.unpack(f"<{len(before) // struct.calcsize(code)}{code}", before),
+        struct.unpack(f"<{len(after) // struct.calcsize(code)}{code}", after),
+    )
+    worst = max(abs(x - y) for x, y in zip(a, b, strict=True))
+    assert worst <= tolerance, f"{depth} {profile or 'default profile'}: worst difference {worst} > {tolerance}"
+    assert len(set(b)) >= len(set(a)) * 0.95, f"banding: {len(set(a))} distinct values became {len(set(b))}"
+    document.close()
+    return f"worst difference {worst}, {len(set(b))} distinct values"
+
+
+@check
+def refine_at_strength_zero_keeps_8_bit():
+    return refine_round_trip("U8", "", 0)
+
+
+@check
+def refine_round_trips_16_bit_srgb():
+    return refine_round_trip("U16", "sRGB-elle-V2-srgbtrc.icc", 0)
+
+
+@check
+def refine_round_trips_16_bit_linear():
+    return refine_round_trip("U16", "", 2)  # linear <-> sRGB in float32: within a couple of 16-bit steps
+
+
+@check
+def refine_round_trips_16_bit_float():
+    return refine_round_trip("F16", "", 0.002)  # half precision near 1.0 is 2^-11
+
+
+@check
+def refine_round_trips_32_bit_float():
+    return refine_round_trip("F32", "", 2e-6)
+
+
+@check
+def a_gray_document_is_refused_clearly():
+    from artforge_krita.pixels import Refused
+
+    document, layer = new_document(32, 32, "U8", "", model="GRAYA")
+    try:
+        controller().start("generate", params(), document, layer)
+    except Refused as refusal:
+        assert "RGBA" in str(refusal), str(refusal)
+        return str(refusal)
+    finally:
+        document.close()
+    raise AssertionError("a GRAYA document was not refused")
+
+
+@check
+def cancel_stops_the_job():
+    document, layer = new_document(256, 256)
+    run = controller()
+    run.start("generate", params(steps=50), document, layer)
+    deadline = time.monotonic() + 60
+    preview = None
+    while preview is None and time.monotonic() < deadline:
+        run.poll()
+        preview = next((n for n in document.rootNode().childNodes() if n.name() == "ArtForge preview"), None)
+        time.sleep(0.01)
+    assert preview is not None, "no preview layer appeared while the job ran"
+    assert preview.locked(), "the preview layer is not locked"
+    assert run.cancel(), "nothing to cancel"
+    snapshot = wait(run)
+    assert snapshot.phase.value == "cancelled", f"{snapshot.phase}: {snapshot.message}"
+    assert run.result_node is None, "a cancelled job made a layer"
+    names = [n.name() for n in document.rootNode().childNodes()]
+    assert "ArtForge preview" not in names and "ArtForge" not in names, names
+    document.close()
+    return snapshot.message
+
+
+@check
+def closing_the_document_mid_job_keeps_the_result_in_history():
+    document, layer = new_document(64, 64)
+    run = controller()
+    run.start("generate", params(steps=8), document, layer)
+    document.close()
+    from artforge_krita.jobs import Refused
+
+    try:
+        wait(run)
+    except Refused as refusal:
+        message = str(refusal)
+    else:
+        raise AssertionError("the result of a closed document's job was pasted somewhere")
+    assert "document was closed" in message and len(run.history) == 1, message
+    assert run.result_node is None
+    return message
+
+
+@check
+def unreachable_server_gives_a_sentence():
+    document, layer = new_document(32, 32)
+    run = controller(address=os.environ["ARTFORGE_UNREACHABLE"])
+    run.start("generate", params(), document, layer)
+    snapshot = wait(run)
+    document.close()
+    assert snapshot.phase.value == "failed", snapshot.phase
+    assert snapshot.message.startswith("Cannot reach the ArtForge server at"), snapshot.message
+    return snapshot.message
+
+
+@check
+def wrong_token_gives_a_sentence():
+    document, layer = new_document(32, 32)
+    run = controller(token="not-the-token")
+    run.start("generate", params(), document, layer)
+    snapshot = wait(run)
+    document.close()
+    assert snapshot.phase.value == "failed", snapshot.phase
+    assert "did not accept the token" in snapshot.message, snapshot.message
+    return snapshot.message
+
+
+@check
+def prompt_help_reports_without_a_text_model():
+    from artforge_krita.jobs import start_prompt_expand
+
+    snapshot = wait_job(start_prompt_expand(settings(), "cozy cabin"))
+    # This test server has no text model (keeping Krita's tests fast): the answer must be a sentence.
+    assert snapshot.phase.value == "failed", snapshot
+    assert "Traceback" not in snapshot.message and snapshot.message.endswith((".", "?")), snapshot.message
+    return snapshot.message
+
+
+@check
+def docker_buttons_work_on_the_active_document():
+    """Through the docker's own buttons, in a real window with a view (the last check: it leaves them open)."""
+    from artforge_krita.docker import ArtForgeDocker
+    from artforge_krita.krita_adapter import save_settings
+
+    save_settings(settings())
+    document = Krita.instance().createDocument(48, 40, "artforge-docker", "RGBA", "U8", "", 72.0)
+    Krita.instance().openWindow().addView(document)
+    assert Krita.instance().activeDocument() is not None, "no active document with a view"
+    docker = ArtForgeDocker()
+    docker.prompt.setPlainText("a red barn")
+    docker.steps.setValue(2)
+    docker.seed.setValue(5)
+    docker.action_buttons["generate"].click()
+    deadline = time.monotonic() + TIMEOUT
+    while (docker.controller.busy or docker.history.count() == 0) and time.monotonic() < deadline:
+        docker.poll()
+        time.sleep(0.02)
+    docker.poll()
+    names = [node.name() for node in document.rootNode().childNodes()]
+    assert names.count("ArtForge") == 1, f"layers {names}; status: {docker.status.text()}"
+    assert docker.progress.value() == 100 and docker.history.count() == 1, (docker.progress.value(), docker.history.count())
+    docker.history.setCurrentRow(0)
+    docker.apply_button.click()
+    names = [node.name() for node in document.rootNode().childNodes()]
+    assert names.count("ArtForge") == 2, f"Apply again did not paste: {names}"
+    return f"{docker.status.text()} history: {docker.history.item(0).text()}"
+
+
+def run(*_args: object) -> None:
+    """kritarunner passes its leftover command-line arguments."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    for each in CHECKS:
+        each()
+    (OUT / "results.json").write_text(json.dumps(RESULTS, indent=1))
