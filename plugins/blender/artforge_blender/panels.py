@@ -10,21 +10,23 @@ from .image_jobs import STYLIZE
 CATEGORY = "ArtForge"
 
 
-def draw_job(layout: bpy.types.UILayout, kind: str) -> bool:
-    """Progress bar and Cancel while a job of `kind` runs, else its last outcome. True while running."""
+def draw_job(layout: bpy.types.UILayout, kind: str, operator: str, icon: str) -> None:
+    """Progress bar and Cancel while a job of `kind` runs, else its last outcome; then the
+    operator's button, greyed out while the job runs."""
     job = jobs.get(kind)
-    if job is None:
-        return False
-    snapshot = job.state.snapshot()
-    if snapshot.phase.active:
-        row = layout.row(align=True)
-        row.progress(factor=snapshot.progress, type="BAR", text=snapshot.message or snapshot.phase.value.capitalize())
-        row.operator("artforge.cancel", text="", icon="CANCEL").kind = kind
-        return True
-    if job.done_message:
-        box = layout.box()
-        box.label(text=job.done_message, icon="ERROR" if job.failed else "INFO")
-    return False
+    running = False
+    if job is not None:
+        snapshot = job.state.snapshot()
+        running = snapshot.phase.active
+        if running:
+            row = layout.row(align=True)
+            row.progress(factor=snapshot.progress, type="BAR", text=snapshot.message or snapshot.phase.value.capitalize())
+            row.operator("artforge.cancel", text="", icon="CANCEL").kind = kind
+        elif job.done_message:
+            layout.box().label(text=job.done_message, icon="ERROR" if job.failed else "INFO")
+    row = layout.row()
+    row.enabled = not running
+    row.operator(operator, icon=icon)
 
 
 def draw_texture(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
@@ -38,10 +40,7 @@ def draw_texture(layout: bpy.types.UILayout, context: bpy.types.Context) -> None
     row = layout.row(align=True)
     row.prop(props, "steps")
     row.prop(props, "seed")
-    running = draw_job(layout, "texture")
-    row = layout.row()
-    row.enabled = not running
-    row.operator("artforge.texture", icon="TEXTURE")
+    draw_job(layout, "texture", "artforge.texture", "TEXTURE")
 
 
 class ARTFORGE_PT_view3d(bpy.types.Panel):
@@ -69,26 +68,17 @@ class ARTFORGE_PT_view3d(bpy.types.Panel):
         row.prop(props, "concept_strength")
         row.prop(props, "concept_size")
         box.prop(props, "capture_engine")
-        running = draw_job(box, "concept")
-        row = box.row()
-        row.enabled = not running
-        row.operator("artforge.concept_art", icon="RENDER_STILL")
+        draw_job(box, "concept", "artforge.concept_art", "RENDER_STILL")
 
         layout.label(text="Describe the scene", icon="TEXT")
         box = layout.box()
         box.prop(props, "describe_max_tokens")
-        running = draw_job(box, "describe")
-        row = box.row()
-        row.enabled = not running
-        row.operator("artforge.describe_scene", icon="TEXT")
+        draw_job(box, "describe", "artforge.describe_scene", "TEXT")
 
         layout.label(text="Block out a scene", icon="MESH_CUBE")
         box = layout.box()
         box.prop(props, "blockout_description", text="")
-        running = draw_job(box, "blockout")
-        row = box.row()
-        row.enabled = not running
-        row.operator("artforge.blockout", icon="MESH_CUBE")
+        draw_job(box, "blockout", "artforge.blockout", "MESH_CUBE")
 
 
 class ARTFORGE_PT_shader_editor(bpy.types.Panel):
