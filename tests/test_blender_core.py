@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from pathlib import Path
@@ -245,6 +246,37 @@ def test_system_prompt_example_is_itself_a_valid_plan():
     assert result.ok and result.plan.notes == (), result.errors
     for kind in bp.PRIMITIVE_TYPES + bp.LIGHT_TYPES:
         assert kind in bp.SYSTEM_PROMPT
+
+
+def plan_schema_accepts(reply: str) -> bool:
+    """Whether the server's grammar for PLAN_SCHEMA lets a model write `reply`, byte by byte."""
+    import llguidance
+
+    from artforge.runtimes.constrained import JsonConstraint
+
+    tokenizer = llguidance.LLTokenizer("byte")
+    grammar = JsonConstraint.compile(json.dumps(bp.PLAN_SCHEMA), tokenizer).grammar
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
+    return matcher.consume_tokens(tokenizer.tokenize_str(reply)) and matcher.is_accepting()
+
+
+def test_plan_schema_follows_the_prompt_and_the_limits():
+    example = bp.SYSTEM_PROMPT.split("Example: ", 1)[1]
+    assert plan_schema_accepts(example)
+    objects = bp.PLAN_SCHEMA["properties"]["objects"]
+    assert objects["maxItems"] == bp.MAX_OBJECTS and objects["items"]["properties"]["type"]["enum"] == list(bp.PRIMITIVE_TYPES)
+    assert bp.PLAN_SCHEMA["properties"]["lights"]["maxItems"] == bp.MAX_LIGHTS
+    # What the schema rules out, a model constrained by it cannot write.
+    for wrong, right in (
+        ('"lens": 35', '"lens": 5'),
+        ('"color": "#557733"', '"color": "green"'),
+        ('"location": [0, 0, 1.5]', '"location": [0, 1.5]'),
+        ('"type": "cube"', '"type": "pyramid"'),
+        ('"scale": [4, 3, 3]', '"scale": [4, 0, 3]'),
+        ('"energy": 3}', '"energy": 3, "mood": "warm"}'),
+    ):
+        assert wrong in example
+        assert not plan_schema_accepts(example.replace(wrong, right)), right
 
 
 def test_hex_round_trip():

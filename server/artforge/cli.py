@@ -109,6 +109,7 @@ def cmd_text(args: argparse.Namespace) -> int:
             stop=args.stop or (),
             seed=args.seed,
             repetition_penalty=args.repetition_penalty,
+            json_schema=args.json_schema.read_text() if args.json_schema else "",
             timeout=args.timeout,
         )
         for piece in stream.iter_text():
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--stop", action="append")
     text.add_argument("--seed", type=int)
     text.add_argument("--repetition-penalty", type=float, help="1 is off; default 1.1")
+    text.add_argument("--json-schema", type=Path, metavar="FILE", help="reply with one JSON value matching this JSON Schema file")
     text.add_argument("--timeout", type=float, help="deadline in seconds")
     _connection_args(text)
     text.set_defaults(func=cmd_text)

@@ -8,6 +8,7 @@ is the PlanResult of the last reply: valid, or the errors that stop the build.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import grpc
@@ -15,9 +16,11 @@ import grpc
 from artforge_client import ArtForgeError, Client, JobStream
 from artforge_client.v1 import jobs_pb2
 
-from .blockout_plan import SUGGESTED_MAX_TOKENS, SUGGESTED_TEMPERATURE, SYSTEM_PROMPT, PlanResult, parse_plan, repair_prompt
+from .blockout_plan import PLAN_SCHEMA, SUGGESTED_MAX_TOKENS, SUGGESTED_TEMPERATURE, SYSTEM_PROMPT, PlanResult, parse_plan, repair_prompt
 
-ATTEMPTS = 2  # the first reply and one repair
+ATTEMPTS = 2  # the first reply and one repair; with the schema the reply always parses, but
+# validate_plan checks limits the schema cannot express
+PLAN_SCHEMA_TEXT = json.dumps(PLAN_SCHEMA)
 
 
 class PlanAttempts:
@@ -44,6 +47,7 @@ class PlanAttempts:
                 temperature=SUGGESTED_TEMPERATURE,
                 max_tokens=SUGGESTED_MAX_TOKENS,
                 seed=self._seed,
+                json_schema=PLAN_SCHEMA_TEXT,
             )
             pieces: list[str] = []
             for event in self._stream:

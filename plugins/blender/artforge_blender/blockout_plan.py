@@ -61,14 +61,79 @@ SYSTEM_PROMPT = (
     "You turn a scene description into a JSON block-out plan for Blender. Reply with one JSON object and nothing else.\n"
     'Format: {"objects": [{"type": T, "name": "...", "location": [x, y, z], "rotation": [x, y, z], "scale": [x, y, z], '
     '"color": "#RRGGBB"}], "lights": [{"type": L, "location": [x, y, z], "energy": W, "color": "#RRGGBB"}], '
-    '"camera": {"location": [x, y, z], "look_at": [x, y, z], "lens": 50}}\n'
+    '"camera": {"look_at": [x, y, z], "location": [x, y, z], "lens": 50}}\n'
     "T is one of: cube, uv_sphere, ico_sphere, cylinder, cone, torus, plane, monkey. L is one of: point, sun, spot, area.\n"
     "Metres, Z is up, the ground is z = 0. location is the centre; scale is the size in metres; rotation is in degrees. "
     f"At most {MAX_OBJECTS} objects.\n"
     'Example: {"objects": [{"type": "plane", "name": "Ground", "location": [0, 0, 0], "scale": [20, 20, 1], "color": "#557733"}, '
     '{"type": "cube", "name": "House", "location": [0, 0, 1.5], "scale": [4, 3, 3], "color": "#AA4433"}], '
-    '"lights": [{"type": "sun", "energy": 3}], "camera": {"location": [10, -10, 6], "look_at": [0, 0, 1], "lens": 35}}'
+    '"lights": [{"type": "sun", "energy": 3}], "camera": {"look_at": [0, 0, 1], "location": [10, -10, 6], "lens": 35}}'
 )
+
+
+def _vec3(low: float, high: float, *, low_open: bool = False) -> dict[str, Any]:
+    number: dict[str, Any] = {"type": "number", "exclusiveMinimum" if low_open else "minimum": low, "maximum": high}
+    return {"type": "array", "items": number, "minItems": 3, "maxItems": 3}
+
+
+_COLOR_SCHEMA = {"type": "string", "pattern": "^#[0-9A-Fa-f]{6}$"}
+_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_BYTES}
+
+# The plan's shape for grammar-constrained decoding (GenerateTextRequest.json_schema): the reply
+# always parses and keeps to the format in SYSTEM_PROMPT (lights are not aimed: the embedded
+# model copied their location into look_at). validate_plan stays the authority: a schema cannot
+# say that a sun's energy has a lower limit than other lights', that names are counted in UTF-8
+# bytes, or that look_at differs from location. Property order is the order the model writes them in.
+PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "objects": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_OBJECTS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"enum": list(PRIMITIVE_TYPES)},
+                    "name": _NAME_SCHEMA,
+                    "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+                    "rotation": _vec3(-MAX_ROTATION, MAX_ROTATION),
+                    "scale": _vec3(0.0, MAX_SCALE, low_open=True),
+                    "color": _COLOR_SCHEMA,
+                },
+                "required": ["type", "name", "location", "scale", "color"],
+                "additionalProperties": False,
+            },
+        },
+        "lights": {
+            "type": "array",
+            "maxItems": MAX_LIGHTS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"enum": list(LIGHT_TYPES)},
+                    "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+                    "energy": {"type": "number", "minimum": 0, "maximum": max(MAX_ENERGY.values())},
+                    "color": _COLOR_SCHEMA,
+                },
+                "required": ["type", "energy"],
+                "additionalProperties": False,
+            },
+        },
+        "camera": {
+            "type": "object",
+            "properties": {
+                "look_at": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+                "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+                "lens": {"type": "number", "minimum": LENS_RANGE[0], "maximum": LENS_RANGE[1]},
+            },
+            "required": ["location", "look_at", "lens"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["objects", "lights", "camera"],
+    "additionalProperties": False,
+}
 
 
 @dataclass(frozen=True)

@@ -213,12 +213,14 @@ class Client:
         repetition_penalty: float | None = None,
         history: Iterable[tuple[str, str]] = (),
         system_prompt: str = "",
+        json_schema: str = "",
         priority: int = 0,
         keep: bool = False,
         label: str = "",
         timeout: float | None = None,
     ) -> JobStream:
-        """Submit a text job. `timeout` (seconds) is the job's deadline; None waits for as long as it takes."""
+        """Submit a text job. `timeout` (seconds) is the job's deadline; None waits for as long as it takes.
+        `json_schema` (JSON Schema text) constrains the reply to one JSON value matching it."""
         request = text_pb2.GenerateTextRequest(
             prompt=prompt,
             task=task,
@@ -231,6 +233,7 @@ class Client:
             repetition_penalty=repetition_penalty,
             history=[text_pb2.ChatMessage(role=role, content=content) for role, content in history],
             system_prompt=system_prompt,
+            json_schema=json_schema,
             options=jobs_pb2.JobOptions(priority=priority, keep_on_disconnect=keep, label=label),
         )
         return self._stream(self._stub.GenerateText, request, timeout)

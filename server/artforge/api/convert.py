@@ -64,6 +64,7 @@ def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
         stop=list(message.stop),
         seed=message.seed if message.HasField("seed") else None,
         repetition_penalty=message.repetition_penalty if message.HasField("repetition_penalty") else None,
+        json_schema=message.json_schema,
     )
 
 

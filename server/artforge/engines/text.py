@@ -3,7 +3,10 @@
 `prepare` checks a request and tokenizes it before it is queued, so a bad request fails at
 once with a sentence naming the field; `run` generates on a device's worker thread, handing
 out text as it forms, and stops at the end-of-sequence token, a stop string, max_tokens, or
-the token after a cancel.
+the token after a cancel. A request with a JSON Schema has it compiled here too (a bad schema
+fails before queueing); the shared sampler then keeps the reply to that schema, and ends it
+with end-of-sequence once the JSON value is complete. max_tokens or a stop string can still cut
+it short, and finish_reason says so.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from artforge.config import Limits, TaskEntry
@@ -21,6 +25,7 @@ from artforge.errors import invalid
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
+from artforge.runtimes.constrained import JsonConstraint, SchemaError, guidance_tokenizer
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
@@ -87,6 +92,7 @@ class TextRequest:
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     repetition_penalty: float | None = None
+    json_schema: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,11 @@ class Vocabulary:
     tokenizer: object
     context_length: int
     eos_ids: frozenset[int]
+
+    @cached_property
+    def guidance(self) -> object:
+        """The tokenizer as llguidance sees it; built on the first constrained request only."""
+        return guidance_tokenizer(self.tokenizer, self.eos_ids)
 
 
 class StreamDecoder:
@@ -300,8 +311,14 @@ class TextEngine:
                 f"{len(prompt_ids)} tokens plus max_tokens {max_tokens} exceed the {vocabulary.context_length}-token "
                 f"context of {spec.name}; shorten the prompt or lower max_tokens",
             )
+        constraint = None
+        if request.json_schema:
+            try:
+                constraint = JsonConstraint.compile(request.json_schema, vocabulary.guidance)
+            except SchemaError as exc:
+                raise invalid("json_schema", str(exc)) from None
         seed = secrets.randbits(63) if request.seed is None else request.seed
-        sampling = Sampling(temperature, top_p, seed, penalty)
+        sampling = Sampling(temperature, top_p, seed, penalty, constraint)
         return PreparedText(spec.name, list(prompt_ids), max_tokens, sampling, tuple(request.stop))
 
     def run(self, request: PreparedText, job: JobContext) -> JobResult:

@@ -16,7 +16,7 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class GenerateTextRequest(_message.Message):
-    __slots__ = ("model", "task", "prompt", "history", "system_prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "options", "repetition_penalty")
+    __slots__ = ("model", "task", "prompt", "history", "system_prompt", "max_tokens", "temperature", "top_p", "stop", "seed", "options", "repetition_penalty", "json_schema")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class GenerateTextRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
+    JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     model: str
     task: str
     prompt: str
@@ -41,4 +42,5 @@ class GenerateTextRequest(_message.Message):
     seed: int
     options: _jobs_pb2.JobOptions
     repetition_penalty: float
-    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., prompt: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., system_prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., options: _Optional[_Union[_jobs_pb2.JobOptions, _Mapping]] = ..., repetition_penalty: _Optional[float] = ...) -> None: ...
+    json_schema: str
+    def __init__(self, model: _Optional[str] = ..., task: _Optional[str] = ..., prompt: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., system_prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., options: _Optional[_Union[_jobs_pb2.JobOptions, _Mapping]] = ..., repetition_penalty: _Optional[float] = ..., json_schema: _Optional[str] = ...) -> None: ...
