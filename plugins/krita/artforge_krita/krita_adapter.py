@@ -64,6 +64,7 @@ class Controller:
         self._above: Node | None = None
         self._preview: Node | None = None
         self._finished = True
+        self._polling = False
 
     @property
     def busy(self) -> bool:
@@ -102,10 +103,24 @@ class Controller:
         return self.job is not None and self.job.state.request_cancel()
 
     def poll(self) -> JobSnapshot | None:
-        """Called by the docker's timer: shows the latest preview, and pastes the result once."""
+        """Called by the docker's timer: shows the latest preview, and pastes the result once.
+
+        Krita's layer calls can run Qt's event loop while they wait for the image, and so fire
+        the timer again inside this call; that inner call only reports, or it would remove the
+        preview layer that the outer one is still setting up."""
         if self.job is None:
             return None
         snapshot = self.job.state.snapshot()
+        if self._polling:
+            return snapshot
+        self._polling = True
+        try:
+            self._apply(snapshot)
+        finally:
+            self._polling = False
+        return snapshot
+
+    def _apply(self, snapshot: JobSnapshot) -> None:
         preview = self.job.take_preview()
         if preview is not None and snapshot.phase.active:
             self._show_preview(preview)
@@ -117,7 +132,6 @@ class Controller:
                 if not _is_open(self._document):
                     raise Refused("The document was closed before the result came: it is in the history (Apply again).")
                 self.result_node = self.paste(snapshot.result, self._document, self._above)
-        return snapshot
 
     def paste(self, result: LayerResult, document: Document | None = None, above: Node | None = None) -> Node:
         """A new paint layer holding `result` at its region, above `above` (or on top)."""
