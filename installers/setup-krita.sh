@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Krita for the plugin tests: Debian's Krita 5.1.5 (system Python 3.11) and a virtual X server.
-# Idempotent: installs only when kritarunner or xvfb-run is missing.
+# Idempotent: installs only when something is missing. With Debian's recommends: Krita's Python
+# scripting needs PyQt5 and sip, which Debian lists as recommends only.
 set -euo pipefail
-if command -v kritarunner >/dev/null && command -v xvfb-run >/dev/null && command -v xauth >/dev/null; then
+if command -v kritarunner >/dev/null && command -v xvfb-run >/dev/null && command -v xauth >/dev/null \
+    && /usr/bin/python3 -c "import PyQt5.QtCore, sip" 2>/dev/null; then
     exit 0
 fi
+as_root=()
+[[ $(id -u) == 0 ]] || as_root=(sudo DEBIAN_FRONTEND=noninteractive)
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends krita xvfb xauth >/dev/null
+"${as_root[@]}" apt-get update -qq
+"${as_root[@]}" apt-get install -y -qq krita python3-pyqt5 python3-sip xvfb xauth >/dev/null
 command -v kritarunner >/dev/null || { echo "setup-krita: kritarunner is still missing after installing krita" >&2; exit 1; }
