@@ -49,6 +49,18 @@ def test_text_streams_to_stdout_with_a_summary_on_stderr(server):
     assert "[smollm2" not in result.stdout, "the summary stays off stdout, so the text can be piped"
 
 
+def test_text_with_a_json_schema_prints_json_and_a_missing_schema_file_is_one_line(server, tmp_path):
+    schema = tmp_path / "colour.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"colour": {"enum": ["red", "green", "blue"]}}, "required": ["colour"]}))
+    result = artforge("text", "Pick a colour.", "--address", server.address, "--json-schema", str(schema), "--seed", "2")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["colour"] in {"red", "green", "blue"}
+
+    result = artforge("text", "Pick a colour.", "--address", server.address, "--json-schema", str(tmp_path / "missing.json"))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"artforge: {tmp_path / 'missing.json'}: No such file or directory"
+
+
 def test_text_with_the_same_seed_is_the_same(server):
     def run() -> str:
         args = ("text", "Invent a name for a painting.", "--address", server.address, "--max-tokens", "8", "--seed", "11")

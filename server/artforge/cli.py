@@ -446,5 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ArtForgeError, ClientError) as error:
         print(f"artforge: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # an input file (--json-schema, --init-image, ...) that cannot be read
+        print(f"artforge: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
