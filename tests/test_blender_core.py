@@ -13,7 +13,16 @@ import grpc
 import pytest
 from artforge_blender import blockout_plan as bp
 from artforge_blender.connection import address_problem, host_of, is_local
-from artforge_blender.image_jobs import IMG2IMG, STYLIZE, TextureSettings, concept_request, maps_by_name, short_label, texture_request
+from artforge_blender.image_jobs import (
+    IMG2IMG,
+    STYLIZE,
+    TextureSettings,
+    capture_size,
+    concept_request,
+    maps_by_name,
+    short_label,
+    texture_request,
+)
 from artforge_blender.scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo, scene_context
 
 from artforge_client import ArtForgeError, ImageResult
@@ -535,6 +544,14 @@ def test_an_empty_address_is_a_sentence():
 
 
 # -- image requests ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resolution", "size", "expected"),
+    [((1920, 1080), 512, (512, 288)), ((1080, 1920), 512, (288, 512)), ((1000, 1000), 500, (496, 496)), ((4000, 10), 256, (256, 8))],
+)
+def test_the_camera_capture_keeps_the_aspect_in_multiples_of_8(resolution, size, expected):
+    assert capture_size(*resolution, size) == expected
 
 
 def test_texture_request_carries_every_setting():

@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from artforge_client import ImageResult
 from artforge_client.colors import linear_to_srgb
 from artforge_client.job_state import Phase
+from artforge_client.server import ServerSettings
 from artforge_client.v1 import image_pb2, pixels_pb2
 from tests.conftest import REPO
 
@@ -298,7 +299,7 @@ def closed_address() -> str:
 
 
 def test_an_unreachable_server_fails_the_job_with_a_sentence():
-    settings = jobs.Settings(address=closed_address())
+    settings = ServerSettings(address=closed_address())
     target = jobs.Target("generate", jobs.Region(0, 0, 8, 8), U8)
     snapshot = wait(jobs.start_image_job(settings, jobs.image_request(jobs.Params(), target), target))
     assert snapshot.phase is Phase.FAILED and snapshot.message.startswith("Cannot reach the ArtForge server")
@@ -307,6 +308,6 @@ def test_an_unreachable_server_fails_the_job_with_a_sentence():
 
 
 def test_a_missing_certificate_fails_with_a_sentence(tmp_path):
-    settings = jobs.Settings(address=closed_address(), tls=True, certificate=str(tmp_path / "nope.pem"))
+    settings = ServerSettings(address=closed_address(), tls=True, certificate=str(tmp_path / "nope.pem"))
     snapshot = wait(jobs.start_connection_test(settings))
     assert snapshot.phase is Phase.FAILED and "Cannot read the TLS certificate" in snapshot.message

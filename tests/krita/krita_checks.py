@@ -40,10 +40,10 @@ def check(function):
 
 
 def settings(**changes):
-    from artforge_krita.jobs import Settings
+    from artforge_client.server import ServerSettings
 
     values = {"address": os.environ["ARTFORGE_ADDRESS"], "token": os.environ.get("ARTFORGE_TOKEN", "")}
-    return Settings(**{**values, **changes})
+    return ServerSettings(**{**values, **changes})
 
 
 def params(**changes):

@@ -8,24 +8,8 @@ Blender 4.2+ asks extensions to stay offline unless the user allowed online acce
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from pathlib import Path
-
-from artforge_client import Client
 
 LOCAL_NAMES = ("localhost",)
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    address: str  # host:port
-    token: str = ""
-    use_tls: bool = False
-    certificate: str = ""  # PEM file of the CA to trust (self-signed servers); empty: the system's roots
-
-    def client(self) -> Client:
-        certificate = Path(self.certificate).expanduser() if self.use_tls and self.certificate else None
-        return Client(self.address, token=self.token or None, tls=self.use_tls, root_certificates=certificate)
 
 
 def host_of(address: str) -> str:

@@ -69,6 +69,14 @@ def concept_request(
     )
 
 
+def capture_size(resolution_x: int, resolution_y: int, size: int) -> tuple[int, int]:
+    """The camera capture's pixels: the scene's aspect ratio, `size` on the long side, each side a
+    multiple of 8 (as the server wants) and at least 8."""
+    aspect = resolution_x / max(1, resolution_y)
+    width, height = (size, size / aspect) if aspect >= 1 else (size * aspect, size)
+    return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+
+
 def maps_by_name(images: list[ImageResult]) -> dict[str, ImageResult]:
     """The first batch item's results by map name ("albedo", "normal", ...)."""
     return {ROLE_NAMES[r.role]: r for r in images if r.header.batch_index == 0 and r.role in ROLE_NAMES}

@@ -9,11 +9,11 @@ import bpy
 
 from artforge_client import Client, ImageResult, JobStream
 from artforge_client.job_state import JobSnapshot, Phase, run_stream
+from artforge_client.server import ServerSettings
 
 from . import jobs, scene_io
 from .blockout_job import PlanAttempts
 from .blockout_plan import PlanResult
-from .connection import ServerSettings
 from .image_jobs import DATA_MAPS, STYLIZE, TextureSettings, concept_request, maps_by_name, short_label, texture_request
 from .preferences import start_job
 from .scene_context import scene_context

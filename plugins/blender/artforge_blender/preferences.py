@@ -7,10 +7,11 @@ from collections.abc import Callable
 import bpy
 
 from artforge_client import DEFAULT_ADDRESS
-from artforge_client.job_state import JobSnapshot, Phase, describe_error
+from artforge_client.job_state import JobSnapshot
+from artforge_client.server import ServerSettings, check_connection
 
 from . import jobs
-from .connection import ServerSettings, address_problem
+from .connection import address_problem
 
 ADDON = __package__  # "bl_ext.<repo>.artforge_blender" when installed as an extension
 
@@ -36,8 +37,7 @@ class ArtForgePreferences(bpy.types.AddonPreferences):
         sub.prop(self, "certificate")
         from .panels import draw_job  # panels imports this module
 
-        draw_job(layout, "connection")
-        layout.operator(ARTFORGE_OT_test_connection.bl_idname, icon="LINKED")
+        draw_job(layout, "connection", ARTFORGE_OT_test_connection.bl_idname, "LINKED")
 
 
 def server_settings(context: bpy.types.Context) -> ServerSettings:
@@ -51,7 +51,7 @@ def start_job(
     kind: str,
     label: str,
     work: Callable[[jobs.Job, ServerSettings], None],
-    update: Callable[[jobs.Job, JobSnapshot], str | None],
+    update: Callable[[jobs.Job, JobSnapshot], str | None] | None = None,
 ) -> set[str]:
     """The checks every job operator makes before starting: address, online access, one at a time."""
     settings = server_settings(context)
@@ -66,18 +66,8 @@ def start_job(
 
 
 def _connection_work(job: jobs.Job, settings: ServerSettings) -> None:
-    try:
-        with settings.client() as client:
-            info = client.server_info()
-            models = client.list_models()
-        names = ", ".join(m.name for m in models[:6]) or "none"
-        job.state.succeed(f"Connected to ArtForge {info.server_version} at {settings.address}; models: {names}.")
-    except Exception as error:
-        job.state.fail(describe_error(error, settings.address))
-
-
-def _connection_update(_job: jobs.Job, snapshot: JobSnapshot) -> str | None:
-    return snapshot.result if snapshot.phase is Phase.SUCCEEDED else None
+    with settings.client() as client:
+        check_connection(client, job.state)
 
 
 class ARTFORGE_OT_test_connection(bpy.types.Operator):
@@ -86,7 +76,7 @@ class ARTFORGE_OT_test_connection(bpy.types.Operator):
     bl_description = "Ask the server for its version and models, with these settings"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        return start_job(self, context, "connection", "Test connection", _connection_work, _connection_update)
+        return start_job(self, context, "connection", "Test connection", _connection_work)
 
 
 CLASSES = (ArtForgePreferences, ARTFORGE_OT_test_connection)

@@ -15,6 +15,7 @@ import bpy
 from mathutils import Euler, Matrix
 
 from .blockout_plan import BlockoutPlan, Primitive
+from .image_jobs import capture_size
 from .scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo
 
 BLOCKOUT_COLLECTION = "ArtForge Block-out"
@@ -275,9 +276,7 @@ def capture_camera(scene: bpy.types.Scene, size: int, engine: str = "BLENDER_WOR
     the server wants). Workbench by default: it is quick and runs without a GPU (software GL).
     The scene's render settings are restored afterwards."""
     render = scene.render
-    aspect = render.resolution_x / max(1, render.resolution_y)
-    width, height = (size, size / aspect) if aspect >= 1 else (size * aspect, size)
-    width, height = max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+    width, height = capture_size(render.resolution_x, render.resolution_y, size)
     fd, path = tempfile.mkstemp(suffix=".png", prefix="artforge-camera-")
     os.close(fd)
     try:

@@ -30,7 +30,8 @@ from PyQt5.QtWidgets import (
 import artforge_krita
 
 if TYPE_CHECKING:
-    from artforge_krita.jobs import Params, ServerSummary
+    from artforge_client.server import ServerSummary
+    from artforge_krita.jobs import Params
 
 DOCKER_ID = "artforge_docker"
 POLL_MS = 100
@@ -161,7 +162,7 @@ class ArtForgeDocker(DockWidget):
         )
 
     def _apply_settings(self) -> None:
-        settings = self._jobs.Settings(
+        settings = self._jobs.ServerSettings(
             self.address.text().strip(), self.token.text().strip(), self.tls.isChecked(), self.certificate.text().strip()
         )
         if settings != self.controller.settings:

@@ -12,26 +12,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from artforge_client import DEFAULT_ADDRESS, Client, JobStream
-from artforge_client.job_state import JobState, describe_error, run_stream
-from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2
+from artforge_client import Client, JobStream
+from artforge_client.job_state import JobState, run_stream
+from artforge_client.server import ServerSettings, check_connection
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
 from artforge_krita import pixels
 from artforge_krita.pixels import PixelFormat, Refused
 
 PREVIEW_EVERY = 2  # steps between previews: each costs the worker a decode and a conversion
 PROMPT_EXPAND_TOKENS = 120
-
-
-@dataclass(frozen=True)
-class Settings:
-    address: str = DEFAULT_ADDRESS
-    token: str = ""
-    tls: bool = False
-    certificate: str = ""  # a PEM file with the CA to trust, for self-signed servers
-
-    def client(self) -> Client:
-        """OSError if the certificate file cannot be read."""
-        return Client(self.address, token=self.token or None, tls=self.tls, root_certificates=self.certificate or None)
 
 
 @dataclass(frozen=True)
@@ -201,7 +190,7 @@ class _Watched:
 class Job:
     """One call to the server on its own daemon thread. The main thread polls `state` and takes previews."""
 
-    settings: Settings
+    settings: ServerSettings
     label: str
     state: JobState = field(default_factory=JobState)
     request: Any = None  # the request sent, kept for the history and for tests to replay
@@ -239,7 +228,7 @@ class Job:
         return self
 
 
-def start_image_job(settings: Settings, request: image_pb2.GenerateImageRequest | image_pb2.StylizeRequest, target: Target) -> Job:
+def start_image_job(settings: ServerSettings, request: image_pb2.GenerateImageRequest | image_pb2.StylizeRequest, target: Target) -> Job:
     """Submit on a worker; on success the state's result is a LayerResult."""
     job = Job(settings, target.action, request=request, target=target)
     prompt = getattr(request, "prompt", "")
@@ -256,7 +245,7 @@ def start_image_job(settings: Settings, request: image_pb2.GenerateImageRequest 
     return job._start(work)
 
 
-def start_prompt_expand(settings: Settings, idea: str) -> Job:
+def start_prompt_expand(settings: ServerSettings, idea: str) -> Job:
     """ "Help me write this": the server's prompt_expand task; on success the state's result is the prompt."""
     job = Job(settings, "prompt")
 
@@ -269,45 +258,10 @@ def start_prompt_expand(settings: Settings, idea: str) -> Job:
     return job._start(work)
 
 
-@dataclass(frozen=True)
-class ServerSummary:
-    version: str
-    styles: list[str]
-    image_models: list[str]
-    images_available: bool
-    stylize_available: bool
-
-    @property
-    def sentence(self) -> str:
-        parts = [f"Connected to ArtForge {self.version}."]
-        if not self.images_available:
-            parts.append("It has no image model configured.")
-        if not self.stylize_available:
-            parts.append("It does not offer stylize.")
-        return " ".join(parts)
-
-
-def start_connection_test(settings: Settings) -> Job:
+def start_connection_test(settings: ServerSettings) -> Job:
     """Test Connection (and the style and model lists): on success the state's result is a ServerSummary."""
     job = Job(settings, "connection")
-
-    def work(client: Client) -> None:
-        try:
-            info = client.server_info()
-            models = client.list_models(server_pb2.MODEL_KIND_IMAGE)
-        except Exception as error:  # the artist gets a sentence, not a traceback
-            job.state.fail(describe_error(error, settings.address))
-            return
-        summary = ServerSummary(
-            info.server_version,
-            [style.name for style in sorted(info.styles, key=lambda s: s.index)],
-            [model.name for model in models],
-            info.images_available,
-            info.stylize_available,
-        )
-        job.state.succeed(summary, summary.sentence)
-
-    return job._start(work)
+    return job._start(lambda client: check_connection(client, job.state))
 
 
 # -- history -------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from krita import Document, Krita, Node
 
+from artforge_client import DEFAULT_ADDRESS
 from artforge_client.job_state import JobSnapshot, Phase
+from artforge_client.server import ServerSettings
 from artforge_krita import jobs
-from artforge_krita.jobs import History, Job, LayerResult, Params, Region, Settings, Target
+from artforge_krita.jobs import History, Job, LayerResult, Params, Region, Target
 from artforge_krita.pixels import PixelFormat, Refused, document_format
 
 SETTINGS_GROUP = "artforge"
@@ -18,14 +20,14 @@ PREVIEW_LAYER = "ArtForge preview"
 LAYER_NAMES = {"generate": "ArtForge", "refine": "ArtForge refine", "fill": "ArtForge fill", "stylize": "ArtForge stylize"}
 
 
-def load_settings() -> Settings:
+def load_settings() -> ServerSettings:
     def read(key: str, default: str) -> str:
         return Krita.instance().readSetting(SETTINGS_GROUP, key, default)
 
-    return Settings(read("address", jobs.DEFAULT_ADDRESS), read("token", ""), read("tls", "false") == "true", read("certificate", ""))
+    return ServerSettings(read("address", DEFAULT_ADDRESS), read("token", ""), read("tls", "false") == "true", read("certificate", ""))
 
 
-def save_settings(settings: Settings) -> None:
+def save_settings(settings: ServerSettings) -> None:
     """Krita keeps these in kritarc (the token in plain text, like every Krita setting)."""
     app = Krita.instance()
     app.writeSetting(SETTINGS_GROUP, "address", settings.address)
@@ -55,7 +57,7 @@ def selection_area(document: Document) -> tuple[Region, bytes]:
 class Controller:
     """One image job at a time, plus the history. Owned by the docker; the tests drive it directly."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: ServerSettings | None = None) -> None:
         self.settings = settings or load_settings()
         self.history = History()
         self.job: Job | None = None
