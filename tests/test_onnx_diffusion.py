@@ -31,7 +31,7 @@ from artforge.runtimes.onnx_diffusion import seamless as onnx_seamless
 from artforge.runtimes.torch_diffusion import LoadedPipeline, load_pipeline
 from artforge.runtimes.torch_diffusion import seamless as torch_seamless
 from artforge_client import ArtForgeError as ClientError
-from artforge_client.v1 import image_pb2
+from artforge_client.v1 import image_pb2, jobs_pb2
 from tests.conftest import REPO, start_server, stop_server
 from tests.tiny_pipelines import build_all, build_tiny_sd15_taesd
 
@@ -201,7 +201,8 @@ backend = "onnx"
         with server.client() as client:
             request = image_pb2.GenerateImageRequest(prompt=PROMPT, model="taesd", width=64, height=64, steps=2, seed=1)
             stream = client.generate_image(request)
-            stream.wait()
+            phases = [event.progress.phase for event in stream if event.HasField("progress")]
+            assert jobs_pb2.JobProgress.PHASE_EXPORTING_MODEL in phases, "the first job says it is exporting"
             assert stream.started.backend == "torch" and len(stream.images) == 1
             reason = "exporting taesd to ONNX (diffusion-v1-fp32-cpu) failed: UnsupportedModel: the VAE is an AutoencoderTiny"
             info = {m.name: m for m in client.list_models()}

@@ -137,7 +137,7 @@ class ImageEngine:
         def export() -> Path:
             key = self._export_key(spec, device)
             if job is not None and not self.exports.find(key):
-                job.progress("loading_model", message=f"exporting {spec.name} to ONNX once (minutes for a full-size model)")
+                job.progress("exporting_model", message=f"exporting {spec.name} to ONNX once (minutes for a full-size model)")
             # A float32 pipeline on the CPU is what the export is made from: that is this one on a CPU.
             return self._export(spec, key, loaded if device == "cpu" else None)
 

@@ -13,11 +13,15 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.runtimes.loaded import LoadedModels
+
+if TYPE_CHECKING:  # imported where used: onnxruntime is an optional extra
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,33 @@ def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:
     raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"device: {device!r} is not cpu, cuda or cuda:N")
 
 
+def session_options(device: str) -> ort.SessionOptions:
+    """ONNX Runtime session options for ArtForge: every graph optimization, deterministic compute
+    (the same request gives the same output), errors-only logging, and every core for one session,
+    since one worker thread per device runs jobs and these models' operators run in order."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.use_deterministic_compute = True
+    options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers are noise
+    options.intra_op_num_threads = cpu_threads() if device == "cpu" else min(4, cpu_threads())
+    options.inter_op_num_threads = 1
+    return options
+
+
+def shrinking_run_options(device: str, on_cuda: bool) -> ort.RunOptions:
+    """Run options that shrink the memory arenas after each run, so one big image does not keep
+    gigabytes of activations held for the life of the server."""
+    import onnxruntime as ort
+
+    run_options = ort.RunOptions()
+    arenas = f"cpu:0;gpu:{device.partition(':')[2] or '0'}" if on_cuda else "cpu:0"
+    run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+    return run_options
+
+
 class OnnxModel:
     """One InferenceSession on one device, run on numpy arrays by input name."""
 
@@ -63,18 +94,9 @@ class OnnxModel:
 
         self.path = Path(path)
         self.device = device
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.use_deterministic_compute = True
-        options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers are noise
-        # One worker thread per device runs jobs, so the session may use every core; the
-        # operators of these models run one after another (inter-op 1).
-        options.intra_op_num_threads = cpu_threads() if device == "cpu" else min(4, cpu_threads())
-        options.inter_op_num_threads = 1
         providers = providers_for(device)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+            self.session = ort.InferenceSession(str(self.path), session_options(device), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ArtForgeError(ErrorCode.INTERNAL, f"{self.path.name}: onnxruntime could not load it on {device}: {exc}") from exc
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
@@ -86,9 +108,7 @@ class OnnxModel:
             )
         self.provider = active[0]
         self.backend = "onnx-cuda" if self.provider == CUDA else "onnx-cpu"
-        self.run_options = ort.RunOptions()
-        arenas = "cpu:0" if self.provider != CUDA else f"cpu:0;gpu:{device.partition(':')[2] or '0'}"
-        self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+        self.run_options = shrinking_run_options(device, self.provider == CUDA)
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
