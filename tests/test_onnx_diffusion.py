@@ -18,15 +18,19 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from artforge.config import Limits, ModelEntry
 from artforge.engines.image import ImageEngine
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.registry import ModelRegistry
-from artforge.runtimes.onnx_diffusion import OnnxUNet, export_pipeline, use_onnx
+from artforge.runtimes.onnx import session_options
+from artforge.runtimes.onnx_diffusion import EXPORT_FORMAT, OnnxUNet, _WinogradConv, export_pipeline, use_onnx
 from artforge.runtimes.onnx_diffusion import seamless as onnx_seamless
 from artforge.runtimes.torch_diffusion import LoadedPipeline, load_pipeline
 from artforge.runtimes.torch_diffusion import seamless as torch_seamless
@@ -110,10 +114,57 @@ def test_the_cuda_graphs_match_pytorch_run_in_fp32_on_the_cpu(tmp_path, tiny):
     on_onnx = torch_pipeline(engine, "tiny-sd15")
     export_pipeline(on_onnx.text2img, tmp_path, cuda=True, fp16=False)
     assert json.loads((tmp_path / "export.json").read_text())["opset"] == 17
+    assert not any(winograd_tiles(tmp_path / part / "model.onnx") for part in ("unet", "vae_decoder"))  # cuDNN's choice
     use_onnx(on_onnx.text2img, tmp_path, "cpu")
     for tile in ((False, False), (True, True)):
         latents = generate(on_torch, "latent", tile, width=72, height=64)
         assert (latents - generate(on_onnx, "latent", tile, width=72, height=64)).abs().max() <= 1e-3
+
+
+def winograd_tiles(graph: Path) -> list[int]:
+    """The output tile side of each Winograd convolution in an exported graph (its output transform)."""
+    model = onnx.load(str(graph), load_external_data=False)
+    return [next(a.ints[0] for a in node.attribute if a.name == "strides") for node in model.graph.node if node.op_type == "ConvTranspose"]
+
+
+def test_the_cpu_export_runs_3x3_convolutions_as_winograd(tiny):
+    folder = engine_for(TINY_ROOT).export("tiny-sd15")
+    unet = winograd_tiles(folder / "unet" / "model.onnx")
+    # The 4-level tiny UNet: F(4x4) on the two upper levels, F(2x2) on the third, none on the deepest.
+    assert unet.count(4) > 0 and unet.count(2) > 0
+    direct = [node for node in onnx.load(str(folder / "unet" / "model.onnx")).graph.node if node.op_type == "Conv"]
+    assert len(direct) > len(unet)  # the transforms' convolutions, and the deepest level's and strided ones
+    assert set(winograd_tiles(folder / "vae_decoder" / "model.onnx")) == {4}
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_winograd_convolutions_match_direct_ones(tmp_path, tile, pad):
+    """Odd and even sides, a batch and a bias, against PyTorch's conv2d in float64."""
+
+    class Conv(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(5, 7, 3)
+
+        def forward(self, input: torch.Tensor) -> torch.Tensor:
+            return _WinogradConv.apply(input, self.conv.weight, self.conv.bias, pad, tile)
+
+    torch.manual_seed(0)
+    module = Conv()
+    path = tmp_path / "conv.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    names = {"input_names": ["x"], "output_names": ["y"], "dynamic_axes": {"x": axes, "y": axes}}
+    torch.onnx.export(module, (torch.randn(1, 5, 9, 9),), str(path), dynamo=False, **names)
+    assert winograd_tiles(path) == [tile]
+    session = ort.InferenceSession(str(path), session_options("cpu"), providers=["CPUExecutionProvider"])
+    for shape in ((2, 5, 13, 10), (1, 5, 16, 16), (1, 5, 3, 4)):
+        input = torch.randn(shape)
+        with torch.no_grad():
+            expected = F.conv2d(input.double(), module.conv.weight.double(), module.conv.bias.double(), padding=pad).numpy()
+        (output,) = session.run(None, {"x": input.numpy()})
+        assert output.shape == expected.shape
+        assert np.abs(output - expected).max() <= (1e-4 if tile == 4 else 1e-5) * np.abs(expected).max()
 
 
 # -- the export cache -------------------------------------------------------------------------
@@ -204,7 +255,7 @@ backend = "onnx"
             phases = [event.progress.phase for event in stream if event.HasField("progress")]
             assert jobs_pb2.JobProgress.PHASE_EXPORTING_MODEL in phases, "the first job says it is exporting"
             assert stream.started.backend == "torch" and len(stream.images) == 1
-            reason = "exporting taesd to ONNX (diffusion-v1-fp32-cpu) failed: UnsupportedModel: the VAE is an AutoencoderTiny"
+            reason = f"exporting taesd to ONNX (diffusion-{EXPORT_FORMAT}-fp32-cpu) failed: UnsupportedModel: the VAE is an AutoencoderTiny"
             info = {m.name: m for m in client.list_models()}
             assert info["taesd"].backend == "torch"
             assert info["taesd"].backend_reason.startswith(f"PyTorch, because {reason}"), info["taesd"].backend_reason
