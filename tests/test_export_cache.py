@@ -55,6 +55,13 @@ def test_build_is_atomic_remembers_failures_and_removes_stale_exports(tmp_path):
     new = cache.build(key, export, force=True)
     assert cache.failure(key) is None and (new / "model.onnx").is_file()
     assert not old.exists(), "the export of the previous weights is gone"
+    # A new export format: the older format's exports and failures go; another kind's, a newer format's stay.
+    kept = ["unet-v2-fp32-" + "c" * 24, "unet-v3-" + "d" * 24, "text-v1-" + "e" * 24]
+    for name in kept:
+        (tmp_path / "onnx" / "m" / name).mkdir()
+    (tmp_path / "onnx" / "m" / ("unet-v1-" + "f" * 24 + ".failed")).write_text("out of memory")
+    newer_format = cache.build(ExportKey("m", "unet-v2", "b" * 24), export)
+    assert sorted(path.name for path in (tmp_path / "onnx" / "m").iterdir()) == sorted([newer_format.name, *kept])
 
 
 def test_backend_choice_names_its_reason(tmp_path):

@@ -11,6 +11,7 @@ only recomputed when either changes. An export is written to a temporary folder 
 into place when complete: a crash mid-export never leaves a half export behind. A failed
 export is remembered with its reason, so `backend = "auto"` falls back to PyTorch at once on
 later starts instead of failing the same way again (`artforge onnx export --force` retries).
+Once an export is made, those of the model's older weights and older export formats are removed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -59,6 +61,10 @@ def weights_digest(files: Iterable[Path], cache_dir: Path) -> str:
             tmp.write_text(json.dumps(memo, indent=1))
             tmp.replace(memo_path)
     return digest.hexdigest()[:24]
+
+
+# A variant: what kind of export, its format version, and how it was made ("diffusion-v2-fp32-cpu").
+_VARIANT = re.compile(r"(?P<kind>[a-z]+)-v(?P<format>\d+)(?P<rest>(-.+)?)")
 
 
 @dataclass(frozen=True)
@@ -119,9 +125,25 @@ class ExportCache:
         return target
 
     def _remove_stale(self, key: ExportKey) -> None:
-        """Exports of the same model and variant from older weights: they will not be used again."""
-        for old in (self.root / key.model).glob(f"{key.variant}-*"):
-            digest = old.name.removeprefix(f"{key.variant}-").removesuffix(".failed")
-            if len(digest) == len(key.digest) and digest != key.digest:
+        """Exports of the same model and variant from older weights, and those of an older export
+        format ("diffusion-v1-fp32-cpu" once "diffusion-v2-fp32-cpu" is made): they will not be used
+        again, and a full-size image model's export takes gigabytes."""
+        for old in (self.root / key.model).iterdir():
+            variant, _, digest = old.name.removesuffix(".failed").rpartition("-")
+            if len(digest) != len(key.digest) or old.name.startswith("."):
+                continue
+            if variant == key.variant:
+                stale = digest != key.digest
+            else:
+                stale = _older_format(variant, key.variant)
+            if stale:
                 log.info("removing the stale export %s", old)
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _older_format(variant: str, current: str) -> bool:
+    """Whether `variant` is the same kind of export as `current`, made the same way, in an earlier format."""
+    old, new = _VARIANT.fullmatch(variant), _VARIANT.fullmatch(current)
+    if not (old and new) or old.group("kind", "rest") != new.group("kind", "rest"):
+        return False
+    return int(old["format"]) < int(new["format"])
