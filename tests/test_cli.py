@@ -175,6 +175,7 @@ def test_bench_image_measures_a_diffusers_folder(tmp_path):
         assert set(backend["figures"]) == figures
         assert all(f["min"] <= f["median"] <= f["max"] for f in backend["figures"].values())
     assert set(report["onnx_vs_torch"]) == figures
+    assert report["backends"]["onnx"]["session_memory_gib"] > 0
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 

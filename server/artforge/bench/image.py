@@ -115,6 +115,15 @@ def _in_turns(calls: dict[str, Callable[[], None]], repeats: int, warm_up: bool 
     return {backend: _stats(backend_times) for backend, backend_times in times.items()}
 
 
+def _resident_gib() -> float | None:
+    """This process' resident memory (Linux), in GiB."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def _random_pipeline(arch: str, dtype: object, device: str) -> object:
     import torch
     from diffusers import (
@@ -304,13 +313,15 @@ def bench_image(args: argparse.Namespace) -> dict:
         # The same pipeline (scheduler, configs) with its networks on ONNX Runtime, as the server runs it.
         pipelines["onnx"] = on_onnx = type(pipeline).from_pipe(pipeline)
         on_onnx.set_progress_bar_config(disable=True)
-        start = time.perf_counter()
+        start, resident = time.perf_counter(), _resident_gib()
         use_onnx(on_onnx, folder, device)
         details["onnx"] = {
             "runtime": f"onnxruntime {onnxruntime.__version__} ({on_onnx.unet.session.provider})",
             "export": str(folder),
             "export_seconds": export_seconds,  # null: found in the cache
             "session_load_seconds": round(time.perf_counter() - start, 1),
+            # Host memory the sessions hold (their weights as ONNX Runtime keeps them); null off Linux.
+            "session_memory_gib": None if resident is None else round(_resident_gib() - resident, 3),
         }
     del pipeline  # only its ONNX copy, when PyTorch is not measured
 
