@@ -37,10 +37,10 @@ Why the graphs look the way they do:
   needs 2.25x (F(2x2, 3x3)) to 4x (F(4x4, 3x3)) fewer multiplications: this is what brought a
   full-size SD 2.1 UNet step at 512x512 on 2 cores from 1.3x to 1.6x eager PyTorch (see
   README). The price is memory: the transformed kernels are 16/9 or 36/9 the size of the plain
-  ones, so the UNet's deepest level stays plain (`_winograd_tiles`), and a session holds about
-  1.6 GiB more than the 3.1 GiB it holds for a plain export. Each convolution stays within about 1e-4
-  (relative) of the direct one, and the pipelines within the parity tests' bounds as before;
-  the whole UNet step's output moved by 1e-5 of its range.
+  ones, so the UNet's deepest level stays plain (`_winograd_tiles`), and the SD 2.1 UNet's
+  session holds 4.7 GiB where a plain export's holds 3.1 GiB. Each convolution stays within
+  about 1e-4 (relative) of the direct one, and the pipelines within the parity tests' bounds as
+  before; the whole UNet step's output moved by 1e-5 of its range.
 - On the CPU, ONNX Runtime runs every graph optimization (NCHWc blocked convolutions, GELU,
   LayerNorm and bias fusions), one intra-op thread per core, and hands out the parts of each
   parallel loop dynamically: on a machine with other work (or a noisy virtual machine) a
@@ -285,8 +285,9 @@ def _winograd_tiles(pipeline: object) -> dict[torch.nn.Conv2d, int]:
     Measured per convolution on ONNX Runtime's CPU provider (2 cores, a 512x512 image), plain
     against F(2x2) against F(4x4): 320 channels at 64x64 42, 39, 24 ms; 640 at 32x32 39, 25, 16 ms;
     1280 at 16x16 46, 25, 18 ms; 1280 at 8x8 12, 9, 16 ms. The transformed kernels hold (m+2)^2/9
-    times the weights, and the UNet's deepest level holds half of them for the least gain, so it
-    stays plain; the level above takes F(2x2), where F(4x4) would need 2 GB more. The VAE's
+    times the weights. The UNet's deepest level holds half of SD 2.1's 3x3 kernel weights for the
+    least gain, so it stays plain; the level above takes F(2x2), where F(4x4) would hold 1.7 GB
+    more. Chosen on SD 2.1 (4 levels); SDXL's 1280-channel level then takes F(2x2). The VAE's
     convolutions run at 1 to 8 times the latent's side, on at most 512 channels: F(4x4) throughout.
     """
     unet, vae = pipeline.unet, pipeline.vae
