@@ -132,10 +132,7 @@ class ExportCache:
             variant, _, digest = old.name.removesuffix(".failed").rpartition("-")
             if len(digest) != len(key.digest) or old.name.startswith("."):
                 continue
-            if variant == key.variant:
-                stale = digest != key.digest
-            else:
-                stale = _older_format(variant, key.variant)
+            stale = digest != key.digest if variant == key.variant else _older_format(variant, key.variant)
             if stale:
                 log.info("removing the stale export %s", old)
                 shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -240,7 +240,7 @@ def _exportable(pipeline: object, cuda: bool) -> Iterator[None]:
         model.set_attn_processor(_FusedAttentionProcessor())
     for conv in convs:
         # An instance attribute shadows the method.
-        conv._conv_forward = functools.partial(_tiled_conv_forward, conv, wrap_pads=not cuda, winograd=winograd.get(conv, 0))
+        conv._conv_forward = functools.partial(_export_conv_forward, conv, wrap_pads=not cuda, winograd=winograd.get(conv, 0))
     try:
         yield
     finally:
@@ -265,7 +265,7 @@ def _tiling_input(tile: torch.Tensor | None) -> Iterator[None]:
             _tile.pop()
 
 
-def _tiled_conv_forward(
+def _export_conv_forward(
     conv: torch.nn.Conv2d, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, wrap_pads: bool, winograd: int
 ) -> torch.Tensor:
     """Conv2d padded by hand: zeros, or the opposite edge on an axis whose `tile` flag is 1
