@@ -4,12 +4,8 @@
 # scripting needs PyQt5 and sip, which Debian lists as recommends only.
 set -euo pipefail
 if command -v kritarunner >/dev/null && command -v xvfb-run >/dev/null && command -v xauth >/dev/null \
-    && /usr/bin/python3 -c "import PyQt5.QtCore, sip" 2>/dev/null; then
+    && /usr/bin/python3 -c "import PyQt5.QtCore, PyQt5.QtTest, sip" 2>/dev/null; then
     exit 0
 fi
-as_root=()
-[[ $(id -u) == 0 ]] || as_root=(sudo DEBIAN_FRONTEND=noninteractive)
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -qq
-"${as_root[@]}" apt-get install -y -qq krita python3-pyqt5 python3-sip xvfb xauth >/dev/null
+bash "$(dirname "$0")/apt-install.sh" krita python3-pyqt5 python3-sip xvfb xauth
 command -v kritarunner >/dev/null || { echo "setup-krita: kritarunner is still missing after installing krita" >&2; exit 1; }

@@ -329,10 +329,11 @@ def test_happy_path_transitions():
 def test_progress_events_and_clamping():
     state = JobState()
     state.begin()
-    progress = jobs_pb2.JobProgress(phase=jobs_pb2.JobProgress.PHASE_GENERATING, step=5, total_steps=20)
+    # PNDM runs 21 steps for 20 asked: the message is a share, so it never contradicts the artist's Steps.
+    progress = jobs_pb2.JobProgress(phase=jobs_pb2.JobProgress.PHASE_GENERATING, step=6, total_steps=21)
     assert state.apply_event(event(0, progress=progress))  # running even without a started event
     snap = state.snapshot()
-    assert (snap.phase, snap.progress, snap.message) == (Phase.RUNNING, 0.25, "Generating 5/20")
+    assert (snap.phase, round(snap.progress, 4), snap.message) == (Phase.RUNNING, 0.2857, "Generating 29%")
     state.progressed(7.0)
     assert state.snapshot().progress == 1.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,6 +10,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from tests.conftest import REPO
 
@@ -97,6 +101,27 @@ def test_info_prints_json(server):
     models = {m["name"]: m for m in info["models"]}
     assert models["smollm2-135m-instruct"]["format"] == "gguf"
     assert models["smollm2-135m-instruct"]["kind"] == "MODEL_KIND_TEXT"
+    assert [style["name"].partition(": ")[0] for style in info["styles"]] == [str(i) for i in range(26)], "measured names"
+    assert not any("preview_png" in style for style in info["styles"]), "no previews in the terminal"
+
+
+def test_styles_lists_the_names_and_writes_a_sheet_of_the_previews(server, tmp_path):
+    with server.client() as client:
+        styles = client.server_info(style_previews=True).styles
+    sheet = tmp_path / "styles.png"
+    result = artforge("styles", "--address", server.address, "--sheet", str(sheet))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [style.name for style in styles]
+    assert result.stderr.strip() == f"{sheet}: 26 previews, 920x524"  # 7 columns, 4 rows of 128 + 4 between
+    pixels = np.asarray(Image.open(sheet).convert("RGB"))
+    for index in (0, 9, 25):  # row 0, row 1 column 2, row 3 column 4; below each index label
+        top, left = 132 * (index // 7), 132 * (index % 7)
+        preview = np.asarray(Image.open(io.BytesIO(styles[index].preview_png)))
+        assert np.array_equal(pixels[top + 16 : top + 128, left : left + 128], preview[16:])
+
+    result = artforge("styles", "--address", server.address, "--sheet", str(tmp_path / "missing" / "styles.png"))
+    assert_clean_failure(result)
+    assert "No such file or directory" in result.stderr
 
 
 def test_info_against_a_closed_port_fails_cleanly():

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO / "plugins" / "krita"))
 
 from artforge_krita import bundled, jobs, pixels
 from artforge_krita.pixels import PixelFormat, Refused
+from artforge_krita.status import StatusLine
 
 U8, U16, U16_LINEAR, F16_LINEAR, F32_LINEAR = (
     PixelFormat("U8", False),
@@ -259,6 +260,64 @@ def test_history_keeps_the_newest_within_count_and_bytes():
         history.add(jobs.LayerResult("generate", jobs.Region(0, 0, 1, 1), U8, bytes(10), seed, "p"))
     assert len(history) == 2 and [history[i].seed for i in range(2)] == [4, 3]
     assert history.labels()[0] == "generate 1x1 seed 4: p"
+
+
+@pytest.mark.parametrize(("text", "seed"), [("", -1), ("  ", -1), ("0", 0), ("2147483648", 2**31), (str(2**64 - 1), 2**64 - 1)])
+def test_seeds_are_any_64_bit_number(text, seed):
+    assert jobs.parse_seed(text) == seed
+    target = jobs.Target("generate", jobs.Region(0, 0, 8, 8), U8)
+    request = jobs.image_request(jobs.Params(seed=seed), target)
+    assert request.seed == seed if seed >= 0 else not request.HasField("seed")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"), [(str(2**64), "above the largest seed"), ("-3", "not a whole number"), ("²", "not a whole number")]
+)
+def test_seeds_out_of_range_are_refused_with_a_reason(text, words):
+    with pytest.raises(Refused, match=words):
+        jobs.parse_seed(text)
+
+
+# -- the status line --------------------------------------------------------------------------------
+
+
+def finished_job(label: str, message: str) -> jobs.Job:
+    job = jobs.Job(ServerSettings(), label)
+    job.state.begin(label)
+    job.state.succeed(None, message)
+    return job
+
+
+def test_the_status_line_shows_news_not_a_finished_jobs_repeats():
+    line = StatusLine()
+    image = finished_job("generate", "Done")
+    line.watch("image", image)
+    assert line.text == "Done"
+    line.say("Fill repaints the selection: select the area to fill first.")
+    for _ in range(3):  # the docker's timer ticks on; the old job still says "Done"
+        line.watch("image", image)
+    assert line.text.startswith("Fill repaints")
+    line.watch("connection", finished_job("connection", "Cannot reach the ArtForge server at 127.0.0.1:1: is it running?"))
+    line.watch("image", image)
+    assert line.text.startswith("Cannot reach")
+    line.watch("connection", finished_job("connection", "Connected to ArtForge"))  # a new job in the same slot is news
+    assert line.text == "Connected to ArtForge"
+
+
+def test_the_status_line_follows_a_running_job():
+    line = StatusLine()
+    job = jobs.Job(ServerSettings(), "generate")
+    job.state.begin("generate")
+    line.watch("image", job)
+    assert line.text == "Sending the request"
+    line.say("Pick a result in the history first.")
+    line.watch("image", job)
+    assert line.text == "Pick a result in the history first."
+    job.state.started("Running on cpu")
+    line.watch("image", job)
+    assert line.text == "Running on cpu"
+    line.watch("image", None)  # no image job yet: nothing to say
+    assert line.text == "Running on cpu"
 
 
 # -- bundling and the worker thread ----------------------------------------------------------------

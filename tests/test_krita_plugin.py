@@ -1,21 +1,24 @@
 """The Krita plugin inside real Krita (Debian's 5.1.5, `installers/setup-krita.sh`) against a real server.
 
-One kritarunner launch runs every check in tests/krita/krita_checks.py on the plugin as users get
-it (built into a zip by installers/build-krita-plugin.py and unpacked), against an `artforge serve`
-with the tiny image pipeline, the real style models and a token. Each check becomes one test
-here; the layers the plugin made are compared with what this process's own client gets for the
-very same requests, decoded by pypng.
+The plugin is installed as users install it: the zip from installers/build-krita-plugin.py goes
+through Krita's own importer (tests/krita/krita_install.py, in kritarunner) into a new user's
+Krita folder. Then one kritarunner launch runs every check in tests/krita/krita_checks.py on that
+installed plugin, against an `artforge serve` with the tiny image pipeline, the real style models
+and a token; the layers the plugin made are compared with what this process's own client gets
+for the very same requests, decoded by pypng. Last, the Krita GUI starts on a virtual screen with
+the importer's settings and tests/krita/gui_check reports what its window shows.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +51,25 @@ CHECKS = [
     "closing_the_document_mid_job_keeps_the_result_in_history",
     "unreachable_server_gives_a_sentence",
     "wrong_token_gives_a_sentence",
+    "help_me_write_this_keeps_the_idea",
     "prompt_help_reports_without_a_text_model",
     "docker_buttons_work_on_the_active_document",
+    "a_stale_message_never_overwrites_a_newer_one",
+    "a_seed_above_2_31_round_trips",
+    "progress_resets_on_cancel",
 ]
 GENERATED = ["generate_whole_canvas", "generate_in_selection"]
+GUI_CHECKS = [
+    "docker_in_the_default_layout",
+    "every_control_inside_the_docked_area",
+    "lists_filled_on_start",
+    "plugin_loaded_from_the_plugin_managers_folder",
+    "menus_named_as_the_readme_says",
+    "a_menu_action_runs_in_the_docker",
+    "fits_a_docked_height_of_400_px",
+    "manual_in_the_plugin_manager",
+]
+GUI_CHECK = REPO / "tests" / "krita" / "gui_check"
 
 
 @pytest.fixture(scope="module")
@@ -85,51 +103,157 @@ def free_address() -> str:
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory) -> Path:
-    """The zip as users install it, unpacked; only this machine's wheels, to keep the build quick."""
-    work = tmp_path_factory.mktemp("krita-plugin")
-    target = f"linux-x86_64-cp{sys.version_info.major}{sys.version_info.minor}"
-    built = subprocess.run(
-        [sys.executable, str(REPO / "installers" / "build-krita-plugin.py"), "--out", str(work / "dist"), "--targets", target],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr
-    zip_path = Path(built.stdout.strip().splitlines()[-1])
-    with zipfile.ZipFile(zip_path) as archive:
-        names = archive.namelist()
-        assert "artforge_krita.desktop" in names and "artforge_krita/__init__.py" in names, names[:10]
-        archive.extractall(work / "plugin")
-    return work / "plugin"
+def krita_home(tmp_path_factory) -> Path:
+    """A new user's home: Krita writes its configuration, resources and the installed plugin here."""
+    home = tmp_path_factory.mktemp("krita-home")
+    (home / "runtime").mkdir(mode=0o700)
+    (home / ".config").mkdir()
+    resources(home).mkdir(parents=True)  # Krita makes it at its first start; the importer expects it
+    return home
 
 
-@pytest.fixture(scope="module")
-def krita_run(krita_server, plugin, tmp_path_factory) -> tuple[dict[str, dict], Path]:
-    out = tmp_path_factory.mktemp("krita-out")
-    home = tmp_path_factory.mktemp("krita-home")  # Krita writes its config and resource database here
+def resources(home: Path) -> Path:
+    """The Krita GUI's resources folder (getAppDataLocation) on Linux."""
+    return home / ".local" / "share" / "krita"
+
+
+def krita_env(home: Path, out: Path, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "HOME": str(home),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "XDG_RUNTIME_DIR": str(home / "runtime"),
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "krita"), str(plugin)]),
-        "ARTFORGE_ADDRESS": krita_server.address,
-        "ARTFORGE_TOKEN": TOKEN,
-        "ARTFORGE_UNREACHABLE": free_address(),
         "ARTFORGE_OUT": str(out),
+        **extra,
     }
-    (home / "runtime").mkdir(mode=0o700)
     # Krita's own Python must not see the test venv's packages: the plugin has to bring its own.
     env.pop("VIRTUAL_ENV", None)
-    command = ["xvfb-run", "-a", "kritarunner", "-s", "krita_checks", "-f", "run"]
-    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=KRITA_TIMEOUT, check=False)
-    results_file = out / "results.json"
-    assert results_file.is_file(), (
-        f"kritarunner wrote no results (exit {finished.returncode}):\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def run_krita(command: list[str], env: dict[str, str], result: Path) -> None:
+    """Run Krita under xvfb-run until it exits; past KRITA_TIMEOUT, the whole process group goes,
+    since a Krita left behind would take over the next start (Krita runs one instance per user)."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=KRITA_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
+    assert result.is_file(), f"Krita wrote no {result.name} (exit {process.returncode}):\n{output}"
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The zip as users get it; only this machine's wheels, to keep the build quick."""
+    out = tmp_path_factory.mktemp("krita-dist")
+    target = f"linux-x86_64-cp{sys.version_info.major}{sys.version_info.minor}"
+    built = subprocess.run(
+        [sys.executable, str(REPO / "installers" / "build-krita-plugin.py"), "--out", str(out), "--targets", target],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    return {result["name"]: result for result in json.loads(results_file.read_text())}, out
+    assert built.returncode == 0, built.stderr
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def installed(plugin_zip, krita_home, tmp_path_factory) -> dict:
+    """Tools > Scripts > Import Python Plugin from File..., answered Yes: Krita's own importer, in kritarunner.
+
+    kritarunner keeps its settings in kritarunnerrc; the [python] keys the importer's activation
+    wrote there go into kritarc, where the Krita GUI (and its Python Plugin Manager) reads them."""
+    out = tmp_path_factory.mktemp("krita-install")
+    env = krita_env(krita_home, out, ARTFORGE_ZIP=str(plugin_zip), ARTFORGE_RESOURCES=str(resources(krita_home)))
+    env["PYTHONPATH"] = str(REPO / "tests" / "krita")
+    run_krita(["xvfb-run", "-a", "kritarunner", "-s", "krita_install", "-f", "run"], env, out / "install.json")
+    report = json.loads((out / "install.json").read_text())
+    runner = read_settings(krita_home / ".config" / "kritarunnerrc")
+    kritarc = read_settings(krita_home / ".config" / "kritarc")
+    kritarc["python"] = dict(runner["python"]) if runner.has_section("python") else {}
+    write_settings(kritarc, krita_home / ".config" / "kritarc")
+    return report
+
+
+def read_settings(path: Path) -> configparser.ConfigParser:
+    """A Qt settings file (kritarc), keys as they are written."""
+    settings = configparser.ConfigParser(interpolation=None)
+    settings.optionxform = str
+    settings.read(path)
+    return settings
+
+
+def write_settings(settings: configparser.ConfigParser, path: Path) -> None:
+    with path.open("w") as file:
+        settings.write(file, space_around_delimiters=False)
+
+
+def test_the_zip_imports_through_kritas_own_importer(installed, krita_home):
+    assert "error" not in installed, installed.get("error")
+    assert [plugin["ui_name"] for plugin in installed["imported"]] == ["ArtForge"]
+    assert installed["enabled"] == {"artforge_krita": "true"}, installed["enabled"]
+    pykrita = resources(krita_home) / "pykrita"
+    for path in ("artforge_krita.desktop", "artforge_krita/__init__.py", "artforge_krita/Manual.html"):
+        assert (pykrita / path).is_file(), f"{path} was not installed"
+    assert (resources(krita_home) / "actions" / "artforge_krita.action").is_file()
+
+
+@pytest.fixture(scope="module")
+def krita_run(krita_server, server, installed, krita_home, tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    """Every check in krita_checks.py, in one kritarunner, on the plugin as the importer installed it;
+    `server` is the suite's shared one, with the embedded text model for Help me write this."""
+    assert "error" not in installed, installed.get("error")
+    out = tmp_path_factory.mktemp("krita-out")
+    env = krita_env(
+        krita_home,
+        out,
+        ARTFORGE_ADDRESS=krita_server.address,
+        ARTFORGE_TOKEN=TOKEN,
+        ARTFORGE_TEXT_ADDRESS=server.address,
+        ARTFORGE_UNREACHABLE=free_address(),
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "krita"), str(resources(krita_home) / "pykrita")])
+    run_krita(["xvfb-run", "-a", "kritarunner", "-s", "krita_checks", "-f", "run"], env, out / "results.json")
+    return {result["name"]: result for result in json.loads((out / "results.json").read_text())}, out
+
+
+@pytest.fixture(scope="module")
+def krita_gui(krita_server, installed, krita_home, tmp_path_factory) -> tuple[dict[str, dict], Path]:
+    """The Krita GUI on a 1600x1000 virtual screen, as a new user starts it after the import and a
+    restart, with tests/krita/gui_check beside the plugin to report what the window shows."""
+    assert "error" not in installed, installed.get("error")
+    out = tmp_path_factory.mktemp("krita-gui")
+    pykrita = resources(krita_home) / "pykrita"
+    shutil.copytree(GUI_CHECK / "artforge_gui_check", pykrita / "artforge_gui_check", dirs_exist_ok=True)
+    shutil.copy(GUI_CHECK / "artforge_gui_check.desktop", pykrita)
+    kritarc = read_settings(krita_home / ".config" / "kritarc")
+    kritarc["python"]["enable_artforge_gui_check"] = "true"
+    kritarc["artforge"] = {"address": krita_server.address, "token": TOKEN}  # as the Server dialog saves them
+    write_settings(kritarc, krita_home / ".config" / "kritarc")
+    command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"]
+    run_krita(command, krita_env(krita_home, out), out / "gui.json")
+    return {result["name"]: result for result in json.loads((out / "gui.json").read_text())}, out
+
+
+def assert_passed(results: dict[str, dict], name: str) -> None:
+    result = results.get(name)
+    assert result is not None, f"{name} did not run in Krita; ran: {sorted(results)}"
+    assert result["ok"], result["message"]
+
+
+@pytest.mark.parametrize("name", GUI_CHECKS)
+def test_in_the_krita_window(krita_gui, name):
+    assert_passed(krita_gui[0], name)
+
+
+def test_the_window_screenshot_shows_the_docker(krita_gui):
+    _, out = krita_gui
+    width, height, _, _ = png.Reader(filename=str(out / "krita-docker.png")).read()
+    assert width >= 200 and height >= 600, (width, height)
 
 
 def test_every_check_ran(krita_run):
@@ -139,10 +263,7 @@ def test_every_check_ran(krita_run):
 
 @pytest.mark.parametrize("name", CHECKS)
 def test_inside_krita(krita_run, name):
-    results, _ = krita_run
-    result = results.get(name)
-    assert result is not None, f"{name} did not run inside Krita"
-    assert result["ok"], result["message"]
+    assert_passed(krita_run[0], name)
 
 
 @pytest.mark.parametrize("name", GENERATED)

@@ -3,21 +3,29 @@
 The models are fetched once, through the same fetch() as `artforge models fetch`, into the test
 models folder. The engine is called directly on this process's CPU; RecordingJob is a small test
 harness that plays the JobContext a scheduler would hand an engine (it records what the engine
-reports, and cancels when told to).
+reports, and cancels when told to). The styles' names and previews are also checked through the
+session's real server (tests/conftest.py), which uses the same models folder.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import shutil
 
 import numpy as np
+import png
 import pytest
 
-from artforge.config import Limits
+from artforge.api.auth import TokenAuth
+from artforge.api.servicer import ArtForgeServicer
+from artforge.app import App
+from artforge.config import Config, Limits
+from artforge.engines.style_catalog import PREVIEW_SIZE, reference_picture, style_names
 from artforge.engines.stylize import (
     NUM_STYLES,
-    STYLE_NAMES,
+    Style,
     StylizeEngine,
     StylizeRequest,
     plan_tiles,
@@ -26,6 +34,9 @@ from artforge.engines.stylize import (
 )
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.embedded import STYLE_TRANSFER, fetch, is_fetched, sha256_of
+from artforge_client.job_state import JobState
+from artforge_client.server import check_connection
+from artforge_client.v1 import server_pb2
 
 
 class RecordingJob:
@@ -194,7 +205,7 @@ def test_the_output_is_a_stylized_image_not_a_copy(engine, small):
 
 
 def test_every_style_gives_its_own_output(all_styles, small):
-    assert len(STYLE_NAMES) == NUM_STYLES == 26
+    assert NUM_STYLES == 26
     for i, out in enumerate(all_styles):
         assert mean_abs(out, small) > 0.05, f"style {i} is too close to the input"
     closest = min(mean_abs(all_styles[i], all_styles[j]) for i in range(NUM_STYLES) for j in range(i))
@@ -237,6 +248,112 @@ def test_grayscale_input_gives_a_colour_result(engine, small):
     assert np.array_equal(out, stylize(engine, np.repeat(gray, 3, axis=2), style_index=7))
     assert mean_abs(out, np.repeat(gray, 3, axis=2)) > 0.05
     assert np.abs(out[:, :, 0] - out[:, :, 2]).mean() > 0.02  # the style brings colour
+
+
+# -- the built-in styles' names and previews ----------------------------------------------------------
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """uint8 H x W x C, read by pypng: a PNG reader independent of ours."""
+    width, height, rows, info = png.Reader(bytes=data).read()
+    return np.vstack([np.asarray(row, np.uint8) for row in rows]).reshape(height, width, info["planes"])
+
+
+INDEX_ONLY = [Style(i, f"style {i}") for i in range(NUM_STYLES)]
+
+
+@pytest.fixture(scope="module")
+def styles(engine) -> list[Style]:
+    return engine.styles()
+
+
+def test_previews_are_the_networks_rendering_of_the_reference_picture_and_names_measure_it(engine, styles):
+    reference = reference_picture()
+    renders = [stylize(engine, reference, style_index=i) for i in range(NUM_STYLES)]
+    assert [style.index for style in styles] == list(range(NUM_STYLES))
+    assert [style.name for style in styles] == style_names(renders)
+    previews = [decode_png(style.preview_png) for style in styles]
+    for preview, render in zip(previews, renders, strict=True):
+        assert preview.shape == (PREVIEW_SIZE, PREVIEW_SIZE, 3)
+        assert np.abs(preview / 255.0 - render).max() <= 0.5 / 255 + 1e-6  # 8-bit rounding only
+    closest = min(mean_abs(previews[i] / 255.0, previews[j] / 255.0) for i in range(NUM_STYLES) for j in range(i))
+    assert closest > 0.01, "every preview shows its own style"
+
+
+def test_style_names_keep_their_index_and_their_words_alone_tell_the_styles_apart(styles):
+    names = [style.name for style in styles]
+    assert all(name.startswith(f"{i}: ") for i, name in enumerate(names))
+    descriptions = [name.partition(": ")[2] for name in names]
+    assert len(set(descriptions)) == NUM_STYLES, descriptions
+    assert all(d.endswith(("smooth", "visible strokes", "busy strokes")) for d in descriptions)
+
+
+def test_another_engine_renders_the_same_styles_once_without_loading_a_model(style_models, styles):
+    other = StylizeEngine(style_models, Limits(), max_loaded=1)
+    again = other.styles()
+    assert again == styles, "names and PNG bytes are deterministic"
+    assert other.styles() is again, "rendered once, then kept"
+    assert other.loaded_models() == set(), "the previews' session is not a loaded model"
+
+
+def test_missing_or_broken_style_models_give_index_only_names_until_they_are_fixed(style_models, tmp_path, caplog, styles):
+    engine = StylizeEngine(tmp_path, Limits(), max_loaded=1)
+    assert engine.styles() == INDEX_ONLY
+    shutil.copytree(style_models / STYLE_TRANSFER.name, tmp_path / STYLE_TRANSFER.name)
+    network = tmp_path / STYLE_TRANSFER.name / "multistyle26.onnx"
+    good = network.read_bytes()
+    network.write_bytes(bytes(len(good)))  # the right size, so it counts as fetched, but no model
+    with caplog.at_level(logging.WARNING, logger="artforge.engines.stylize"):
+        assert engine.styles() == INDEX_ONLY
+    assert "could not render the style previews" in caplog.text
+    network.write_bytes(good)
+    assert engine.styles() == styles, "tried again at the next call"
+
+
+class AnsweringClient:
+    """Stands in for a Client that got `info` from a server (and no models)."""
+
+    address = "in-process"
+
+    def __init__(self, info: server_pb2.ServerInfo) -> None:
+        self.info = info
+
+    def server_info(self, style_previews: bool = False) -> server_pb2.ServerInfo:
+        assert style_previews, "Krita's Test Connection asks for the previews"
+        return self.info
+
+    def list_models(self) -> list:
+        return []
+
+
+def test_server_info_without_style_models_lists_the_styles_by_index(tmp_path):
+    # The api's own GetServerInfo, in-process, on an app whose models folder is empty.
+    app = App(Config(models_dir=tmp_path, devices=["cpu"], default_text_model="none", preload=[]))
+    request = server_pb2.GetServerInfoRequest(include_style_previews=True)
+    info = asyncio.run(ArtForgeServicer(app, TokenAuth({})).GetServerInfo(request, None))
+    assert not info.stylize_available
+    assert [(s.index, s.name, s.preview_png) for s in info.styles] == [(s.index, s.name, b"") for s in INDEX_ONLY]
+    state = JobState()
+    state.begin("connection")
+    check_connection(AnsweringClient(info), state, style_previews=True)
+    summary = state.snapshot().result
+    assert summary.styles == [s.name for s in INDEX_ONLY] and summary.style_previews == []
+
+
+def test_the_server_sends_previews_only_when_asked(server, styles):
+    with server.client() as client:
+        plain = client.server_info()
+        full = client.server_info(style_previews=True)
+        state = JobState()
+        state.begin("connection")
+        check_connection(client, state, style_previews=True)
+    names, pngs = [s.name for s in styles], [s.preview_png for s in styles]
+    assert [s.name for s in plain.styles] == [s.name for s in full.styles] == names
+    assert not any(s.preview_png for s in plain.styles)
+    assert [s.preview_png for s in full.styles] == pngs, "the server's previews are this process's, byte for byte"
+    assert plain.ByteSize() < 10_000 and full.ByteSize() > 26 * 30_000
+    summary = state.snapshot().result
+    assert summary.styles == names and summary.style_previews == pngs
 
 
 # -- the style of an image --------------------------------------------------------------------------

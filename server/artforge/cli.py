@@ -5,6 +5,7 @@ artforge text "a lighthouse in fog" --task scene_description
 artforge models list | fetch
 artforge onnx export                 # the default text model to ONNX (int4), once
 artforge info
+artforge styles --sheet styles.png   # the built-in styles' names, and their previews on one sheet
 artforge bench text -o bench.json
 """
 
@@ -236,6 +237,42 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+SHEET_COLUMNS = 7
+SHEET_GAP = 4  # pixels between previews
+
+
+def cmd_styles(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        styles = sorted(client.server_info(style_previews=bool(args.sheet)).styles, key=lambda s: s.index)
+    print("\n".join(style.name for style in styles))
+    if args.sheet:
+        if not all(style.preview_png for style in styles):
+            raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, "the server sent no style previews: it lacks the style models")
+        _write_sheet([style.preview_png for style in styles], args.sheet)
+    return 0
+
+
+def _write_sheet(previews: list[bytes], path: Path) -> None:
+    """The previews in rows of SHEET_COLUMNS, by index, each labelled with its index."""
+    import io
+
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    tiles = [PILImage.open(io.BytesIO(png)).convert("RGB") for png in previews]
+    step = tiles[0].width + SHEET_GAP
+    rows = -(-len(tiles) // SHEET_COLUMNS)
+    sheet = PILImage.new("RGB", (SHEET_COLUMNS * step - SHEET_GAP, rows * step - SHEET_GAP), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, tile in enumerate(tiles):
+        left, top = (index % SHEET_COLUMNS) * step, (index // SHEET_COLUMNS) * step
+        sheet.paste(tile, (left, top))
+        draw.rectangle((left, top, left + 20, top + 14), fill="black")
+        draw.text((left + 3, top + 2), str(index), fill="white")
+    sheet.save(path)
+    print(f"{path}: {len(tiles)} previews, {sheet.width}x{sheet.height}", file=sys.stderr)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from artforge.models.embedded import PACKAGED, fetch, is_fetched
     from artforge.models.registry import ModelRegistry
@@ -394,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a server offers")
     _connection_args(info)
     info.set_defaults(func=cmd_info)
+
+    styles = commands.add_parser("styles", help="the built-in styles' measured names, and optionally their previews")
+    styles.add_argument("--sheet", type=Path, metavar="FILE", help="write every style's preview onto one PNG, labelled by index")
+    _connection_args(styles)
+    styles.set_defaults(func=cmd_styles)
 
     models = commands.add_parser("models", help="list or fetch models")
     models.add_argument("action", choices=["list", "fetch", "pull"], help="pull: download from the Hugging Face Hub")

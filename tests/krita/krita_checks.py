@@ -1,7 +1,8 @@
 """Checks that run inside real Krita: `kritarunner -s krita_checks -f run`, driven by tests/test_krita_plugin.py.
 
-PYTHONPATH holds this folder and the unpacked plugin zip. The environment names the server
-(ARTFORGE_ADDRESS, ARTFORGE_TOKEN), an address where nothing listens (ARTFORGE_UNREACHABLE) and
+PYTHONPATH holds this folder and the installed plugin. The environment names the server
+(ARTFORGE_ADDRESS, ARTFORGE_TOKEN), a server with the embedded text model (ARTFORGE_TEXT_ADDRESS),
+an address where nothing listens (ARTFORGE_UNREACHABLE) and
 the output folder (ARTFORGE_OUT): results.json gets one {"name", "ok", "message"} per check, and
 each generated layer is dumped with the request that made it, so pytest can replay the request
 with its own client and compare pixels decoded by an independent PNG reader.
@@ -131,22 +132,36 @@ def bundled_libraries_load():
     return grpc.__file__
 
 
-@check
-def docker_builds_and_connects():
+def settle(docker, done, timeout: float = TIMEOUT) -> None:
+    """Poll the docker as its timer would until done() holds (no Qt event loop runs during a check)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out; status: {docker.status.text()}"
+        docker.poll()
+        time.sleep(0.02)
+    docker.poll()
+
+
+def new_docker():
     from artforge_krita.docker import ArtForgeDocker
     from artforge_krita.krita_adapter import save_settings
 
     save_settings(settings())
     docker = ArtForgeDocker()
-    assert docker.address.text() == os.environ["ARTFORGE_ADDRESS"], "the docker did not read the saved settings"
-    docker.test_connection()
-    deadline = time.monotonic() + 30
-    while "connection" in docker.side_jobs and time.monotonic() < deadline:
-        docker.poll()
-        time.sleep(0.02)
-    docker.poll()
+    settle(docker, lambda: "connection" not in docker.side_jobs, 30)  # it tests the connection as it starts
+    return docker
+
+
+@check
+def docker_builds_and_connects():
+    docker = new_docker()
+    # No Test Connection pressed: the docker asked the server for its lists as it started.
     assert docker.style.count() >= 20, f"{docker.style.count()} styles; status: {docker.status.text()}"
     assert docker.status.text().startswith("Connected to ArtForge"), docker.status.text()
+    assert docker.model.itemText(0) == "Server default" and docker.model.itemData(0) == "", docker.model.itemText(0)
+    docker.open_server_settings()
+    assert docker.server.address.text() == os.environ["ARTFORGE_ADDRESS"], "the Server dialog did not show the saved settings"
+    docker.server.reject()
     return docker.status.text()
 
 
@@ -376,6 +391,27 @@ def wrong_token_gives_a_sentence():
 
 
 @check
+def help_me_write_this_keeps_the_idea():
+    """Against the suite's server with the embedded text model (ARTFORGE_TEXT_ADDRESS, no token)."""
+    from artforge_krita.docker import ArtForgeDocker
+    from artforge_krita.krita_adapter import save_settings
+
+    save_settings(settings(address=os.environ["ARTFORGE_TEXT_ADDRESS"], token=""))
+    docker = ArtForgeDocker()
+    idea = "a cozy cabin in snow"
+    docker.prompt.setPlainText(idea)
+    prompts = []
+    for _ in range(2):  # pressed again on its own answer, it answers the idea again
+        docker.help_button.click()
+        settle(docker, lambda: "prompt" not in docker.side_jobs)
+        prompts.append(docker.prompt.toPlainText())
+    for prompt in prompts:
+        assert prompt.startswith(idea + ", ") and prompt.count(",") == 4, f"{prompts}; status: {docker.status.text()}"
+    save_settings(settings())
+    return " / ".join(prompts)
+
+
+@check
 def prompt_help_reports_without_a_text_model():
     from artforge_krita.jobs import start_prompt_expand
 
@@ -386,34 +422,111 @@ def prompt_help_reports_without_a_text_model():
     return snapshot.message
 
 
-@check
-def docker_buttons_work_on_the_active_document():
-    """Through the docker's own buttons, in a real window with a view (the last check: it leaves them open)."""
-    from artforge_krita.docker import ArtForgeDocker
-    from artforge_krita.krita_adapter import save_settings
+WINDOW = {}
 
-    save_settings(settings())
+
+def docker_on_a_document():
+    """A docker and an active document shown in a real window with a view, as the docker's buttons need."""
+    if not WINDOW:
+        WINDOW["window"] = Krita.instance().openWindow()
     document = Krita.instance().createDocument(48, 40, "artforge-docker", "RGBA", "U8", "", 72.0)
-    Krita.instance().openWindow().addView(document)
-    assert Krita.instance().activeDocument() is not None, "no active document with a view"
-    docker = ArtForgeDocker()
+    WINDOW["window"].addView(document)
+    assert Krita.instance().activeDocument() == document, "no active document with a view"
+    docker = new_docker()
     docker.prompt.setPlainText("a red barn")
     docker.steps.setValue(2)
-    docker.seed.setValue(5)
+    return docker, document
+
+
+def layer_names(document) -> list[str]:
+    return [node.name() for node in document.rootNode().childNodes()]
+
+
+@check
+def docker_buttons_work_on_the_active_document():
+    """Through the docker's own buttons (these checks come last: they leave their windows open)."""
+    docker, document = docker_on_a_document()
+    docker.seed.setText("5")
     docker.action_buttons["generate"].click()
-    deadline = time.monotonic() + TIMEOUT
-    while (docker.controller.busy or docker.history.count() == 0) and time.monotonic() < deadline:
-        docker.poll()
-        time.sleep(0.02)
-    docker.poll()
-    names = [node.name() for node in document.rootNode().childNodes()]
-    assert names.count("ArtForge") == 1, f"layers {names}; status: {docker.status.text()}"
-    assert docker.progress.value() == 100 and docker.history.count() == 1, (docker.progress.value(), docker.history.count())
-    docker.history.setCurrentRow(0)
+    settle(docker, lambda: not docker.controller.busy and docker.history.count() == 1)
+    assert layer_names(document).count("ArtForge") == 1, f"layers {layer_names(document)}; status: {docker.status.text()}"
+    assert docker.progress.value() == 100 and docker.status.text() == "Done", (docker.progress.value(), docker.status.text())
     docker.apply_button.click()
-    names = [node.name() for node in document.rootNode().childNodes()]
-    assert names.count("ArtForge") == 2, f"Apply again did not paste: {names}"
-    return f"{docker.status.text()} history: {docker.history.item(0).text()}"
+    assert layer_names(document).count("ArtForge") == 2, f"Apply again did not paste: {layer_names(document)}"
+    return f"{docker.status.text()} history: {docker.history.itemText(0)}"
+
+
+@check
+def a_stale_message_never_overwrites_a_newer_one():
+    docker, document = docker_on_a_document()
+    docker.action_buttons["generate"].click()
+    settle(docker, lambda: not docker.controller.busy)
+    assert docker.status.text() == "Done", docker.status.text()
+    seen = []
+    # Fill without a selection is refused at once; the finished job's "Done" must not come back.
+    docker.action_buttons["fill"].click()
+    for _ in range(10):
+        docker.poll()
+        seen.append(docker.status.text())
+        time.sleep(0.02)
+    assert set(seen) == {"Fill repaints the selection: select the area to fill first."}, seen
+    # Test Connection to a dead address after that finished job, then to the right one.
+    docker.open_server_settings()
+    docker.server.address.setText(os.environ["ARTFORGE_UNREACHABLE"])
+    docker.server.test_button.click()
+    settle(docker, lambda: "connection" not in docker.side_jobs, 30)
+    dead = docker.status.text()
+    assert dead.startswith("Cannot reach the ArtForge server at"), dead
+    assert docker.server.result.text() == dead, docker.server.result.text()
+    docker.server.address.setText(os.environ["ARTFORGE_ADDRESS"])
+    docker.server.test_button.click()
+    settle(docker, lambda: "connection" not in docker.side_jobs, 30)
+    docker.server.accept()
+    assert docker.status.text().startswith("Connected to ArtForge"), docker.status.text()
+    # An empty prompt for Help: the hint, not the connection's message.
+    docker.prompt.setPlainText("")
+    docker.help_button.click()
+    docker.poll()
+    assert docker.status.text().startswith("Write a few words first"), docker.status.text()
+    document.close()
+    return f"{seen[0]} / {dead}"
+
+
+@check
+def a_seed_above_2_31_round_trips():
+    seed = 2**63 + 12345  # above the old Seed box's 2147483647, and above the server's own picks (2^63)
+    docker, document = docker_on_a_document()
+    docker.seed.setText(str(seed))
+    docker.action_buttons["generate"].click()
+    settle(docker, lambda: not docker.controller.busy)
+    assert docker.controller.job.request.seed == seed, docker.controller.job.request.seed
+    assert docker.controller.history[0].seed == seed, f"the server made seed {docker.controller.history[0].seed}"
+    assert str(seed) in docker.history.itemText(0), docker.history.itemText(0)
+    docker.seed.setText("")
+    docker.history.setCurrentIndex(0)
+    docker.seed_button.click()
+    assert docker.seed.text() == str(seed), docker.seed.text()
+    docker.seed.setText(str(2**64))
+    docker.action_buttons["generate"].click()
+    assert "above the largest seed" in docker.status.text() and not docker.controller.busy, docker.status.text()
+    document.close()
+    return docker.history.itemText(0)
+
+
+@check
+def progress_resets_on_cancel():
+    docker, document = docker_on_a_document()
+    docker.steps.setValue(50)
+    docker.action_buttons["generate"].click()
+    settle(docker, lambda: docker.progress.value() > 0)
+    assert "%" in docker.status.text(), docker.status.text()
+    docker.cancel_button.click()
+    settle(docker, lambda: not docker.controller.busy)
+    assert docker.controller.job.state.snapshot().phase.value == "cancelled", docker.status.text()
+    assert docker.progress.value() == 0, f"the progress bar stayed at {docker.progress.value()}%"
+    assert docker.status.text() == "Cancelled", docker.status.text()
+    document.close()
+    return docker.status.text()
 
 
 def run(*_args: object) -> None:

@@ -190,9 +190,10 @@ class Client:
 
     # -- server ---------------------------------------------------------------------------
 
-    def server_info(self) -> server_pb2.ServerInfo:
-        """Also the cheapest way to test a connection and a token."""
-        return self._unary(self._stub.GetServerInfo, server_pb2.GetServerInfoRequest())
+    def server_info(self, style_previews: bool = False) -> server_pb2.ServerInfo:
+        """Also the cheapest way to test a connection and a token. `style_previews` fills each
+        style's preview_png (about 1 MB in all)."""
+        return self._unary(self._stub.GetServerInfo, server_pb2.GetServerInfoRequest(include_style_previews=style_previews))
 
     def list_models(self, kind: int = server_pb2.MODEL_KIND_UNSPECIFIED) -> list[server_pb2.ModelInfo]:
         return list(self._unary(self._stub.ListModels, server_pb2.ListModelsRequest(kind=kind)).models)

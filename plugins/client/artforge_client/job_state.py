@@ -185,7 +185,9 @@ class JobState:
                 fraction = progress.step / progress.total_steps if progress.total_steps else 0.0
                 message = progress.message or _PHASE_MESSAGES.get(progress.phase, "Working")
                 if progress.total_steps:
-                    message = f"{message} {progress.step}/{progress.total_steps}"
+                    # A share, not "step/total": the server counts the steps it runs, which some
+                    # schedulers make one more than the artist asked for, and img2img fewer.
+                    message = f"{message} {round(fraction * 100)}%"
                 return self.progressed(fraction, message)
             case "text":
                 return self.add_text(event.text.text, event.text.completion_tokens)
@@ -273,7 +275,8 @@ def run_stream(state: JobState, start: Callable[[], JobStream], address: str, re
     requests, and leave `state` finished whatever happens. Never raises.
 
     `result(stream)` builds what succeed() hands the main thread (for example stream.images);
-    it runs on the worker, before the finished event is applied. The caller calls begin() first."""
+    it runs on the worker, before the finished event is applied, and raises ValueError with a
+    sentence for the artist when what came back cannot be used. The caller calls begin() first."""
     try:
         if state.cancel_requested:
             state.cancelled()
@@ -282,8 +285,13 @@ def run_stream(state: JobState, start: Callable[[], JobStream], address: str, re
         # Dropping the call is local and instant, and the server cancels a job whose caller left.
         state.attach_canceller(stream.disconnect)
         for event in stream:
-            is_finish = event.WhichOneof("event") == "finished"
-            value = result(stream) if is_finish and result is not None else None
+            value = None
+            if event.WhichOneof("event") == "finished" and result is not None and event.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED:
+                try:
+                    value = result(stream)
+                except ValueError as error:
+                    state.fail(str(error))
+                    return
             state.apply_event(event, address, value)
         if not state.snapshot().phase.finished:
             state.fail("The server ended the job without a result: try again.")

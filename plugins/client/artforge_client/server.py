@@ -6,7 +6,7 @@ Krita's kritarc) and run Test Connection the same way, on a worker thread into a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from artforge_client.client import DEFAULT_ADDRESS, Client
@@ -33,9 +33,12 @@ class ServerSummary:
     address: str
     models: list[str]  # every model, text and image
     image_models: list[str]
-    styles: list[str]  # stylize styles, by index
+    styles: list[str]  # stylize styles, by index: measured names ("3: dark vivid blue and black, busy strokes")
     images_available: bool
     stylize_available: bool
+    # One PNG per style, by index (the server's reference picture in that style, 128 x 128);
+    # empty when the server sent none (no style models, or a server older than the previews).
+    style_previews: list[bytes] = field(default_factory=list)
 
     @property
     def sentence(self) -> str:
@@ -47,22 +50,25 @@ class ServerSummary:
         return " ".join(parts)
 
 
-def check_connection(client: Client, state: JobState) -> None:
+def check_connection(client: Client, state: JobState, style_previews: bool = False) -> None:
     """The worker side of Test Connection: `state` (begun) succeeds with a ServerSummary, or fails
-    with a sentence. Never raises."""
+    with a sentence. Never raises. `style_previews` asks for the styles' pictures too (about 1 MB)."""
     try:
-        info = client.server_info()
+        info = client.server_info(style_previews=style_previews)
         models = client.list_models()
     except Exception as error:  # the artist gets a sentence, not a traceback
         state.fail(describe_error(error, client.address))
         return
+    styles = sorted(info.styles, key=lambda s: s.index)
+    previews = [style.preview_png for style in styles]
     summary = ServerSummary(
         version=info.server_version,
         address=client.address,
         models=[model.name for model in models],
         image_models=[model.name for model in models if model.kind == server_pb2.MODEL_KIND_IMAGE],
-        styles=[style.name for style in sorted(info.styles, key=lambda s: s.index)],
+        styles=[style.name for style in styles],
         images_available=info.images_available,
         stylize_available=info.stylize_available,
+        style_previews=previews if all(previews) else [],
     )
     state.succeed(summary, summary.sentence)

@@ -1,28 +1,38 @@
-"""The ArtForge docker and the menu actions (Qt widgets; talks to Krita through krita_adapter).
+"""The ArtForge docker, its server settings dialog and the menu actions (Qt widgets; Krita through krita_adapter).
 
-A QTimer on the main thread polls the running jobs; no call here waits on the network.
+A QTimer on the main thread polls the running jobs; no call here waits on the network. The
+docker is small enough to dock in Krita's default layout with every control in view (about
+260 x 360 px: the fields two to a row, the history one line, the server settings in their own
+dialog); Qt's dock layout then gives it that much under Layers and Brush Presets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from krita import DockWidget, Extension, Krita
-from PyQt5.QtCore import QTimer
+from PyQt5.QtCore import QRegularExpression, QSize, Qt, QTimer
+from PyQt5.QtGui import QIcon, QPixmap, QRegularExpressionValidator
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
-    QGroupBox,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -30,12 +40,84 @@ from PyQt5.QtWidgets import (
 import artforge_krita
 
 if TYPE_CHECKING:
-    from artforge_client.server import ServerSummary
-    from artforge_krita.jobs import Params
+    from artforge_client.server import ServerSettings, ServerSummary
+    from artforge_krita.jobs import LayerResult, Params
 
 DOCKER_ID = "artforge_docker"
 POLL_MS = 100
 ACTIONS = ("generate", "refine", "fill", "stylize")
+ACTION_TIPS = {
+    "generate": "A new layer from the prompt, over the selection's bounds or the whole canvas",
+    "refine": "Image to image from the Source, with the prompt; Strength 0 keeps it",
+    "fill": "Repaint the selection with the prompt; every other pixel keeps its value",
+    "stylize": "The Source in the chosen style",
+}
+SERVER_DEFAULT = "Server default"
+STYLE_ICON = QSize(24, 24)
+STYLE_PREVIEW = QSize(64, 64)
+
+
+class ServerDialog(QDialog):
+    """Address, token, TLS and CA certificate, with Test Connection; the docker's ⚙ button opens it."""
+
+    def __init__(self, docker: ArtForgeDocker) -> None:
+        super().__init__(docker)
+        self.setWindowTitle("ArtForge Server")
+        self.docker = docker
+        form = QFormLayout(self)
+        self.address = QLineEdit()
+        self.address.setPlaceholderText("host:port, e.g. 127.0.0.1:50051")
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("only if the server asks for one")
+        self.tls = QCheckBox("TLS")
+        self.certificate = QLineEdit()
+        self.certificate.setPlaceholderText("CA certificate (PEM), for self-signed servers")
+        browse = _button("…", "Choose the CA certificate file", self._browse)
+        certificate_row = QHBoxLayout()
+        certificate_row.addWidget(self.certificate, 1)
+        certificate_row.addWidget(browse)
+        self.test_button = QPushButton("Test Connection")
+        self.test_button.clicked.connect(docker.test_connection)
+        self.result = QLabel("")
+        self.result.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow("Address", self.address)
+        form.addRow("Token", self.token)
+        form.addRow("", self.tls)
+        form.addRow("Certificate", certificate_row)
+        form.addRow(self.test_button)
+        form.addRow(self.result)
+        form.addRow(buttons)
+        self.setMinimumWidth(420)
+
+    def show_settings(self, settings: ServerSettings) -> None:
+        self.address.setText(settings.address)
+        self.token.setText(settings.token)
+        self.tls.setChecked(settings.tls)
+        self.certificate.setText(settings.certificate)
+
+    def settings(self) -> ServerSettings:
+        return self.docker._jobs.ServerSettings(
+            self.address.text().strip(), self.token.text().strip(), self.tls.isChecked(), self.certificate.text().strip()
+        )
+
+    def open_with(self, settings: ServerSettings) -> None:
+        self.show_settings(settings)
+        self.result.setText("")
+        self.show()
+        self.raise_()
+
+    def accept(self) -> None:
+        self.docker.apply_settings(self.settings())
+        super().accept()
+
+    def _browse(self) -> None:
+        path = QFileDialog.getOpenFileName(self, "CA certificate", self.certificate.text(), "PEM (*.pem *.crt);;All files (*)")[0]
+        if path:
+            self.certificate.setText(path)
 
 
 class ArtForgeDocker(DockWidget):
@@ -45,6 +127,8 @@ class ArtForgeDocker(DockWidget):
         root = QWidget(self)
         self.setWidget(root)
         layout = QVBoxLayout(root)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(4)
         if artforge_krita.PROBLEM:
             message = QLabel(artforge_krita.PROBLEM)
             message.setWordWrap(True)
@@ -52,129 +136,158 @@ class ArtForgeDocker(DockWidget):
             return
         # Imported here, not at the top: these need the bundled grpcio, which may be missing.
         from artforge_krita import jobs, krita_adapter
+        from artforge_krita.status import StatusLine
 
         self._jobs, self._adapter = jobs, krita_adapter
         self.controller = krita_adapter.Controller()
         self.side_jobs: dict[str, jobs.Job] = {}  # prompt help and connection tests, beside the image job
+        self.status_line = StatusLine()
+        self._helping = ""  # the idea Help me write this is working on
+        self._helped: tuple[str, str] | None = None  # the last idea it answered, and the prompt it wrote
         self._build(layout)
+        self.server = ServerDialog(self)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.poll)
         self._timer.start(POLL_MS)
+        self.test_connection()  # fills the model and style lists, and says at once if the server is unreachable
 
     # -- widgets ----------------------------------------------------------------------------------
 
     def _build(self, layout: QVBoxLayout) -> None:
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("What to paint")
-        self.prompt.setMaximumHeight(90)
-        self.help_button = QPushButton("Help me write this")
-        self.help_button.clicked.connect(self.expand_prompt)
+        self.prompt.setFixedHeight(self.prompt.fontMetrics().lineSpacing() * 3 + 12)
+        self.help_button = _button(
+            "Help me write this", "Turn a few words into a detailed prompt, with the server's text model", self.expand_prompt, wide=True
+        )
+        self.server_button = _button("Server", "Server address, token and TLS; Test Connection", self.open_server_settings)
+        self.server_button.setIcon(Krita.instance().icon("configure"))
+        self.server_button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        top = QHBoxLayout()
+        top.addWidget(self.help_button, 1)
+        top.addWidget(self.server_button)
         layout.addWidget(self.prompt)
-        layout.addWidget(self.help_button)
+        layout.addLayout(top)
 
-        form = QFormLayout()
         self.model = QComboBox()
-        self.model.setEditable(True)
-        self.model.setToolTip("Empty: the server's default image model")
+        self.model.addItem(SERVER_DEFAULT, "")
+        self.model.setToolTip("The image model; Server default: the one the server is configured with")
+        self.style = QComboBox()
+        self.style.setIconSize(STYLE_ICON)
+        self.style.view().setIconSize(STYLE_PREVIEW)  # the open list shows the previews big enough to compare
+        self.style.setToolTip("Stylize: the built-in style (listed when the server is reached)")
         self.steps = QSpinBox()
         self.steps.setRange(0, 150)
         self.steps.setValue(20)
-        self.steps.setSpecialValueText("model default")
+        self.steps.setSpecialValueText("default")
+        self.steps.setToolTip("Denoising steps; default: the model's own (few-step models want about 4)")
         self.strength = QDoubleSpinBox()
         self.strength.setRange(0.0, 1.0)
         self.strength.setSingleStep(0.05)
         self.strength.setValue(0.5)
-        self.seed = QSpinBox()
-        self.seed.setRange(-1, 2**31 - 1)
-        self.seed.setValue(-1)
-        self.seed.setSpecialValueText("random")
-        self.style = QComboBox()
+        self.strength.setToolTip("Refine and Fill: 0 keeps the layer, 1 ignores it. Stylize: how much of the style")
+        self.seed = QLineEdit()
+        self.seed.setPlaceholderText("random")
+        self.seed.setValidator(QRegularExpressionValidator(QRegularExpression("[0-9]{0,20}"), self.seed))
+        self.seed.setToolTip("The same seed and settings give the same picture; empty: a new one each time")
         self.source = QComboBox()
-        self.source.addItems(["Current layer", "Visible canvas"])
-        for label, widget in (
-            ("Model", self.model),
-            ("Steps", self.steps),
-            ("Strength", self.strength),
-            ("Seed", self.seed),
-            ("Style", self.style),
-            ("Source", self.source),
-        ):
-            form.addRow(label, widget)
-        layout.addLayout(form)
+        self.source.addItems(["Layer", "Canvas"])
+        self.source.setToolTip("What Refine, Fill and Stylize start from: the current layer or the visible canvas")
+        # Krita's default layout leaves a docker about 260 px wide: no row may need more.
+        for widget in (self.model, self.style, self.source):
+            widget.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            widget.setMinimumContentsLength(4)
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(4)
+        grid.setVerticalSpacing(4)
+        rows = (
+            (("Model", self.model),),
+            (("Style", self.style),),
+            (("Steps", self.steps), ("Strength", self.strength)),
+            (("Seed", self.seed), ("Source", self.source)),
+        )
+        for row, fields in enumerate(rows):
+            for column, (label, widget) in enumerate(fields):
+                grid.addWidget(QLabel(label), row, column * 2)
+                grid.addWidget(widget, row, column * 2 + 1, 1, 3 if len(fields) == 1 else 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        layout.addLayout(grid)
 
         buttons = QHBoxLayout()
+        buttons.setSpacing(2)
         self.action_buttons = {}
         for action in ACTIONS:
-            button = QPushButton(action.capitalize())
-            button.clicked.connect(lambda _checked=False, a=action: self.run(a))
+            button = _button(action.capitalize(), ACTION_TIPS[action], lambda _checked=False, a=action: self.run(a), wide=True)
             buttons.addWidget(button)
             self.action_buttons[action] = button
         layout.addLayout(buttons)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        layout.addWidget(self.cancel_button)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
+        self.cancel_button = _button("Cancel", "Stop the running job (and Help me write this)", self.cancel, wide=True)
+        running = QHBoxLayout()
+        running.addWidget(self.progress, 1)
+        running.addWidget(self.cancel_button)
+        layout.addLayout(running)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        layout.addWidget(self.progress)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.status)
 
-        self.history = QListWidget()
-        self.history.setMaximumHeight(100)
-        self.apply_button = QPushButton("Apply again")
-        self.apply_button.clicked.connect(self.apply_history)
-        layout.addWidget(QLabel("History"))
-        layout.addWidget(self.history)
-        layout.addWidget(self.apply_button)
-
-        settings = self.controller.settings
-        box = QGroupBox("Server")
-        server = QFormLayout(box)
-        self.address = QLineEdit(settings.address)
-        self.token = QLineEdit(settings.token)
-        self.token.setEchoMode(QLineEdit.Password)
-        self.tls = QCheckBox("TLS")
-        self.tls.setChecked(settings.tls)
-        self.certificate = QLineEdit(settings.certificate)
-        self.certificate.setPlaceholderText("CA certificate (PEM), for self-signed servers")
-        self.test_button = QPushButton("Test Connection")
-        self.test_button.clicked.connect(self.test_connection)
-        for label, widget in (("Address", self.address), ("Token", self.token), ("", self.tls), ("Certificate", self.certificate)):
-            server.addRow(label, widget)
-        server.addRow(self.test_button)
-        layout.addWidget(box)
+        self.history = QComboBox()
+        self.history.setPlaceholderText("History: no results yet")
+        self.history.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.history.setMinimumWidth(60)  # its placeholder would otherwise set the docker's width
+        self.history.setToolTip("The last results of this session, newest first")
+        self.apply_button = _button("Apply again", "Paste this result again as a new layer", self.apply_history)
+        self.seed_button = _button(
+            "Use seed", "Put this result's seed in the Seed box, to make it again with other settings", self.reuse_seed
+        )
+        history = QHBoxLayout()
+        history.addWidget(self.history, 1)
+        history.addWidget(self.apply_button)
+        history.addWidget(self.seed_button)
+        layout.addLayout(history)
         layout.addStretch(1)
 
     def canvasChanged(self, canvas: object) -> None:
         pass  # every action reads the active document when it starts
 
+    def _say(self, message: str) -> None:
+        self.status_line.say(message)
+        self._show_status()
+
+    def _show_status(self) -> None:
+        if self.status.text() != self.status_line.text:
+            self.status.setText(self.status_line.text)
+
     # -- actions ----------------------------------------------------------------------------------
 
     def params(self) -> Params:
+        """Refused when a field cannot be used (the Seed box takes any 64-bit seed)."""
         return self._jobs.Params(
             prompt=self.prompt.toPlainText().strip(),
-            model=self.model.currentText().strip(),
+            model=self.model.currentData() or "",
             steps=self.steps.value(),
             strength=self.strength.value(),
-            seed=self.seed.value(),
+            seed=self._jobs.parse_seed(self.seed.text()),
             style_index=max(self.style.currentIndex(), 0),
         )
 
-    def _apply_settings(self) -> None:
-        settings = self._jobs.ServerSettings(
-            self.address.text().strip(), self.token.text().strip(), self.tls.isChecked(), self.certificate.text().strip()
-        )
+    def apply_settings(self, settings: ServerSettings) -> None:
         if settings != self.controller.settings:
             self._adapter.save_settings(settings)
             self.controller.settings = settings
 
+    def open_server_settings(self) -> None:
+        self.server.open_with(self.controller.settings)
+
     def run(self, action: str) -> None:
-        self._apply_settings()
         try:
             self.controller.start(action, self.params(), visible=self.source.currentIndex() == 1)
         except self._jobs.Refused as refusal:
-            self.status.setText(str(refusal))
+            self._say(str(refusal))
+        self.poll()
 
     def cancel(self) -> None:
         self.controller.cancel()
@@ -182,76 +295,118 @@ class ArtForgeDocker(DockWidget):
             job.state.request_cancel()
 
     def expand_prompt(self) -> None:
-        self._apply_settings()
         idea = self.prompt.toPlainText().strip()
         if not idea:
-            self.status.setText("Write a few words first; ArtForge turns them into a detailed prompt.")
+            self._say("Write a few words first; ArtForge turns them into a detailed prompt.")
             return
+        if self._helped is not None and idea == self._helped[1]:
+            idea = self._helped[0]  # pressed again on its own answer: another answer for the same idea
         self.side_jobs["prompt"] = self._jobs.start_prompt_expand(self.controller.settings, idea)
+        self._helping = idea
+        self.poll()
 
     def test_connection(self) -> None:
-        self._apply_settings()
+        """With the dialog's fields while it is open (and saves them), else with the saved settings."""
+        if self.server.isVisible():
+            self.apply_settings(self.server.settings())
         self.side_jobs["connection"] = self._jobs.start_connection_test(self.controller.settings)
+        self.poll()
 
     def apply_history(self) -> None:
-        row = self.history.currentRow()
-        if row < 0 or row >= len(self.controller.history):
-            self.status.setText("Pick a result in the history first.")
+        entry = self._history_entry()
+        if entry is None:
             return
         try:
-            self.controller.paste(self.controller.history[row])
+            self.controller.paste(entry)
         except self._jobs.Refused as refusal:
-            self.status.setText(str(refusal))
+            self._say(str(refusal))
+
+    def reuse_seed(self) -> None:
+        entry = self._history_entry()
+        if entry is not None:
+            self.seed.setText(str(entry.seed))
+
+    def _history_entry(self) -> LayerResult | None:
+        """The result picked in the history, or None (and the status says to pick one)."""
+        row = self.history.currentIndex()
+        if row < 0 or row >= len(self.controller.history):
+            self._say("Pick a result in the history first.")
+            return None
+        return self.controller.history[row]
 
     # -- the timer --------------------------------------------------------------------------------
 
     def poll(self) -> None:
         for name, job in list(self.side_jobs.items()):
+            self.status_line.watch(name, job)
             snapshot = job.state.snapshot()
+            if name == "connection" and self.server.isVisible():
+                self.server.result.setText(snapshot.message)
             if not snapshot.phase.finished:
-                self.status.setText(snapshot.message)
                 continue
             del self.side_jobs[name]
-            self.status.setText(snapshot.message)
             if snapshot.result is None:
                 continue
             if name == "prompt":
                 self.prompt.setPlainText(snapshot.result)
+                self._helped = (self._helping, snapshot.result)
             else:
                 self._show_server(snapshot.result)
+        self.status_line.watch("image", self.controller.job)
         try:
             snapshot = self.controller.poll()
         except self._jobs.Refused as refusal:  # the result could not be pasted; it stays in the history
-            self.status.setText(str(refusal))
+            self.status_line.say(str(refusal))
             snapshot = self.controller.job.state.snapshot()
+        self._show_status()
         busy = self.controller.busy
         for button in self.action_buttons.values():
             button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy or bool(self.side_jobs))
         if snapshot is None:
             return
-        self.progress.setValue(round(snapshot.progress * 100))
-        if snapshot.phase.active or not self.side_jobs:
-            self.status.setText(snapshot.message)
-        if self.history.count() != len(self.controller.history) or snapshot.phase.finished:
-            labels = self.controller.history.labels()
-            if [self.history.item(i).text() for i in range(self.history.count())] != labels:
-                self.history.clear()
-                self.history.addItems(labels)
+        # Only a running job or a result has progress to show: a cancelled or failed job goes back to 0.
+        shown = snapshot.progress if snapshot.phase.active or snapshot.result is not None else 0.0
+        self.progress.setValue(round(shown * 100))
+        labels = self.controller.history.labels()
+        if [self.history.itemText(i) for i in range(self.history.count())] != labels:
+            self.history.clear()
+            self.history.addItems(labels)
+            self.history.setCurrentIndex(0 if labels else -1)
 
     def _show_server(self, summary: ServerSummary) -> None:
-        current_style = self.style.currentIndex()
+        style = self.style.currentIndex()
         self.style.clear()
-        self.style.addItems(summary.styles)
-        self.style.setCurrentIndex(min(max(current_style, 0), len(summary.styles) - 1))
-        model = self.model.currentText()
+        previews = summary.style_previews
+        for index, name in enumerate(summary.styles):
+            pixmap = QPixmap()
+            if index < len(previews) and pixmap.loadFromData(previews[index], "PNG"):
+                self.style.addItem(QIcon(pixmap), name)
+            else:
+                self.style.addItem(name)
+        self.style.setCurrentIndex(min(max(style, 0), len(summary.styles) - 1))
+        model = self.model.currentData() or ""
         self.model.clear()
-        self.model.addItems(["", *summary.image_models])
-        self.model.setCurrentText(model)
+        self.model.addItem(SERVER_DEFAULT, "")
+        for name in summary.image_models:
+            self.model.addItem(name, name)
+        self.model.setCurrentIndex(max(self.model.findData(model), 0))
+
+
+def _button(text: str, tip: str, clicked: Callable[..., None], wide: bool = False) -> QToolButton:
+    """A tool button: no wider than its text needs, since QPushButton's minimum of 80 px in Krita's
+    styles would make the docker wider than Krita's default dock column; `wide` ones share their row."""
+    button = QToolButton()
+    button.setText(text)
+    button.setToolTip(tip)
+    button.clicked.connect(clicked)
+    if wide:
+        button.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
+    return button
 
 
 class ArtForgeExtension(Extension):
-    """Menu entries (Tools > Scripts) that run the docker's actions, so they can get shortcuts."""
+    """Menu entries (Tools > Scripts > ArtForge: Generate ...) that run the docker's actions, so they can get shortcuts."""
 
     def setup(self) -> None:
         pass
@@ -263,6 +418,7 @@ class ArtForgeExtension(Extension):
 
     def _run(self, action: str) -> None:
         window = Krita.instance().activeWindow()
-        docker = next((d for d in (window.dockers() if window else []) if isinstance(d, ArtForgeDocker)), None)
-        if docker is not None and not artforge_krita.PROBLEM:
+        # Each window has its own docker; Krita names a docker's QDockWidget after its factory's id.
+        docker = window.qwindow().findChild(QDockWidget, DOCKER_ID) if window is not None else None
+        if isinstance(docker, ArtForgeDocker) and not artforge_krita.PROBLEM:
             docker.run(action)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from artforge_client import Client, JobStream
+from artforge_client import Client, JobStream, prompt_help
 from artforge_client.job_state import JobState, run_stream
 from artforge_client.server import ServerSettings, check_connection
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
@@ -20,7 +20,20 @@ from artforge_krita import pixels
 from artforge_krita.pixels import PixelFormat, Refused
 
 PREVIEW_EVERY = 2  # steps between previews: each costs the worker a decode and a conversion
-PROMPT_EXPAND_TOKENS = 120
+MAX_SEED = 2**64 - 1  # GenerateImageRequest.seed is a uint64; the server's own picks reach 2^63
+
+
+def parse_seed(text: str) -> int:
+    """The Seed box's text as a seed: empty means random (-1); any whole number up to MAX_SEED."""
+    text = text.strip()
+    if not text:
+        return -1
+    if not (text.isascii() and text.isdigit()):
+        raise Refused(f"Seed: '{text}' is not a whole number; leave it empty for a random seed.")
+    seed = int(text)
+    if seed > MAX_SEED:
+        raise Refused(f"Seed: {text} is above the largest seed, {MAX_SEED}.")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -246,22 +259,22 @@ def start_image_job(settings: ServerSettings, request: image_pb2.GenerateImageRe
 
 
 def start_prompt_expand(settings: ServerSettings, idea: str) -> Job:
-    """ "Help me write this": the server's prompt_expand task; on success the state's result is the prompt."""
+    """ "Help me write this" (artforge_client.prompt_help): on success the state's result is the prompt."""
     job = Job(settings, "prompt")
 
     def work(client: Client) -> None:
-        def submit() -> JobStream:
-            return client.generate_text(idea, task="prompt_expand", max_tokens=PROMPT_EXPAND_TOKENS)
+        def prompt(stream: JobStream) -> str:
+            return prompt_help.prompt_from_reply(idea, stream.finished.text)
 
-        run_stream(job.state, submit, settings.address, result=lambda stream: stream.finished.text.strip())
+        run_stream(job.state, lambda: prompt_help.start(client, idea), settings.address, result=prompt)
 
     return job._start(work)
 
 
 def start_connection_test(settings: ServerSettings) -> Job:
-    """Test Connection (and the style and model lists): on success the state's result is a ServerSummary."""
+    """Test Connection (and the style and model lists, with the styles' previews): on success the state's result is a ServerSummary."""
     job = Job(settings, "connection")
-    return job._start(lambda client: check_connection(client, job.state))
+    return job._start(lambda client: check_connection(client, job.state, style_previews=True))
 
 
 # -- history -------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ Samples = bytes | bytearray | array
 _DEPTHS = {"U8": (1, "B", 255), "U16": (2, "H", 65535), "F16": (2, None, None), "F32": (4, "f", None)}
 
 
-class Refused(Exception):
-    """A document or request the plugin cannot handle; the message is one sentence for the artist."""
+class Refused(ValueError):
+    """A document, request or result the plugin cannot handle; the message is one sentence for the
+    artist (a ValueError, so that run_stream fails a job with it as it is)."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from artforge import __version__
 from artforge.api import convert
 from artforge.api.auth import TokenAuth
 from artforge.app import App
-from artforge.engines.stylize import STYLE_NAMES
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.jobs.job import Job
 from artforge.runtimes.devices import describe_device
@@ -39,6 +38,9 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
 
     async def GetServerInfo(self, request: server_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext) -> server_pb2.ServerInfo:
         app, limits = self.app, self.app.config.limits
+        # The first call renders the style previews (under a second); later ones find them made.
+        styles = await asyncio.to_thread(app.stylize.styles)
+        previews = request.include_style_previews
         return server_pb2.ServerInfo(
             server_version=__version__,
             api_version="v1",
@@ -60,7 +62,7 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
             default_text_model=app.registry.default_name("text"),
             default_image_model=app.registry.default_name("image"),
             schedulers=list(SCHEDULERS),
-            styles=[server_pb2.Style(index=i, name=name) for i, name in enumerate(STYLE_NAMES)],
+            styles=[server_pb2.Style(index=s.index, name=s.name, preview_png=s.preview_png if previews else b"") for s in styles],
             images_available=bool(app.registry.list("image")),
             stylize_available=app.stylize.available(),
             queue_length=app.scheduler.queue_length,

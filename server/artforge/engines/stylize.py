@@ -18,12 +18,17 @@ tiles keep the look closest to one piece). The style-image network has a fixed 3
 it works in 384-pixel tiles on the image scaled to at most 768 pixels on its long side, and the
 result is scaled back up (Lanczos), so big images come out softer in that mode.
 The output is deterministic: the same request gives the same pixels.
+
+The built-in styles are told apart by a preview and a measured name each (style_catalog.py): the
+network renders a reference picture once per server, on the CPU, the first time they are asked for.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +37,15 @@ import numpy as np
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
+from artforge.engines.style_catalog import PREVIEW_SIZE, reference_picture, style_names
 from artforge.errors import ArtForgeError, ErrorCode, invalid
-from artforge.images import resize, to_rgb
+from artforge.images import encode_png, provenance_text, resize, to_rgb
 from artforge.models.embedded import STYLE_TRANSFER, PackagedModel, is_fetched
 from artforge.runtimes.onnx import OnnxModel, OnnxSessions
 
 log = logging.getLogger(__name__)
 
 NUM_STYLES = 26
-# The networks were published without names for their styles (the package says so too), so the
-# styles are known by their index; ServerInfo.styles lists these.
-STYLE_NAMES: list[str] = [f"style {i}" for i in range(NUM_STYLES)]
 
 MIN_SIDE = 32  # the networks work at a quarter of the size inside; smaller images have no room for a stroke
 MIN_TILE = 128
@@ -79,6 +82,15 @@ class StylizeRequest:
     # Tile edge for built-in styles, 128..2048 (0: 1536). The style-image network always works
     # in its fixed 384-pixel tiles, so there it is checked but has no effect.
     tile_size: int = 0
+
+
+@dataclass(frozen=True)
+class Style:
+    """A built-in style as ServerInfo lists it."""
+
+    index: int
+    name: str  # measured ("3: dark vivid blue and black, busy strokes"), or "style 3" without the models
+    preview_png: bytes = b""  # the reference picture in this style, PREVIEW_SIZE square; empty without the models
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,13 @@ def _check_pixels(name: str, pixels: np.ndarray, limits: Limits) -> np.ndarray:
     if not np.isfinite(pixels).all():
         raise invalid(name, "holds NaN or infinite values")
     return np.clip(pixels, 0.0, 1.0)
+
+
+def _one_hot(index: int) -> np.ndarray:
+    """The style weights that pick one built-in style."""
+    weights = np.zeros(NUM_STYLES, np.float32)
+    weights[index] = 1.0
+    return weights
 
 
 def _style_input(rgb: np.ndarray) -> np.ndarray:
@@ -208,6 +227,14 @@ def _pad_to(x: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(x, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
 
 
+def _multistyle(network: OnnxModel, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """multistyle26.onnx on H x W x 3 pixels, padded to its multiple of 4 and cropped back."""
+    height, width = rgb.shape[:2]
+    padded = _pad_to(rgb, height + (-height) % 4, width + (-width) % 4)
+    out = network.run({"image": padded.transpose(2, 0, 1)[None], "style_weights": weights})[0][0]
+    return out.transpose(1, 2, 0)[:height, :width]
+
+
 # -- the engine -----------------------------------------------------------------------------------
 
 
@@ -219,12 +246,40 @@ class StylizeEngine:
         self.limits = limits
         # Three network files per style model.
         self._sessions = OnnxSessions(3 * max(1, max_loaded))
+        self._styles: list[Style] | None = None  # rendered once, on first use
+        self._styles_lock = threading.Lock()  # ServerInfo calls come on several threads at once
 
     # -- models ---------------------------------------------------------------------------
 
     def available(self) -> bool:
         """True when the built-in style models are fetched (ServerInfo.stylize_available)."""
         return is_fetched(STYLE_TRANSFER, self.models_dir)
+
+    def styles(self) -> list[Style]:
+        """The built-in styles with measured names and previews (ServerInfo.styles). Rendered on the
+        first call, in about half a second on two CPU cores, then kept. While the style models are
+        missing or broken: index-only names, no previews, and another try at the next call."""
+        with self._styles_lock:
+            if self._styles is None and self.available():
+                try:
+                    self._styles = self._render_styles()
+                except Exception as exc:  # ServerInfo answers even when the model files are broken
+                    log.warning("could not render the style previews: %s", exc)
+            return self._styles or [Style(i, f"style {i}") for i in range(NUM_STYLES)]
+
+    def _render_styles(self) -> list[Style]:
+        started = time.perf_counter()
+        # A session of its own on the CPU, dropped afterwards: made once, the previews must neither
+        # wait behind a device's job nor count as a loaded model.
+        network = OnnxModel(STYLE_TRANSFER.file(self.models_dir, MULTISTYLE), "cpu")
+        reference = reference_picture()
+        renders = [np.clip(_multistyle(network, reference, _one_hot(i)), 0.0, 1.0) for i in range(NUM_STYLES)]
+        styles = []
+        for index, (name, render) in enumerate(zip(style_names(renders), renders, strict=True)):
+            provenance = Provenance(model=STYLE_TRANSFER.name, width=PREVIEW_SIZE, height=PREVIEW_SIZE, style=str(index))
+            styles.append(Style(index, name, encode_png(render, 8, provenance_text(provenance))))
+        log.info("rendered the %d style previews in %.2f s", NUM_STYLES, time.perf_counter() - started)
+        return styles
 
     def _package(self, model: str) -> PackagedModel:
         package = BUILTIN_MODELS.get(model or STYLE_TRANSFER.name)
@@ -279,8 +334,7 @@ class StylizeEngine:
             index = request.style_index
             if not isinstance(index, int | np.integer) or not 0 <= index < NUM_STYLES:
                 raise invalid("style_index", f"{index} is outside 0..{NUM_STYLES - 1}")
-            weights = np.zeros(NUM_STYLES, np.float32)
-            weights[index] = 1.0
+            weights = _one_hot(int(index))
             style = str(int(index))
         elif request.blend:
             weights, style = self._blend(request.blend)
@@ -355,10 +409,7 @@ class StylizeEngine:
             weights = request.weights
 
             def stylize_tile(x: np.ndarray) -> np.ndarray:
-                height, width = x.shape[:2]
-                padded = _pad_to(x, height + (-height) % 4, width + (-width) % 4)
-                out = network.run({"image": padded.transpose(2, 0, 1)[None], "style_weights": weights})[0][0]
-                return out.transpose(1, 2, 0)[:height, :width]
+                return _multistyle(network, x, weights)
 
         work = request.rgb
         if arbitrary:

@@ -24,31 +24,31 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61rtforge/v1/server.proto\x12\x0b\x61rtforge.v1\"\x16\n\x14GetServerInfoRequest\"\x87\x02\n\x06Limits\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x02 \x01(\r\x12\x18\n\x10max_prompt_chars\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\x11\n\tmax_queue\x18\x07 \x01(\r\x12\x13\n\x0b\x63hunk_bytes\x18\x08 \x01(\r\x12\x19\n\x11max_request_bytes\x18\t \x01(\x04\x12\x14\n\x0cmax_priority\x18\n \x01(\x05\x12\x1a\n\x12result_ttl_seconds\x18\x0b \x01(\x01\"9\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\x08\"-\n\x08TextTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"$\n\x05Style\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xc2\x03\n\nServerInfo\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12$\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x13.artforge.v1.Device\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.artforge.v1.Limits\x12$\n\x05tasks\x18\x05 \x03(\x0b\x32\x15.artforge.v1.TextTask\x12\x1a\n\x12\x64\x65\x66\x61ult_text_model\x18\x06 \x01(\t\x12\x1b\n\x13\x64\x65\x66\x61ult_image_model\x18\x07 \x01(\t\x12\x12\n\nschedulers\x18\x08 \x03(\t\x12\"\n\x06styles\x18\t \x03(\x0b\x32\x12.artforge.v1.Style\x12\x14\n\x0cqueue_length\x18\n \x01(\r\x12\x14\n\x0crunning_jobs\x18\x0b \x01(\r\x12\x15\n\rauth_required\x18\x0c \x01(\x08\x12\x18\n\x10images_available\x18\r \x01(\x08\x12\x19\n\x11stylize_available\x18\x0e \x01(\x08\x12-\n\rloaded_models\x18\x0f \x03(\x0b\x32\x16.artforge.v1.ModelInfo\"\xf2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.artforge.v1.ModelKind\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x19\n\x11\x62\x61\x63kend_requested\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x07 \x01(\t\x12\x0e\n\x06loaded\x18\x08 \x01(\x08\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x0b \x01(\r\"9\n\x11ListModelsRequest\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.artforge.v1.ModelKind\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.artforge.v1.ModelInfo*\x94\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_TEXT\x10\x01\x12\x14\n\x10MODEL_KIND_IMAGE\x10\x02\x12\x14\n\x10MODEL_KIND_STYLE\x10\x03\x12\x15\n\x11MODEL_KIND_SAFETY\x10\x04\x12\x13\n\x0fMODEL_KIND_LORA\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61rtforge/v1/server.proto\x12\x0b\x61rtforge.v1\"6\n\x14GetServerInfoRequest\x12\x1e\n\x16include_style_previews\x18\x01 \x01(\x08\"\x87\x02\n\x06Limits\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x1a\n\x12\x64\x65\x66\x61ult_max_tokens\x18\x02 \x01(\r\x12\x18\n\x10max_prompt_chars\x18\x03 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x04 \x01(\x04\x12\x11\n\tmax_steps\x18\x05 \x01(\r\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\x11\n\tmax_queue\x18\x07 \x01(\r\x12\x13\n\x0b\x63hunk_bytes\x18\x08 \x01(\r\x12\x19\n\x11max_request_bytes\x18\t \x01(\x04\x12\x14\n\x0cmax_priority\x18\n \x01(\x05\x12\x1a\n\x12result_ttl_seconds\x18\x0b \x01(\x01\"9\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04\x62usy\x18\x03 \x01(\x08\"-\n\x08TextTask\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"9\n\x05Style\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bpreview_png\x18\x03 \x01(\x0c\"\xc2\x03\n\nServerInfo\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12$\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x13.artforge.v1.Device\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.artforge.v1.Limits\x12$\n\x05tasks\x18\x05 \x03(\x0b\x32\x15.artforge.v1.TextTask\x12\x1a\n\x12\x64\x65\x66\x61ult_text_model\x18\x06 \x01(\t\x12\x1b\n\x13\x64\x65\x66\x61ult_image_model\x18\x07 \x01(\t\x12\x12\n\nschedulers\x18\x08 \x03(\t\x12\"\n\x06styles\x18\t \x03(\x0b\x32\x12.artforge.v1.Style\x12\x14\n\x0cqueue_length\x18\n \x01(\r\x12\x14\n\x0crunning_jobs\x18\x0b \x01(\r\x12\x15\n\rauth_required\x18\x0c \x01(\x08\x12\x18\n\x10images_available\x18\r \x01(\x08\x12\x19\n\x11stylize_available\x18\x0e \x01(\x08\x12-\n\rloaded_models\x18\x0f \x03(\x0b\x32\x16.artforge.v1.ModelInfo\"\xf2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.artforge.v1.ModelKind\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x19\n\x11\x62\x61\x63kend_requested\x18\x05 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x07 \x01(\t\x12\x0e\n\x06loaded\x18\x08 \x01(\x08\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x0b \x01(\r\"9\n\x11ListModelsRequest\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.artforge.v1.ModelKind\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.artforge.v1.ModelInfo*\x94\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_KIND_TEXT\x10\x01\x12\x14\n\x10MODEL_KIND_IMAGE\x10\x02\x12\x14\n\x10MODEL_KIND_STYLE\x10\x03\x12\x15\n\x11MODEL_KIND_SAFETY\x10\x04\x12\x13\n\x0fMODEL_KIND_LORA\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'artforge.v1.server_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=1295
-  _globals['_MODELKIND']._serialized_end=1443
+  _globals['_MODELKIND']._serialized_start=1348
+  _globals['_MODELKIND']._serialized_end=1496
   _globals['_GETSERVERINFOREQUEST']._serialized_start=41
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=63
-  _globals['_LIMITS']._serialized_start=66
-  _globals['_LIMITS']._serialized_end=329
-  _globals['_DEVICE']._serialized_start=331
-  _globals['_DEVICE']._serialized_end=388
-  _globals['_TEXTTASK']._serialized_start=390
-  _globals['_TEXTTASK']._serialized_end=435
-  _globals['_STYLE']._serialized_start=437
-  _globals['_STYLE']._serialized_end=473
-  _globals['_SERVERINFO']._serialized_start=476
-  _globals['_SERVERINFO']._serialized_end=926
-  _globals['_MODELINFO']._serialized_start=929
-  _globals['_MODELINFO']._serialized_end=1171
-  _globals['_LISTMODELSREQUEST']._serialized_start=1173
-  _globals['_LISTMODELSREQUEST']._serialized_end=1230
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1232
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1292
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=95
+  _globals['_LIMITS']._serialized_start=98
+  _globals['_LIMITS']._serialized_end=361
+  _globals['_DEVICE']._serialized_start=363
+  _globals['_DEVICE']._serialized_end=420
+  _globals['_TEXTTASK']._serialized_start=422
+  _globals['_TEXTTASK']._serialized_end=467
+  _globals['_STYLE']._serialized_start=469
+  _globals['_STYLE']._serialized_end=526
+  _globals['_SERVERINFO']._serialized_start=529
+  _globals['_SERVERINFO']._serialized_end=979
+  _globals['_MODELINFO']._serialized_start=982
+  _globals['_MODELINFO']._serialized_end=1224
+  _globals['_LISTMODELSREQUEST']._serialized_start=1226
+  _globals['_LISTMODELSREQUEST']._serialized_end=1283
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1285
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1345
 # @@protoc_insertion_point(module_scope)

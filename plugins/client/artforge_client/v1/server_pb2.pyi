@@ -23,8 +23,10 @@ MODEL_KIND_SAFETY: ModelKind
 MODEL_KIND_LORA: ModelKind
 
 class GetServerInfoRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("include_style_previews",)
+    INCLUDE_STYLE_PREVIEWS_FIELD_NUMBER: _ClassVar[int]
+    include_style_previews: bool
+    def __init__(self, include_style_previews: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds")
@@ -71,12 +73,14 @@ class TextTask(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class Style(_message.Message):
-    __slots__ = ("index", "name")
+    __slots__ = ("index", "name", "preview_png")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_PNG_FIELD_NUMBER: _ClassVar[int]
     index: int
     name: str
-    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+    preview_png: bytes
+    def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., preview_png: _Optional[bytes] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("server_version", "api_version", "devices", "limits", "tasks", "default_text_model", "default_image_model", "schedulers", "styles", "queue_length", "running_jobs", "auth_required", "images_available", "stylize_available", "loaded_models")
