@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sys
 import threading
 from pathlib import Path
@@ -12,12 +14,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "ble
 import grpc
 import pytest
 from artforge_blender import blockout_plan as bp
+from artforge_blender.blockout_job import PlanAttempts
 from artforge_blender.connection import address_problem, host_of, is_local
 from artforge_blender.image_jobs import (
     IMG2IMG,
+    MIN_CAPTURE_SIDE,
     STYLIZE,
     TextureSettings,
-    capture_size,
+    capture_layout,
     concept_request,
     maps_by_name,
     short_label,
@@ -141,6 +145,61 @@ def test_look_at_matches_blenders_default_camera():
     assert bp.look_at_rotation((0.0, 0.0, 10.0), (0.0, 0.0, 0.0)) == (0.0, 0.0, 0.0)  # straight down
 
 
+def view_of(camera: bp.Camera, point: tuple[float, float, float]) -> tuple[float, float]:
+    """Where `point` lands in the camera's frame: (x, y) over the half-widths, so inside is [-1, 1]."""
+    tilt, _, heading = (math.radians(a) for a in camera.rotation)  # XYZ Euler with no roll: Rz(heading) @ Rx(tilt)
+    right = (math.cos(heading), math.sin(heading), 0.0)
+    up = (-math.sin(heading) * math.cos(tilt), math.cos(heading) * math.cos(tilt), math.sin(tilt))
+    forward = (-math.sin(heading) * math.sin(tilt), math.cos(heading) * math.sin(tilt), -math.cos(tilt))
+    offset = [p - c for p, c in zip(point, camera.location, strict=True)]
+    depth = sum(o * f for o, f in zip(offset, forward, strict=True))
+    assert depth > 0, "behind the camera"
+    half = (18.0 / camera.lens, bp.FRAME_SENSOR_HEIGHT / 2 / camera.lens)
+    across, along = (sum(o * axis for o, axis in zip(offset, vector, strict=True)) / depth for vector in (right, up))
+    return (across / half[0], along / half[1])
+
+
+@pytest.mark.parametrize("shot", range(len(bp.SHOTS)))
+def test_a_plan_without_a_camera_gets_one_that_sees_every_object(shot):
+    plan = bp.validate_plan(bp.SHOTS[shot][1]).plan
+    camera = plan.camera
+    assert camera.name == "Camera" and camera.lens == bp.FRAME_LENS
+    corners = []
+    for item in plan.objects:
+        half = [s / 2 for s in item.scale]
+        for signs in itertools.product((-1, 1), repeat=3):
+            corners.append(tuple(c + sign * h for c, sign, h in zip(item.location, signs, half, strict=True)))
+    spots = [view_of(camera, corner) for corner in corners]
+    assert max(max(abs(x), abs(y)) for x, y in spots) <= 1.0, "an object is outside the frame"
+    assert max(max(abs(x), abs(y)) for x, y in spots) > 0.5, "framed far too loosely"
+    far = max(math.dist(camera.location, corner) for corner in corners)
+    assert camera.clip_end >= far, (camera.clip_end, far)
+
+
+def test_look_at_its_own_location_is_repaired_and_said():
+    plan = bp.parse_plan(
+        '{"objects": [{"type": "cube", "location": [0, 0, 1]}], "lights": [{"type": "spot", "location": [2, 2, 2], "look_at": [2, 2, 2]}],'
+        ' "camera": {"name": "Shot", "location": [1, 1, 1], "look_at": [1, 1, 1]}}'
+    ).plan
+    assert plan.camera == bp.frame_camera(plan.objects, "Shot")
+    assert plan.lights[0].rotation == (0.0, 0.0, 0.0)  # straight down
+    assert plan.notes == (
+        "lights[0].look_at was the light's own location; it shines straight down",
+        "camera.look_at was the camera's own location; the camera is framed on the objects instead",
+    )
+
+
+def test_objects_on_one_spot_are_set_side_by_side_and_said():
+    plan = bp.parse_plan(
+        '{"objects": [{"type": "cube", "name": "Table", "location": [1, 2, 3], "scale": [2, 1, 1]},'
+        ' {"type": "cube", "name": "Chair", "location": [1, 2, 3], "scale": [1, 1, 1]},'
+        ' {"type": "cone", "name": "Lamp", "location": [1, 2, 3], "scale": [0.4, 0.4, 1]},'
+        ' {"type": "plane", "name": "Floor", "location": [0, 0, 0], "scale": [9, 9, 1]}]}'
+    ).plan
+    assert [o.location for o in plan.objects] == [(1.0, 2.0, 3.0), (3.0, 2.0, 3.0), (4.2, 2.0, 3.0), (0.0, 0.0, 0.0)]
+    assert plan.notes == ("moved Chair and Lamp along x, off the spot an earlier object has",)
+
+
 def test_duplicate_names_get_blender_suffixes():
     plan = bp.parse_plan('{"objects": [{"type": "cube", "name": "Box"}, {"type": "cone", "name": "Box"}, {"type": "cube"}]}').plan
     assert [o.name for o in plan.objects] == ["Box", "Box.001", "Cube"]
@@ -167,7 +226,6 @@ def test_duplicate_names_get_blender_suffixes():
         ('{"objects": [{"type": "cube"}], "lights": [{"type": "laser"}]}', 'lights[0].type: "laser" is not one of point, sun, spot, area'),
         ('{"objects": [{"type": "cube"}], "camera": {"location": [0, 0, 5], "lens": 5}}', "camera.lens: 5 is outside [10, 300]"),
         ('{"objects": [{"type": "cube"}], "camera": {"lens": 50}}', "camera.location: is missing"),
-        ('{"objects": [{"type": "cube"}], "camera": {"location": [1, 1, 1], "look_at": [1, 1, 1]}}', "camera.look_at: is the same point"),
         ("[1, 2, 3]", "plan: no JSON object found"),
     ],
 )
@@ -249,43 +307,141 @@ def test_repair_prompt_feeds_the_errors_back():
     assert "objects[7].type" in capped and "objects[8].type" not in capped and "and 12 more problems" in capped
 
 
-def test_system_prompt_example_is_itself_a_valid_plan():
-    example = bp.SYSTEM_PROMPT.split("Example: ", 1)[1]
-    result = bp.parse_plan(example)
-    assert result.ok and result.plan.notes == (), result.errors
+def test_the_prompt_names_every_kind_and_holds_no_scene():
     for kind in bp.PRIMITIVE_TYPES + bp.LIGHT_TYPES:
         assert kind in bp.SYSTEM_PROMPT
+    assert "{" not in bp.SYSTEM_PROMPT, "an example plan in the prompt is what the embedded model copied"
 
 
-def plan_schema_accepts(reply: str) -> bool:
-    """Whether the server's grammar for PLAN_SCHEMA lets a model write `reply`, byte by byte."""
+def test_the_shots_are_valid_plans_of_different_scenes():
+    history = bp.shot_history()
+    assert [role for role, _ in history] == ["user", "assistant"] * len(bp.SHOTS)
+    names = []
+    for (description, _), (_, reply) in zip(bp.SHOTS, history[1::2], strict=True):
+        result = bp.parse_plan(reply)
+        assert result.ok and result.plan.notes == (), (description, result.errors)
+        assert len(result.plan.objects) >= bp.things_in(description), description
+        names += [o.name for o in result.plan.objects]
+    assert len(names) == len(set(names)), "the shots share object names"
+    sizes = {o["size"][2] for _, plan in bp.SHOTS for o in plan["objects"]}
+    assert min(sizes) < 0.2 and max(sizes) > 10, "the shots should span a mug to a balloon"
+
+
+def plan_schema_accepts(reply: str, schema: dict) -> bool:
+    """Whether the server's grammar for `schema` lets a model write `reply`, byte by byte."""
     import llguidance
 
     from artforge.runtimes.constrained import JsonConstraint
 
     tokenizer = llguidance.LLTokenizer("byte")
-    grammar = JsonConstraint.compile(json.dumps(bp.PLAN_SCHEMA), tokenizer).grammar
+    grammar = JsonConstraint.compile(json.dumps(schema), tokenizer).grammar
     matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)
     return matcher.consume_tokens(tokenizer.tokenize_str(reply)) and matcher.is_accepting()
 
 
-def test_plan_schema_follows_the_prompt_and_the_limits():
-    example = bp.SYSTEM_PROMPT.split("Example: ", 1)[1]
-    assert plan_schema_accepts(example)
-    objects = bp.PLAN_SCHEMA["properties"]["objects"]
-    assert objects["maxItems"] == bp.MAX_OBJECTS and objects["items"]["properties"]["type"]["enum"] == list(bp.PRIMITIVE_TYPES)
-    assert bp.PLAN_SCHEMA["properties"]["lights"]["maxItems"] == bp.MAX_LIGHTS
+def test_plan_schema_follows_the_shots_and_the_limits():
+    schema = bp.plan_schema(2, 7)
+    for _, reply in bp.shot_history()[1::2]:
+        assert plan_schema_accepts(reply, schema)
+    bench = bp.shot_history()[1][1]
+    objects = schema["properties"]["objects"]
+    assert (objects["minItems"], objects["maxItems"]) == (2, 7)
+    assert objects["items"]["properties"]["type"]["enum"] == list(bp.PRIMITIVE_TYPES)
+    assert bp.plan_schema(9, 4)["properties"]["objects"]["minItems"] == 4  # the budget wins over the count
+    assert bp.plan_schema(1, 500)["properties"]["objects"]["maxItems"] == bp.MAX_OBJECTS
     # What the schema rules out, a model constrained by it cannot write.
     for wrong, right in (
-        ('"lens": 35', '"lens": 5'),
-        ('"color": "#557733"', '"color": "green"'),
-        ('"location": [0, 0, 1.5]', '"location": [0, 1.5]'),
+        ('"color": "#6B4A2F"', '"color": "brown"'),
+        ('"location": [0, 1.3, 0.25]', '"location": [0, 1.3]'),
+        ('"location": [0, 1.3, 0.25]', '"location": [0, 1.3, 0.255]'),  # two decimals at most: fewer tokens
         ('"type": "cube"', '"type": "pyramid"'),
-        ('"scale": [4, 3, 3]', '"scale": [4, 0, 3]'),
-        ('"energy": 3}', '"energy": 3, "mood": "warm"}'),
+        ('"size": [1.8, 0.45, 0.5]', '"size": [1.8, 0, 0.5]'),
+        ('"name": "Bench"', '"name": "' + "Bench " * 6 + '"'),  # a name, not the description copied
+        ('"energy": 3', '"energy": 300'),  # a sun is 1 to 10
+        ('{"type": "sun", "energy": 3', '{"type": "spot", "location": [0, 0, 3], "energy": 3'),  # a lamp is 10 W or more
+        ('"lights": [', '"camera": {"location": [5, 5, 5]}, "lights": ['),  # the camera is framed, never asked for
     ):
-        assert wrong in example
-        assert not plan_schema_accepts(example.replace(wrong, right)), right
+        assert wrong in bench
+        assert not plan_schema_accepts(bench.replace(wrong, right), schema), right
+    assert not plan_schema_accepts(bench, bp.plan_schema(8, 9)), "fewer objects than minItems"
+
+
+@pytest.mark.parametrize(
+    ("description", "things"),
+    [
+        ("a snowman in a garden", 2),
+        ("a kitchen table with four chairs", 5),
+        ("a campfire with logs and two tents", 4),
+        ("a playground with a slide, swings and a sandpit", 4),
+        ("a small harbour with 3 boats next to a pier", 5),
+        ("a chess board with a few pieces", 4),
+        ("a castle", 2),  # at least two: something and what it stands on
+        ("ein Haus auf einer Wiese", 2),  # not English: the floor
+    ],
+)
+def test_things_in_counts_what_a_description_names(description, things):
+    assert bp.things_in(description) == things
+
+
+def test_the_object_budget_leaves_room_for_the_lights():
+    assert bp.objects_for_budget(bp.SUGGESTED_MAX_TOKENS) * bp.TOKENS_PER_OBJECT + bp.TOKENS_FOR_LIGHTS <= bp.SUGGESTED_MAX_TOKENS
+    assert bp.PLAN_SCHEMA["properties"]["objects"]["maxItems"] == bp.objects_for_budget(bp.SUGGESTED_MAX_TOKENS)
+
+
+class PlanClient:
+    """Answers generate_text with the given replies in turn, recording each request."""
+
+    def __init__(self, *replies: str) -> None:
+        self.replies, self.requests = list(replies), []
+
+    def generate_text(self, prompt: str, **request) -> FakeStream:
+        self.requests.append({"prompt": prompt, **request})
+        text = event(0, text=jobs_pb2.TextDelta(text=self.replies[len(self.requests) - 1]))
+        return FakeStream([text, finished(jobs_pb2.JOB_STATE_SUCCEEDED)])
+
+
+@pytest.mark.parametrize("seed", [7, None])
+def test_a_retry_feeds_the_errors_back_and_samples_differently(seed):
+    cut_off, good = '{"objects": [{"name": "Crate", "type": "cu', bp.shot_history()[1][1]
+    client = PlanClient(cut_off, good)
+    attempts = PlanAttempts(client, "a crate on a dock with two barrels", seed=seed, max_tokens=512)
+    events = list(attempts)
+    assert [e.HasField("finished") for e in events] == [False, False, True], "the first finished event is the job's to hide"
+    assert attempts.replies == [cut_off, good] and attempts.result.ok
+    first, retry = client.requests
+    assert first["prompt"] == "a crate on a dock with two barrels" and first["history"] == bp.shot_history()
+    objects = json.loads(first["json_schema"])["properties"]["objects"]
+    assert (objects["minItems"], objects["maxItems"]) == (4, bp.objects_for_budget(512)) and first["max_tokens"] == 512
+    assert (first["seed"], first["temperature"]) == (seed, bp.SUGGESTED_TEMPERATURE)
+    # The same seed and temperature would write the same reply again, error and all.
+    assert (retry["seed"], retry["temperature"]) == (None if seed is None else seed + 1, bp.RETRY_TEMPERATURE)
+    assert retry["history"] == (*bp.shot_history(), ("user", "a crate on a dock with two barrels"), ("assistant", cut_off))
+    assert "- plan: the JSON object is not closed" in retry["prompt"]
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        (bp.BuildReport("Block-out", 1, 0, None, "Cam"), "Blocked out 1 object in 'Block-out'. Kept the scene camera 'Cam'."),
+        (
+            bp.BuildReport("ArtForge Block-out", 3, 1, "Camera", None, replaced="ArtForge Block-out"),
+            "Blocked out 3 objects, 1 light and a camera in 'ArtForge Block-out', replacing the previous one. "
+            "Its camera 'Camera' is now the scene camera.",
+        ),
+        (
+            bp.BuildReport("ArtForge Block-out.001", 2, 2, None, "Cam", renamed=("Tree.001",), notes=("camera.look_at was ...",)),
+            "Blocked out 2 objects and 2 lights in 'ArtForge Block-out.001'. Kept the scene camera 'Cam'. "
+            "Names already taken, so numbered: Tree.001. Note: camera.look_at was ....",
+        ),
+        (
+            bp.BuildReport("B", 5, 0, None, "Cam", replaced="A", renamed=("a.001", "b.001", "c.001", "d.001")),
+            "Blocked out 5 objects in 'B', replacing the previous one, 'A'. Kept the scene camera 'Cam'. "
+            "Names already taken, so numbered: a.001, b.001, c.001 (+1 more).",
+        ),
+    ],
+)
+def test_the_build_message_counts_what_was_built(report, expected):
+    assert report.message == expected
 
 
 def test_hex_round_trip():
@@ -471,6 +627,16 @@ def test_run_stream_unreachable_server_is_a_sentence():
     assert state.snapshot().message == f"Cannot reach the ArtForge server at {ADDRESS}: is it running?"
 
 
+def test_a_server_lost_mid_job_is_not_one_never_reached():
+    state = JobState()
+    state.begin()
+    started = event(0, started=jobs_pb2.JobStarted())
+    started.job_id = "job-1"
+    stream = FakeStream([started], error=ArtForgeError(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    run_stream(state, lambda: stream, ADDRESS)
+    assert state.snapshot().message.startswith(f"Lost the ArtForge server at {ADDRESS} while the job ran"), state.snapshot().message
+
+
 def test_run_stream_stream_without_finish_and_crashing_start():
     state = JobState()
     state.begin()
@@ -548,11 +714,27 @@ def test_an_empty_address_is_a_sentence():
 
 
 @pytest.mark.parametrize(
-    ("resolution", "size", "expected"),
-    [((1920, 1080), 512, (512, 288)), ((1080, 1920), 512, (288, 512)), ((1000, 1000), 500, (496, 496)), ((4000, 10), 256, (256, 8))],
+    ("resolution", "size", "frame", "canvas"),
+    [
+        ((1920, 1080), 512, (512, 288), (512, 288)),
+        ((1080, 1920), 512, (288, 512), (288, 512)),
+        ((1000, 1000), 500, (500, 500), (504, 504)),
+        ((4000, 200), 512, (512, 26), (512, 64)),  # the issue's frame: Stylize needs 32 px, so it is padded
+        ((4000, 10), 256, (256, 1), (256, 64)),
+    ],
 )
-def test_the_camera_capture_keeps_the_aspect_in_multiples_of_8(resolution, size, expected):
-    assert capture_size(*resolution, size) == expected
+def test_the_camera_capture_keeps_the_frame_and_pads_it_to_what_the_server_takes(resolution, size, frame, canvas):
+    layout = capture_layout(*resolution, size)
+    assert ((layout.width, layout.height), (layout.canvas_width, layout.canvas_height)) == (frame, canvas)
+    assert layout.canvas_width % 8 == 0 and layout.canvas_height % 8 == 0 and min(canvas) >= MIN_CAPTURE_SIDE
+    assert layout.padded == (frame != canvas)
+    assert layout.frame_in(*canvas) == (layout.x, layout.y, *frame)  # the result at the canvas' size: the frame exactly
+
+
+def test_the_frame_scales_with_a_result_of_another_size():
+    layout = capture_layout(4000, 200, 512)  # 512x26 centred on 512x64: 19 rows above
+    assert (layout.x, layout.y) == (0, 19)
+    assert layout.frame_in(1024, 128) == (0, 38, 1024, 52)
 
 
 def test_texture_request_carries_every_setting():

@@ -15,41 +15,14 @@ threads; the bpy module has no event loop, so `drive()` calls the add-on's timer
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import bpy
 import numpy as np
-
-CONFIG = json.loads(Path(sys.argv[1]).read_text())
-OUT = Path(CONFIG["out"])
-PACKAGE = "bl_ext.user_default.artforge_blender"
-results: dict[str, dict] = {}
-
-
-def check(function: Callable[[], dict | None]) -> None:
-    started = time.monotonic()
-    try:
-        record = {"ok": True, **(function() or {})}
-    except Exception as error:
-        record = {"ok": False, "detail": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-    record["seconds"] = round(time.monotonic() - started, 2)
-    results[function.__name__] = record
-    (OUT / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"{function.__name__}: {'ok' if record['ok'] else 'FAILED ' + record['detail']} ({record['seconds']} s)", flush=True)
-
-
-def module(name: str):
-    return importlib.import_module(f"{PACKAGE}.{name}")
-
-
-def prefs():
-    return bpy.context.preferences.addons[PACKAGE].preferences
+from harness import CONFIG, OUT, PACKAGE, check, module, prefs
 
 
 def configure(address: str | None = None, token: str | None = None) -> None:
@@ -90,6 +63,12 @@ def top_down(image: bpy.types.Image) -> np.ndarray:
 def fresh_scene() -> None:
     bpy.ops.wm.read_homefile(use_empty=True)
     configure()
+
+
+def scene_to_describe() -> None:
+    """A fresh scene with something in it: Describe refuses an empty one without asking the model."""
+    fresh_scene()
+    bpy.context.scene.collection.objects.link(bpy.data.objects.new("Rock", bpy.data.meshes.new("Rock")))
 
 
 # -- the checks ---------------------------------------------------------------------------------
@@ -134,7 +113,7 @@ def _texture(name: str, seamless: bool, pbr: bool) -> dict:
     props.texture_prompt, props.texture_size, props.steps, props.seed = "mossy cobblestones", "256", 2, 1234
     props.seamless, props.pbr = seamless, pbr
     assert bpy.ops.artforge.texture() == {"FINISHED"}
-    job = drive("texture")
+    job = drive(module("jobs").texture_key(obj.session_uid))
     assert not job.failed, outcome(job)
     material = obj.active_material
     assert material is not None and material.name.startswith("AF "), f"material {material}"
@@ -169,6 +148,210 @@ def texture_seamless_pbr() -> dict:
 
 def texture_plain() -> dict:
     return _texture("plain", seamless=False, pbr=False)
+
+
+def texture_job(obj, prompt: str = "mossy cobblestones", **settings) -> str:
+    """Start a small texture job on `obj` (made active); its key, for drive()."""
+    bpy.context.view_layer.objects.active = obj
+    props = bpy.context.scene.artforge
+    props.texture_prompt, props.texture_size, props.steps, props.seed, props.pbr = prompt, "256", 2, 1234, True
+    for key, value in settings.items():
+        setattr(props, key, value)
+    assert bpy.ops.artforge.texture() == {"FINISHED"}
+    return module("jobs").texture_key(obj.session_uid)
+
+
+def hand_made(name: str = "Hand Made", color=(0.8, 0.05, 0.05)) -> bpy.types.Material:
+    material = bpy.data.materials.new(name)
+    bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Base Color"].default_value = (*color, 1.0)
+    return material
+
+
+def cube(name: str, uvs: bool = True) -> bpy.types.Object:
+    import bmesh
+
+    mesh = bpy.data.meshes.new(name)
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=2.0, calc_uvs=uvs)
+    bm.to_mesh(mesh)
+    bm.free()
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    return obj
+
+
+def artforge_images() -> list[str]:
+    return sorted(i.name for i in bpy.data.images if i.name.startswith("AF "))
+
+
+def texture_keeps_the_artists_material_through_save_and_reopen() -> dict:
+    fresh_scene()
+    obj = cube("Crate")
+    obj.data.materials.append(hand_made())
+    job = drive(texture_job(obj))
+    assert not job.failed, outcome(job)
+    slots = [slot.material.name for slot in obj.material_slots]
+    assert slots[0] == "Hand Made" and slots[1].startswith("AF "), slots
+    assert {p.material_index for p in obj.data.polygons} == {1}, "the texture is not on every face"
+    made = artforge_images()
+    assert len(made) == 4, made  # albedo, normal, roughness, height
+    path = str(OUT / "texture-save.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    bpy.ops.wm.open_mainfile(filepath=path)
+    reopened = bpy.data.objects["Crate"]
+    assert [slot.material.name for slot in reopened.material_slots] == slots, [s.material for s in reopened.material_slots]
+    assert artforge_images() == made, f"images lost on save: {sorted(set(made) - set(artforge_images()))}"
+    assert all(bpy.data.images[name].packed_file is not None for name in made)
+    configure()
+    return {**outcome(job), "slots": slots, "images": made}
+
+
+def texture_on_a_linked_duplicate_changes_only_that_object() -> dict:
+    fresh_scene()
+    first = cube("Pillar")
+    first.data.materials.append(hand_made())
+    second = bpy.data.objects.new("Pillar twin", first.data)  # Alt+D: the same mesh
+    bpy.context.scene.collection.objects.link(second)
+    job = drive(texture_job(first))
+    assert not job.failed, outcome(job)
+    assert second.material_slots[0].material.name == "Hand Made", "the twin changed"
+    assert first.material_slots[0].link == "OBJECT" and first.material_slots[0].material.name.startswith("AF ")
+    assert first.data.materials[0].name == "Hand Made" and len(first.data.materials) == 1
+    return outcome(job)
+
+
+def texture_again_replaces_its_own_material() -> dict:
+    fresh_scene()
+    obj = cube("Wall")
+    first = drive(texture_job(obj, "red bricks"))
+    assert not first.failed, outcome(first)
+    before = obj.active_material.name
+    second = drive(texture_job(obj, "grey bricks", seed=99))
+    assert not second.failed, outcome(second)
+    materials = [m.name for m in bpy.data.materials if m.name.startswith("AF ")]
+    assert len(obj.material_slots) == 1 and materials == [obj.active_material.name], (materials, before)
+    assert before not in bpy.data.materials and len(artforge_images()) == 4, artforge_images()
+    assert "in place of the earlier ArtForge texture" in second.done_message, second.done_message
+    return {"first": first.done_message, "second": second.done_message}
+
+
+def texture_follows_its_object_not_its_name() -> dict:
+    fresh_scene()
+    obj = cube("Tile")
+    key = texture_job(obj)
+    obj.name = "Floor"
+    impostor = cube("Tile")
+    job = drive(key)
+    assert not job.failed, outcome(job)
+    assert obj.active_material is not None and obj.active_material.name.startswith("AF "), "the renamed object got nothing"
+    assert not impostor.material_slots, "the new object that took the old name got the texture"
+    assert "Floor" in job.done_message, job.done_message
+    return outcome(job)
+
+
+def texture_for_a_deleted_object_is_kept() -> dict:
+    fresh_scene()
+    obj = cube("Gone")
+    key = texture_job(obj)
+    bpy.data.objects.remove(obj)
+    job = drive(key)
+    material = next(m for m in bpy.data.materials if m.name.startswith("AF "))
+    assert material.use_fake_user and "kept in the file" in job.done_message, job.done_message
+    return outcome(job)
+
+
+def texture_on_the_faces_selected_in_edit_mode() -> dict:
+    import bmesh
+
+    fresh_scene()
+    obj = cube("Box")
+    obj.data.materials.append(hand_made())
+    bpy.context.view_layer.objects.active = obj
+    bpy.ops.object.mode_set(mode="EDIT")
+    bm = bmesh.from_edit_mesh(obj.data)
+    for face in bm.faces:
+        face.select_set(face.index in (0, 3))
+    bmesh.update_edit_mesh(obj.data)
+    job = drive(texture_job(obj))  # applied while the mesh is still in Edit Mode
+    assert not job.failed, outcome(job)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    slots = {p.index: p.material_index for p in obj.data.polygons}
+    assert slots == {i: 1 if i in (0, 3) else 0 for i in range(6)}, slots
+    assert "2 selected faces" in job.done_message, job.done_message
+    return {**outcome(job), "slots": slots}
+
+
+def two_objects_get_textures_at_once() -> dict:
+    fresh_scene()
+    left, right = cube("Left"), cube("Right")
+    keys = [texture_job(left, "red bricks"), texture_job(right, "blue tiles")]
+    assert keys[0] != keys[1]
+    done = [drive(key) for key in keys]
+    assert not any(job.failed for job in done), [outcome(job) for job in done]
+    names = [obj.active_material.name for obj in (left, right)]
+    assert names[0] != names[1] and all(name.startswith("AF ") for name in names), names
+    return {"materials": names}
+
+
+def render_colours(obj) -> int:
+    """Distinct colours of a small Workbench render of `obj`, in its textures."""
+    scene = bpy.context.scene
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    camera.location, camera.rotation_euler = (4, -4, 3), (1.1, 0, 0.785)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.engine, scene.render.resolution_x, scene.render.resolution_y = "BLENDER_WORKBENCH", 96, 96
+    scene.display.shading.color_type, scene.display.shading.light = "TEXTURE", "FLAT"
+    path = str(OUT / f"render-{obj.name}.png")
+    bpy.ops.render.render()
+    bpy.data.images["Render Result"].save_render(path)
+    image = bpy.data.images.load(path)
+    colours = len(np.unique(top_down(image).reshape(-1, 4), axis=0))
+    bpy.data.images.remove(image)
+    return colours
+
+
+def a_mesh_without_uvs_gets_a_cube_projection() -> dict:
+    fresh_scene()
+    found = {}
+    for add_uvs in (True, False):
+        fresh_scene()
+        obj = cube("Block", uvs=False)
+        job = drive(texture_job(obj, add_uvs=add_uvs, seamless=True))
+        assert not job.failed, outcome(job)
+        found[add_uvs] = {"uv_maps": [uv.name for uv in obj.data.uv_layers], "colours": render_colours(obj), "message": job.done_message}
+    assert found[True]["uv_maps"] == ["ArtForge box"] and "cube projection" in found[True]["message"], found
+    assert found[False]["uv_maps"] == [] and "no UV map" in found[False]["message"], found
+    assert found[True]["colours"] > 4 * found[False]["colours"], found
+    return {str(key): value for key, value in found.items()}
+
+
+def texture_is_one_undo_step() -> dict:
+    """The issue's case: a cube added while the job runs survives the one Ctrl+Z that removes the texture."""
+    fresh_scene()
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type == "VIEW_3D")
+    with bpy.context.temp_override(window=window, area=area):
+        bpy.ops.ed.undo_push(message="start")  # the bpy module starts without an undo stack
+        obj = cube("Statue")
+        obj.data.materials.append(hand_made())
+        bpy.ops.ed.undo_push(message="statue")
+        key = texture_job(obj)
+        # The artist works on: Add Cube and its undo step, as the window manager pushes it after an
+        # operator (an operator pushing its own step crashes the bpy module).
+        bpy.ops.mesh.primitive_cube_add(location=(4, 0, 0))
+        added = bpy.context.active_object.name
+        bpy.ops.ed.undo_push(message="Add Cube")
+        job = drive(key)
+        assert not job.failed, outcome(job)
+        assert bpy.data.objects["Statue"].active_material.name.startswith("AF ")
+        bpy.ops.ed.undo()
+    statue = bpy.data.objects["Statue"]
+    slots = [slot.material.name for slot in statue.material_slots if slot.material]
+    assert slots == ["Hand Made"], f"after one undo the statue has {slots}"
+    assert added in bpy.data.objects, f"one undo also removed {added}"
+    return {"after_undo": slots, "kept": added}
 
 
 def concept_art() -> dict:
@@ -216,6 +399,122 @@ def describe_scene() -> dict:
     return {**outcome(job), "sent": sent, "written": written}
 
 
+def refusal(operator) -> str:
+    """The sentence a greyed-out button gives: Blender puts the poll message in the error it raises."""
+    assert not operator.poll(), "the operator can run"
+    try:
+        operator()
+    except RuntimeError as error:
+        return str(error)
+    raise AssertionError("the operator ran")
+
+
+def disabled_buttons_say_why() -> dict:
+    fresh_scene()
+    found = {"texture, nothing selected": refusal(bpy.ops.artforge.texture)}
+    for kind, data in (("light", bpy.data.lights.new("Lamp", "POINT")), ("camera", bpy.data.cameras.new("Cam")), ("empty", None)):
+        obj = bpy.data.objects.new(kind.title(), data)
+        bpy.context.scene.collection.objects.link(obj)
+        bpy.context.view_layer.objects.active = obj
+        found[f"texture on a {kind}"] = refusal(bpy.ops.artforge.texture)
+    found["concept art without a camera"] = refusal(bpy.ops.artforge.concept_art)
+    generic = [name for name, text in found.items() if "context is incorrect" in text]
+    assert not generic, f"no reason given: {generic} {found}"
+    assert "Select the object" in found["texture, nothing selected"] and "light" in found["texture on a light"], found
+    assert "no camera" in found["concept art without a camera"], found
+    return found
+
+
+def wide_scene(width: int, height: int) -> bpy.types.Scene:
+    fresh_scene()
+    bpy.ops.mesh.primitive_monkey_add()
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    camera.location, camera.rotation_euler = (0, -4, 0), (1.5708, 0, 0)
+    scene = bpy.context.scene
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    scene.render.resolution_x, scene.render.resolution_y = width, height
+    return scene
+
+
+def a_very_wide_frame_is_padded_then_cropped() -> dict:
+    scene = wide_scene(4000, 200)
+    props = scene.artforge
+    props.concept_mode, props.concept_size, props.style_index, props.concept_strength = "STYLIZE", 512, 3, 1.0
+    assert bpy.ops.artforge.concept_art() == {"FINISHED"}
+    job = drive("concept")
+    assert not job.failed, outcome(job)
+    image = next(i for i in bpy.data.images if i.name.startswith("AF Concept"))
+    assert tuple(image.size) == (512, 26), f"the result is {tuple(image.size)}, not the 512x26 frame"
+    assert image.use_fake_user and "padded to 512x64" in job.done_message, job.done_message
+    return {**outcome(job), "size": list(image.size)}
+
+
+def the_capture_leaves_the_render_result_alone() -> dict:
+    scene = wide_scene(80, 60)
+    scene.render.engine = "BLENDER_WORKBENCH"
+    bpy.ops.render.render()  # the artist's F12
+    mine = str(OUT / "artists-render.png")
+    bpy.data.images["Render Result"].save_render(mine)
+    slots = bpy.data.images["Render Result"].render_slots
+    active = slots.active_index
+    scene.artforge.concept_mode, scene.artforge.concept_size = "STYLIZE", 64
+    assert bpy.ops.artforge.concept_art() == {"FINISHED"}
+    job = drive("concept")
+    assert not job.failed, outcome(job)
+    after = str(OUT / "artists-render-after.png")
+    bpy.data.images["Render Result"].save_render(after)
+    assert slots.active_index == active, f"the active render slot moved from {active} to {slots.active_index}"
+    before_pixels, after_pixels = (top_down(bpy.data.images.load(path)) for path in (mine, after))
+    assert before_pixels.shape == after_pixels.shape == (60, 80, 4) and np.array_equal(before_pixels, after_pixels), "F12 render changed"
+    return {"slots": [slot.name for slot in slots]}
+
+
+def a_cut_description_says_so() -> dict:
+    scene_to_describe()
+    bpy.context.scene.artforge.describe_max_tokens = 16  # the Length limit cuts it
+    assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
+    job = drive("describe")
+    written = bpy.data.texts["ArtForge Scene Description"].as_string()
+    assert written.rstrip().endswith("[Unfinished: it reached the Length limit]"), written
+    assert "unfinished" in job.done_message, job.done_message
+    return {**outcome(job), "written": written}
+
+
+def describe_an_empty_scene_without_the_model() -> dict:
+    fresh_scene()
+    assert bpy.ops.artforge.describe_scene() == {"CANCELLED"}
+    assert module("jobs").get("describe") is None or not module("jobs").get("describe").state.snapshot().phase.active
+    return {}
+
+
+def describe_reports_the_colours_materials_show() -> dict:
+    from artforge_client.colors import colour_name, linear_to_srgb
+
+    fresh_scene()
+    made = {}
+    painted = (("Base", "base", (0.8, 0.02, 0.02)), ("Viewport", "viewport", (0.02, 0.6, 0.02)), ("Node", "rgb", (0.02, 0.05, 0.8)))
+    for name, how, color in painted:
+        obj = cube(name)
+        material = bpy.data.materials.new(f"{name} paint")
+        bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
+        if how == "base":
+            bsdf.inputs["Base Color"].default_value = (*color, 1.0)
+        elif how == "viewport":
+            material.diffuse_color = (*color, 1.0)
+        else:
+            rgb = material.node_tree.nodes.new("ShaderNodeRGB")
+            rgb.outputs[0].default_value = (*color, 1.0)
+            material.node_tree.links.new(rgb.outputs[0], bsdf.inputs["Base Color"])
+        obj.data.materials.append(material)
+        made[name] = colour_name(tuple(linear_to_srgb(c) for c in color))
+    scene_io = module("scene_io")
+    context_text = module("scene_context").scene_context(scene_io.gather_scene(bpy.context.scene, bpy.context.view_layer))
+    wrong = {name: word for name, word in made.items() if word not in context_text.split(f"{name} paint")[1][:40]}
+    assert not wrong, f"{wrong} not in {context_text}"
+    return {"colours": made}
+
+
 VALID_PLAN = json.dumps(
     {
         "objects": [
@@ -258,7 +557,7 @@ def blockout_plans() -> dict:
     colour = house.active_material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value
     srgb_aa = 0xAA / 255
     assert abs(colour[0] - ((srgb_aa + 0.055) / 1.055) ** 2.4) < 1e-4, tuple(colour)  # sRGB hex -> linear
-    assert scene.camera == built["Camera"] and built["Camera"].data.lens == 35
+    assert scene.camera == built["Camera"] and built["Camera"].data.lens == 35  # the scene had no camera
     assert built["Light"].data.type == "SUN"
     return {"invalid": reasons, "valid": message}
 
@@ -281,8 +580,82 @@ def blockout_operator() -> dict:
     return {**outcome(job), "attempts": attempts, "built": built, "replies": [r[:400] for r in job.stream.replies]}
 
 
-def cancel_stops_the_job() -> dict:
+def _blockouts() -> dict[str, list[str]]:
+    """The scene's block-out collections and the names of their objects."""
+    return {c.name: sorted(o.name for o in c.objects) for c in module("scene_io").blockouts(bpy.context.scene)}
+
+
+def _artists_camera() -> bpy.types.Object:
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    bpy.context.scene.collection.objects.link(cam)
+    bpy.context.scene.camera = cam
+    return cam
+
+
+def blockout_replace_and_add() -> dict:
+    """Second runs with a fixed plan: Replace removes exactly what the previous block-out made, Add
+    builds beside it; the artist's camera and objects are kept; the message counts what was built."""
     fresh_scene()
+    operators, plan = module("operators"), module("blockout_plan")
+    scene = bpy.context.scene
+    cam = _artists_camera()
+    house = bpy.data.objects.new("House", bpy.data.meshes.new("House"))  # the artist's, with a name the plan uses
+    scene.collection.objects.link(house)
+    messages = {}
+
+    def build(key: str, reply: str = VALID_PLAN, **options) -> dict[str, list[str]]:
+        message, failed = operators.apply_plan(plan.parse_plan(reply), scene, **options)
+        assert not failed, message
+        messages[key] = message
+        return _blockouts()
+
+    first = build("first")
+    assert first == {"ArtForge Block-out": ["Ground", "House.001", "Light", "Roof", "Wreath"]}, first
+    assert scene.camera == cam and not [o for o in bpy.data.objects if o.type == "CAMERA" and o != cam]
+    tree = bpy.data.objects.new("Tree", bpy.data.meshes.new("Tree"))  # the artist's, put into the block-out
+    bpy.data.collections["ArtForge Block-out"].objects.link(tree)
+    data = (sorted(bpy.data.meshes.keys()), sorted(bpy.data.materials.keys()), sorted(bpy.data.lights.keys()))
+    assert build("replace") == first, _blockouts()
+    assert (sorted(bpy.data.meshes.keys()), sorted(bpy.data.materials.keys()), sorted(bpy.data.lights.keys())) == data
+    assert list(tree.users_collection) == [scene.collection] and house.data.name == "House" and scene.camera == cam
+    added = build("add", replace=False)
+    assert added == first | {"ArtForge Block-out.001": ["Ground.001", "House.002", "Light.001", "Roof.001", "Wreath.001"]}, added
+    framed = build("use camera", use_camera=True)  # replaces the latest, the .001
+    assert framed["ArtForge Block-out"] == first["ArtForge Block-out"] and len(framed) == 2, framed
+    assert scene.camera.name in framed["ArtForge Block-out.001"] and cam.name in bpy.data.objects, scene.camera
+    again = build("replace its camera")  # the scene camera was the replaced block-out's: the new one's takes over
+    assert scene.camera.name in again["ArtForge Block-out.001"] and scene.camera != cam, again
+    assert len([o for o in bpy.data.objects if o.type == "CAMERA"]) == 2, [o.name for o in bpy.data.objects]
+    one = json.dumps({"objects": [{"type": "cube", "name": "Crate"}], "lights": [{"type": "point", "energy": 500}]})
+    build("one", one, replace=False)
+    return {"messages": messages, "collections": _blockouts()}
+
+
+def blockout_second_run() -> dict:
+    """The real operator twice (Replace, the default): one block-out with the plan's own names, the
+    artist's camera still the scene camera, and a message that counts what is there."""
+    fresh_scene()
+    scene = bpy.context.scene
+    cam = _artists_camera()
+    scene.artforge.blockout_description = "a wooden table with two chairs"
+    runs = []
+    for _ in range(2):
+        assert bpy.ops.artforge.blockout() == {"FINISHED"}
+        job = drive("blockout", timeout=240)
+        assert not job.failed, outcome(job)
+        plan = job.stream.result.plan
+        names = [o.name for o in plan.objects + plan.lights]
+        runs.append({"message": job.done_message, "collections": _blockouts(), "plan": names, "objects": len(plan.objects)})
+    found = runs[-1]["collections"]
+    assert list(found) == ["ArtForge Block-out"], found
+    assert found["ArtForge Block-out"] == sorted(runs[-1]["plan"]), f"names Blender numbered: {found}"
+    assert sorted(o.name for o in bpy.data.objects) == sorted(["Cam", *runs[-1]["plan"]]), "the first block-out left objects"
+    assert scene.camera == cam, scene.camera
+    return {"runs": runs}
+
+
+def cancel_stops_the_job() -> dict:
+    scene_to_describe()
     bpy.context.scene.artforge.describe_max_tokens = 1500
     assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
     drive("describe", until=lambda s: s.phase.value == "running")
@@ -305,7 +678,7 @@ def cancel_stops_the_job() -> dict:
 
 
 def unreachable_server() -> dict:
-    fresh_scene()
+    scene_to_describe()
     configure(address=CONFIG["dead_address"])
     found = {}
     for operator, kind in ((bpy.ops.artforge.describe_scene, "describe"), (bpy.ops.artforge.test_connection, "connection")):
@@ -318,7 +691,7 @@ def unreachable_server() -> dict:
 
 
 def wrong_token() -> dict:
-    fresh_scene()
+    scene_to_describe()
     configure(token="not-the-token")
     found = {}
     for operator, kind in ((bpy.ops.artforge.describe_scene, "describe"), (bpy.ops.artforge.test_connection, "connection")):
@@ -330,7 +703,7 @@ def wrong_token() -> dict:
 
 
 def online_access_respected() -> dict:
-    fresh_scene()
+    scene_to_describe()
     assert not bpy.app.online_access, "the bpy module runs with online access off"
     configure(address="artforge.example.com:50051")
     try:
@@ -345,7 +718,7 @@ def online_access_respected() -> dict:
 
 
 def file_load_cancels_jobs() -> dict:
-    fresh_scene()
+    scene_to_describe()
     bpy.context.scene.artforge.describe_max_tokens = 1500
     assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
     state = module("jobs").get("describe").state
@@ -359,7 +732,7 @@ def file_load_cancels_jobs() -> dict:
 
 
 def disable_cancels_jobs() -> dict:
-    fresh_scene()
+    scene_to_describe()
     bpy.context.scene.artforge.describe_max_tokens = 1500
     assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
     jobs = module("jobs")
@@ -375,10 +748,27 @@ for step in (
     test_connection,
     texture_seamless_pbr,
     texture_plain,
+    texture_keeps_the_artists_material_through_save_and_reopen,
+    texture_on_a_linked_duplicate_changes_only_that_object,
+    texture_again_replaces_its_own_material,
+    texture_follows_its_object_not_its_name,
+    texture_for_a_deleted_object_is_kept,
+    a_mesh_without_uvs_gets_a_cube_projection,
+    texture_is_one_undo_step,
+    two_objects_get_textures_at_once,
+    texture_on_the_faces_selected_in_edit_mode,
     concept_art,
+    disabled_buttons_say_why,
+    a_very_wide_frame_is_padded_then_cropped,
+    the_capture_leaves_the_render_result_alone,
+    describe_an_empty_scene_without_the_model,
+    a_cut_description_says_so,
+    describe_reports_the_colours_materials_show,
     describe_scene,
     blockout_plans,
     blockout_operator,
+    blockout_replace_and_add,
+    blockout_second_run,
     cancel_stops_the_job,
     unreachable_server,
     wrong_token,

@@ -9,12 +9,14 @@ Conventions the bpy builder must follow, because the prompt promises them to the
 - Metres, Z up, the ground at z = 0; `location` is an object's centre.
 - At scale (1, 1, 1) every primitive fits a 1 m cube centred on its location, so `scale` is the
   size in metres along x, y, z (cube size=1, spheres radius=0.5, cylinder/cone radius 0.5 and
-  depth 1, plane size=1, monkey size=1, torus scaled to 1 m across).
+  depth 1, plane size=1, monkey size=1, torus scaled to 1 m across). The schema asks for it as
+  `size`, which reads more plainly to a small model.
 - Rotations are XYZ Euler in DEGREES (convert with math.radians).
 - Colours are sRGB 0..1 (`color`); `linear_color` is what goes into a Principled BSDF Base Color.
 - Names are unique within the plan (duplicates get ".001" suffixes, as Blender does), but the
   scene may already use them: Blender renames on creation, so use the created object, not a lookup.
 - Camera and lights are aimed already: `rotation` is resolved from `look_at` when one was given.
+  Every valid plan has a camera: the plan's own, or one framed on the objects (`frame_camera`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from artforge_client.colors import RGB, parse_hex, srgb_to_linear
@@ -55,85 +57,187 @@ DEFAULT_LIGHT_LOCATION: Vec3 = (0.0, 0.0, 5.0)
 
 # Sampling that suits structured output from a small model; the default 256 tokens is too few.
 SUGGESTED_TEMPERATURE = 0.2
+RETRY_TEMPERATURE = 0.7  # a retry with the first try's seed and temperature repeats the first reply
 SUGGESTED_MAX_TOKENS = 1536
+TOKENS_PER_OBJECT = 64  # one object in the embedded model's replies (1469 tokens for 23 objects, measured)
+TOKENS_FOR_LIGHTS = 120  # the lights and the closing brackets
+FRAME_LENS = 35.0  # mm; the framed camera's lens
+FRAME_ELEVATION = 25.0  # degrees above the horizon the framed camera looks down from
+FRAME_SENSOR_HEIGHT = 36.0 * 9 / 16  # mm: Blender's 36 mm sensor across a 16:9 frame, the tighter side
 
+# The prompt says what the fields mean but holds no scene: the embedded model copied an example
+# plan in the prompt ("House", 4x3x3) into every reply. The shots below show the mapping instead.
 SYSTEM_PROMPT = (
-    "You turn a scene description into a JSON block-out plan for Blender. Reply with one JSON object and nothing else.\n"
-    'Format: {"objects": [{"type": T, "name": "...", "location": [x, y, z], "rotation": [x, y, z], "scale": [x, y, z], '
-    '"color": "#RRGGBB"}], "lights": [{"type": L, "location": [x, y, z], "energy": W, "color": "#RRGGBB"}], '
-    '"camera": {"look_at": [x, y, z], "location": [x, y, z], "lens": 50}}\n'
-    "T is one of: cube, uv_sphere, ico_sphere, cylinder, cone, torus, plane, monkey. L is one of: point, sun, spot, area.\n"
-    "Metres, Z is up, the ground is z = 0. location is the centre; scale is the size in metres; rotation is in degrees. "
-    f"At most {MAX_OBJECTS} objects.\n"
-    'Example: {"objects": [{"type": "plane", "name": "Ground", "location": [0, 0, 0], "scale": [20, 20, 1], "color": "#557733"}, '
-    '{"type": "cube", "name": "House", "location": [0, 0, 1.5], "scale": [4, 3, 3], "color": "#AA4433"}], '
-    '"lights": [{"type": "sun", "energy": 3}], "camera": {"look_at": [0, 0, 1], "location": [10, -10, 6], "lens": 35}}'
+    "You plan a block-out of the 3D scene the user describes: rough shapes in Blender that stand in for each thing. "
+    "Reply with one JSON object and nothing else.\n"
+    "objects: one for each thing the description names, and for the main parts of big things. When it gives a number "
+    "(two, three, four ...) make that many, each with its own name and place. "
+    "name: the thing, in a few words. type: the closest shape, one of cube, uv_sphere, ico_sphere, cylinder, cone, torus, "
+    "plane, monkey. location: the centre in metres, Z up, the ground at z = 0, so a thing on the ground has z = half its "
+    "height; things side by side have different x and y. size: the real width, depth and height in metres. rotation: "
+    "degrees, only when a thing is turned or tilted. color: #RRGGBB.\n"
+    "lights: a sun (energy 1 to 10) for daylight; point, spot or area lamps (energy 10 to 5000 W) at a location for lamps and fires."
 )
 
 
-def _vec3(low: float, high: float, *, low_open: bool = False) -> dict[str, Any]:
-    number: dict[str, Any] = {"type": "number", "exclusiveMinimum" if low_open else "minimum": low, "maximum": high}
+def _shot(name: str, kind: str, location: Vec3, size: Vec3, color: str, rotation: Vec3 | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"name": name, "type": kind, "location": list(location), "size": list(size)}
+    if rotation is not None:
+        item["rotation"] = list(rotation)
+    return item | {"color": color}
+
+
+# Few-shot turns (description, plan), sent as history before the artist's description. They differ
+# from each other in scale (a desk, a street, a sky), count and layout, and from the descriptions
+# the tests measure, so what a reply copies from them shows up as a copied name.
+SHOTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "a bench, a timetable sign and a rubbish bin on a pavement",
+        {
+            "objects": [
+                _shot("Bench", "cube", (0, 1.3, 0.25), (1.8, 0.45, 0.5), "#6B4A2F"),
+                _shot("Timetable sign", "cylinder", (2.5, -1.5, 1.5), (0.08, 0.08, 3), "#FFD21F"),
+                _shot("Rubbish bin", "cylinder", (-2.4, 1.1, 0.45), (0.5, 0.5, 0.9), "#2E4D2E"),
+                _shot("Pavement", "plane", (0, 0, 0), (12, 5, 1), "#8A8A85"),
+            ],
+            "lights": [{"type": "sun", "energy": 3, "color": "#FFF4E0"}],
+        },
+    ),
+    (
+        "three hot air balloons over a wheat field",
+        {
+            "objects": [
+                _shot("Red balloon", "uv_sphere", (-20, 10, 40), (16, 16, 18), "#C8322D"),
+                _shot("Yellow balloon", "uv_sphere", (15, 35, 55), (15, 15, 17), "#E8C220"),
+                _shot("Blue balloon", "uv_sphere", (5, -30, 28), (17, 17, 19), "#2D5FC8"),
+                _shot("Wheat field", "plane", (0, 0, 0), (100, 100, 1), "#C9A94B"),
+            ],
+            "lights": [{"type": "sun", "energy": 2.5, "color": "#FFB878"}],
+        },
+    ),
+    (
+        "a writing desk with a monitor, a desk lamp and a coffee mug",
+        {
+            "objects": [
+                _shot("Desk", "cube", (0, 0, 0.37), (1.4, 0.7, 0.74), "#5C3B22"),
+                _shot("Monitor", "cube", (0, 0.15, 1.0), (0.6, 0.05, 0.36), "#1A1A1A"),
+                _shot("Desk lamp", "cone", (-0.5, 0.15, 0.9), (0.2, 0.2, 0.3), "#2F6F4F", (0, 0, 30)),
+                _shot("Coffee mug", "cylinder", (0.45, -0.1, 0.79), (0.08, 0.08, 0.1), "#F2F2F2"),
+                _shot("Floor", "plane", (0, 0, 0), (4, 4, 1), "#9C7A54"),
+            ],
+            "lights": [{"type": "point", "location": [-0.5, 0.1, 1.0], "energy": 40, "color": "#FFD9A0"}],
+        },
+    ),
+)
+
+
+def shot_history() -> tuple[tuple[str, str], ...]:
+    """SHOTS as chat turns; the plans written the way the server's grammar writes JSON (", ", ": ")."""
+    turns: list[tuple[str, str]] = []
+    for description, plan in SHOTS:
+        turns += [("user", description), ("assistant", json.dumps(plan))]
+    return tuple(turns)
+
+
+def _vec3(low: float, high: float, *, low_open: bool = False, step: float = 0.01) -> dict[str, Any]:
+    # multipleOf keeps numbers short: a small model writes 2.3417 as readily as 2.34, for more tokens
+    number: dict[str, Any] = {"type": "number", "exclusiveMinimum" if low_open else "minimum": low, "maximum": high, "multipleOf": step}
     return {"type": "array", "items": number, "minItems": 3, "maxItems": 3}
 
 
 _COLOR_SCHEMA = {"type": "string", "pattern": "^#[0-9A-Fa-f]{6}$"}
-_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_NAME_BYTES}
-
-# The plan's shape for grammar-constrained decoding (GenerateTextRequest.json_schema): the reply
-# always parses and keeps to the format in SYSTEM_PROMPT (lights are not aimed: the embedded
-# model copied their location into look_at). validate_plan stays the authority: a schema cannot
-# say that a sun's energy has a lower limit than other lights', that names are counted in UTF-8
-# bytes, or that look_at differs from location. Property order is the order the model writes them in.
-PLAN_SCHEMA: dict[str, Any] = {
+MAX_SCHEMA_NAME = 32  # characters; a name is a few words, not the description copied (the embedded model did)
+_SUN = {
     "type": "object",
     "properties": {
-        "objects": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": MAX_OBJECTS,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "type": {"enum": list(PRIMITIVE_TYPES)},
-                    "name": _NAME_SCHEMA,
-                    "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
-                    "rotation": _vec3(-MAX_ROTATION, MAX_ROTATION),
-                    "scale": _vec3(0.0, MAX_SCALE, low_open=True),
-                    "color": _COLOR_SCHEMA,
-                },
-                "required": ["type", "name", "location", "scale", "color"],
-                "additionalProperties": False,
-            },
-        },
-        "lights": {
-            "type": "array",
-            "maxItems": MAX_LIGHTS,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "type": {"enum": list(LIGHT_TYPES)},
-                    "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
-                    "energy": {"type": "number", "minimum": 0, "maximum": max(MAX_ENERGY.values())},
-                    "color": _COLOR_SCHEMA,
-                },
-                "required": ["type", "energy"],
-                "additionalProperties": False,
-            },
-        },
-        "camera": {
-            "type": "object",
-            "properties": {
-                "look_at": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
-                "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
-                "lens": {"type": "number", "minimum": LENS_RANGE[0], "maximum": LENS_RANGE[1]},
-            },
-            "required": ["location", "look_at", "lens"],
-            "additionalProperties": False,
-        },
+        "type": {"const": "sun"},
+        "energy": {"type": "number", "minimum": 1, "maximum": 10, "multipleOf": 0.5},
+        "color": _COLOR_SCHEMA,
     },
-    "required": ["objects", "lights", "camera"],
+    "required": ["type", "energy"],
     "additionalProperties": False,
 }
+_LAMP = {
+    "type": "object",
+    "properties": {
+        "type": {"enum": [kind for kind in LIGHT_TYPES if kind != "sun"]},
+        "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+        "energy": {"type": "integer", "minimum": 10, "maximum": 5000},
+        "color": _COLOR_SCHEMA,
+    },
+    "required": ["type", "location", "energy"],
+    "additionalProperties": False,
+}
+
+
+def plan_schema(min_objects: int = 1, max_objects: int = MAX_OBJECTS) -> dict[str, Any]:
+    """The plan's shape for grammar-constrained decoding (GenerateTextRequest.json_schema).
+
+    The reply always parses and keeps to the shots' format. What the embedded model kept getting
+    wrong is out of its hands: no camera (it set look_at to the camera's own location; the
+    camera is framed on the objects instead), lights unaimed, a sun's energy apart from a
+    lamp's (it gave spots 2 W), short names and numbers. The object count is the caller's:
+    the embedded model wrote exactly `min_objects` (with the server's default repetition
+    penalty; without one it ran to the maximum, one object over and over), and `max_objects`
+    is sized so the reply fits the token budget. validate_plan stays the authority. Property
+    order is the order the model writes them in."""
+    max_objects = max(1, min(max_objects, MAX_OBJECTS))
+    return {
+        "type": "object",
+        "properties": {
+            "objects": {
+                "type": "array",
+                "minItems": max(1, min(min_objects, max_objects)),
+                "maxItems": max_objects,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": MAX_SCHEMA_NAME},
+                        "type": {"enum": list(PRIMITIVE_TYPES)},
+                        "location": _vec3(-MAX_COORDINATE, MAX_COORDINATE),
+                        "size": _vec3(0.0, MAX_SCALE, low_open=True),
+                        "rotation": _vec3(-MAX_ROTATION, MAX_ROTATION, step=5),
+                        "color": _COLOR_SCHEMA,
+                    },
+                    "required": ["name", "type", "location", "size", "color"],
+                    "additionalProperties": False,
+                },
+            },
+            "lights": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"anyOf": [_SUN, _LAMP]}},
+        },
+        "required": ["objects", "lights"],
+        "additionalProperties": False,
+    }
+
+
+def objects_for_budget(max_tokens: int) -> int:
+    """How many objects a reply of `max_tokens` has room for, so it is not cut off mid-plan."""
+    return (max_tokens - TOKENS_FOR_LIGHTS) // TOKENS_PER_OBJECT
+
+
+# Words that join the things of an English description, and counts written as words.
+_JOINS = re.compile(r",|;|\b(?:next to|in front of|and|with|on|in|over|under|at|by|beside|near|behind|around|inside)\b")
+_COUNTS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_COUNTS |= {"eleven": 11, "twelve": 12, "few": 3, "several": 3, "some": 3, "pair": 2, "couple": 2}
+_FILLER = {"a", "an", "the", "of", "lit", "small", "big", "large", "little", "old", "new"}
+
+
+def things_in(description: str) -> int:
+    """How many objects an English description names: one per thing joined by commas, "and",
+    "with", "on", ..., a number before a thing counting that many ("four chairs" is 4). A
+    description this cannot read (another language, one long phrase) counts as 2."""
+    total = 0
+    for phrase in _JOINS.split(description.lower()):
+        words = re.findall(r"[a-z]+|\d+", phrase)
+        if not [w for w in words if w not in _FILLER and w not in _COUNTS and not w.isdigit()]:
+            continue
+        numbers = [int(w) if w.isdigit() else _COUNTS[w] for w in words if w.isdigit() or w in _COUNTS]
+        total += min(numbers[0], MAX_OBJECTS) if numbers else 1
+    return max(2, total)
+
+
+# The schema for a description of two things at the default budget, for a request by hand.
+PLAN_SCHEMA = plan_schema(2, objects_for_budget(SUGGESTED_MAX_TOKENS))
 
 
 @dataclass(frozen=True)
@@ -170,13 +274,14 @@ class Camera:
     location: Vec3
     rotation: Vec3  # degrees, resolved from look_at when the plan gave one
     lens: float  # mm
+    clip_end: float  # m; far enough to see every object (Blender's default 100 m cuts big scenes)
 
 
 @dataclass(frozen=True)
 class BlockoutPlan:
     objects: tuple[Primitive, ...]
     lights: tuple[Light, ...]
-    camera: Camera | None
+    camera: Camera  # the plan's own, or framed on the objects
     notes: tuple[str, ...] = ()  # harmless things that were ignored or repaired, for the report
 
 
@@ -211,6 +316,37 @@ def look_at_rotation(location: Vec3, target: Vec3) -> Vec3:
     tilt = math.degrees(math.atan2(horizontal, -dz))
     heading = math.degrees(math.atan2(-dx, dy)) if horizontal > 1e-9 else 0.0
     return (tilt, 0.0, heading)
+
+
+def _bounds(objects: tuple[Primitive, ...] | list[Primitive]) -> tuple[Vec3, float]:
+    """Centre and radius of a sphere around every object, however it is rotated."""
+    spheres = []
+    for item in objects:
+        sx, sy, sz = item.scale
+        spheres.append((item.location, 0.5 * (math.hypot(sx, sy) if item.type == "plane" else math.hypot(sx, sy, sz))))
+    low = [min(c[axis] - r for c, r in spheres) for axis in range(3)]
+    high = [max(c[axis] + r for c, r in spheres) for axis in range(3)]
+    centre = ((low[0] + high[0]) / 2, (low[1] + high[1]) / 2, (low[2] + high[2]) / 2)
+    return centre, max(0.5, max(math.dist(centre, c) + r for c, r in spheres))
+
+
+def _clip_end(location: Vec3, centre: Vec3, radius: float) -> float:
+    return max(100.0, round(1.1 * (math.dist(location, centre) + radius), 1))
+
+
+def frame_camera(objects: tuple[Primitive, ...] | list[Primitive], name: str = "Camera") -> Camera:
+    """A camera that sees every object: from the front right, FRAME_ELEVATION degrees up, far
+    enough that the objects' bounding sphere fits the frame's height."""
+    centre, radius = _bounds(objects)
+    distance = radius / math.sin(math.atan(FRAME_SENSOR_HEIGHT / 2 / FRAME_LENS))
+    up = math.radians(FRAME_ELEVATION)
+    direction = (math.cos(up) * math.sqrt(0.5), -math.cos(up) * math.sqrt(0.5), math.sin(up))
+    location = (
+        round(centre[0] + distance * direction[0], 2),
+        round(centre[1] + distance * direction[1], 2),
+        round(centre[2] + distance * direction[2], 2),
+    )
+    return Camera(name, location, look_at_rotation(location, centre), FRAME_LENS, _clip_end(location, centre, radius))
 
 
 # -- reading the reply --------------------------------------------------------------------------
@@ -433,14 +569,19 @@ class _Checker:
         self.names.add(candidate)
         return candidate
 
+    def looks_at_itself(self, fields: dict[str, Any], location: Vec3 | None) -> bool:
+        """look_at is location: a direction nobody can follow (the embedded model wrote it often)."""
+        target = fields.get("look_at")
+        if location is None or not isinstance(target, list) or len(target) != 3:
+            return False
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in target)
+        return numbers and math.dist(target, location) < 1e-6
+
     def aim(self, fields: dict[str, Any], path: str, location: Vec3 | None) -> Vec3 | None:
         """`rotation` from `look_at` when given (it wins over `rotation`), else `rotation`, else level."""
         if fields.get("look_at") is not None:
             target = self.vector(fields["look_at"], f"{path}.look_at", -MAX_COORDINATE, MAX_COORDINATE)
             if target is None or location is None:
-                return None
-            if math.dist(target, location) < 1e-6:
-                self.error(f"{path}.look_at", "is the same point as location")
                 return None
             if fields.get("rotation") is not None:
                 self.notes.append(f"{path}: rotation ignored because look_at is given")
@@ -471,6 +612,9 @@ class _Checker:
         kind = self.choice(fields.get("type", "point"), f"{path}.type", LIGHT_TYPES, {})
         name = self.name(fields.get("name"), f"{path}.name", "Light")
         location = self.vector(fields.get("location", list(DEFAULT_LIGHT_LOCATION)), f"{path}.location", -MAX_COORDINATE, MAX_COORDINATE)
+        if self.looks_at_itself(fields, location):
+            self.notes.append(f"{path}.look_at was the light's own location; it shines straight down")
+            fields = {key: item for key, item in fields.items() if key not in ("look_at", "rotation")}
         rotation = self.aim(fields, path, location)
         color = self.color(fields.get("color"), f"{path}.color")
         energy = None
@@ -480,7 +624,8 @@ class _Checker:
             return None
         return Light(kind, name, location, rotation, color, energy)
 
-    def camera(self, value: Any, path: str) -> Camera | None:
+    def camera(self, value: Any, path: str, objects: list[Primitive]) -> Camera | None:
+        """The plan's camera; framed on the objects when it looked at its own location."""
         aliases = {"target": "look_at", "focal_length": "lens"}
         fields = self.fields(value, path, ("name", "location", "rotation", "look_at", "lens"), aliases)
         if fields is None:
@@ -490,11 +635,14 @@ class _Checker:
             self.error(f"{path}.location", "is missing; a camera needs a location [x, y, z]")
             return None
         location = self.vector(fields["location"], f"{path}.location", -MAX_COORDINATE, MAX_COORDINATE)
+        if objects and name is not None and self.looks_at_itself(fields, location):
+            self.notes.append(f"{path}.look_at was the camera's own location; the camera is framed on the objects instead")
+            return frame_camera(objects, name)
         rotation = self.aim(fields, path, location)
         lens = self.number(fields.get("lens", DEFAULT_LENS), f"{path}.lens", *LENS_RANGE)
         if name is None or location is None or rotation is None or lens is None:
             return None
-        return Camera(name, location, rotation, lens)
+        return Camera(name, location, rotation, lens, _clip_end(location, *_bounds(objects)) if objects else 100.0)
 
     def items(self, value: Any, path: str, limit: int, what: str) -> list[Any] | None:
         if not isinstance(value, list):
@@ -505,6 +653,27 @@ class _Checker:
             self.error(path, f"{len(value)} {what} is over the limit of {limit}")
             return None
         return value
+
+
+SPREAD_GAP = 0.5  # m between objects moved apart by _spread
+
+
+def _spread(objects: list[Primitive], notes: list[str]) -> list[Primitive]:
+    """Objects given exactly the same location hide inside each other, so each later one moves
+    along +x to stand beside the one before it (the embedded model gave most objects one spot)."""
+    ends: dict[Vec3, float] = {}  # for each spot taken, where the row of objects on it ends along x
+    placed, moved = [], []
+    for item in objects:
+        spot = item.location
+        if spot in ends:
+            x = round(ends[spot] + SPREAD_GAP + item.scale[0] / 2, 2)
+            moved.append(item.name)
+            item = replace(item, location=(x, spot[1], spot[2]))
+        ends[spot] = item.location[0] + item.scale[0] / 2
+        placed.append(item)
+    if moved:
+        notes.append(f"moved {_listed(moved)} along x, off the spot an earlier object has")
+    return placed
 
 
 def validate_plan(data: Any) -> PlanResult:
@@ -523,13 +692,15 @@ def validate_plan(data: Any) -> PlanResult:
     raw_lights = check.items(fields.get("lights", []), "lights", MAX_LIGHTS, "lights")
     if raw_lights is not None:
         lights = [check.light(item, f"lights[{index}]") for index, item in enumerate(raw_lights)]
-    camera = check.camera(fields["camera"], "camera") if fields.get("camera") is not None else None
+    built = _spread([o for o in objects if o is not None], check.notes)
+    camera = check.camera(fields["camera"], "camera", built) if fields.get("camera") is not None else None
     if check.errors:
         return PlanResult(None, tuple(check.errors))
     plan = BlockoutPlan(
-        objects=tuple(o for o in objects if o is not None),
+        objects=tuple(built),
         lights=tuple(lt for lt in lights if lt is not None),
-        camera=camera,
+        # Replies held to the schema have no camera: a plan always gets one that sees it all.
+        camera=camera or frame_camera(built, check.unique("Camera")),
         notes=tuple(check.notes),
     )
     return PlanResult(plan, ())
@@ -557,3 +728,48 @@ def repair_prompt(errors: tuple[PlanError, ...] | list[PlanError]) -> str:
         + "\n".join(listed)
         + "\nFix these and reply with the whole corrected JSON object only, in the same format, with no other text."
     )
+
+
+# -- what a build made, in words --------------------------------------------------------------
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _listed(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What the bpy builder made, as it ended up in the scene (names after Blender's renaming)."""
+
+    collection: str
+    objects: int
+    lights: int
+    camera: str | None  # the block-out's camera, when one was made (it is then the scene camera)
+    kept_camera: str | None  # the scene camera that was kept instead
+    replaced: str | None = None  # the previous block-out's collection, removed
+    renamed: tuple[str, ...] = ()  # objects whose plan name other objects hold, as Blender numbered them
+    notes: tuple[str, ...] = ()  # the plan's notes: what was repaired or ignored
+
+    @property
+    def message(self) -> str:
+        made = [_count(self.objects, "object")] + ([_count(self.lights, "light")] if self.lights else [])
+        made += ["a camera"] if self.camera else []
+        text = f"Blocked out {_listed(made)} in '{self.collection}'"
+        if self.replaced:
+            text += ", replacing the previous one" + ("" if self.replaced == self.collection else f", '{self.replaced}'")
+        text += "."
+        if self.camera:
+            text += f" Its camera '{self.camera}' is now the scene camera."
+        if self.kept_camera:
+            text += f" Kept the scene camera '{self.kept_camera}'."
+        if self.renamed:
+            more = f" (+{len(self.renamed) - 3} more)" if len(self.renamed) > 3 else ""
+            text += f" Names already taken, so numbered: {', '.join(self.renamed[:3])}{more}."
+        if self.notes:
+            more = f" (+{len(self.notes) - 2} more)" if len(self.notes) > 2 else ""
+            text += f" Note: {'; '.join(self.notes[:2])}{more}."
+        return text

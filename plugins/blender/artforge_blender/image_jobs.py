@@ -69,12 +69,49 @@ def concept_request(
     )
 
 
-def capture_size(resolution_x: int, resolution_y: int, size: int) -> tuple[int, int]:
-    """The camera capture's pixels: the scene's aspect ratio, `size` on the long side, each side a
-    multiple of 8 (as the server wants) and at least 8."""
+MIN_CAPTURE_SIDE = 64  # stylize needs 32 px on both sides, and a diffusion model has no room for a picture in less
+
+
+@dataclass(frozen=True)
+class CaptureLayout:
+    """The camera frame rendered at width x height, centred on a canvas the server takes (each side
+    a multiple of 8 and at least MIN_CAPTURE_SIDE): the padding keeps the frame's own aspect, and the
+    result is cropped back to the frame."""
+
+    width: int
+    height: int
+    canvas_width: int
+    canvas_height: int
+
+    @property
+    def x(self) -> int:
+        return (self.canvas_width - self.width) // 2
+
+    @property
+    def y(self) -> int:
+        return (self.canvas_height - self.height) // 2
+
+    @property
+    def padded(self) -> bool:
+        return (self.width, self.height) != (self.canvas_width, self.canvas_height)
+
+    def frame_in(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(x, y, width, height) of the frame in a result of width x height (the canvas, or scaled from it)."""
+        sx, sy = width / self.canvas_width, height / self.canvas_height
+        x, y = round(self.x * sx), round(self.y * sy)
+        return x, y, max(1, min(width - x, round(self.width * sx))), max(1, min(height - y, round(self.height * sy)))
+
+
+def capture_layout(resolution_x: int, resolution_y: int, size: int) -> CaptureLayout:
+    """`size` pixels on the frame's long side, the short side by the frame's aspect (at least 1)."""
     aspect = resolution_x / max(1, resolution_y)
     width, height = (size, size / aspect) if aspect >= 1 else (size * aspect, size)
-    return max(8, round(width / 8) * 8), max(8, round(height / 8) * 8)
+    width, height = max(1, round(width)), max(1, round(height))
+
+    def canvas(side: int) -> int:
+        return max(MIN_CAPTURE_SIDE, -(-side // 8) * 8)
+
+    return CaptureLayout(width, height, canvas(width), canvas(height))
 
 
 def maps_by_name(images: list[ImageResult]) -> dict[str, ImageResult]:

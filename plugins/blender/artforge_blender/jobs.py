@@ -1,6 +1,7 @@
 """Jobs on worker threads, their results applied on Blender's main thread from bpy.app.timers.
 
-One job per kind ("texture", "concept", "describe", "blockout", "connection") at a time. The
+One job per key at a time: the kind ("concept", "describe", "blockout", "connection"), or for
+textures the kind and the object (texture_key), so several objects get textures at once. The
 worker only talks to the server and fills a JobState; `tick()`, the timer, is the only place that
 touches bpy data for a job: streamed text, previews, and the result once the job has finished.
 Tests (and any host without an event loop, like the bpy module) call `tick()` themselves.
@@ -35,6 +36,15 @@ class Job:
 
 _jobs: dict[str, Job] = {}
 _threads: list[threading.Thread] = []
+
+
+def texture_key(uid: int) -> str:
+    """The key of the texture job of the object with this session_uid."""
+    return f"texture {uid}"
+
+
+def running_textures() -> int:
+    return sum(1 for key, job in _jobs.items() if key.startswith("texture ") and job.state.snapshot().phase.active)
 
 
 def get(kind: str) -> Job | None:

@@ -48,30 +48,52 @@ def _show_preview(job: jobs.Job, seen: list[object]) -> None:
 # -- texture -----------------------------------------------------------------------------------
 
 
-def apply_texture(results: list[ImageResult], label: str, object_name: str) -> str:
+def apply_texture(results: list[ImageResult], label: str, target: int, faces: frozenset[int], add_uvs: bool) -> str:
+    """Make the material and put it on the object the job was started on (by session_uid: a rename
+    does not lose it, and another object that takes its name does not get it). Nothing the artist
+    made is replaced, and everything made here has a user, so a save keeps it all. One undo step."""
     maps = maps_by_name(results)
     if "albedo" not in maps:
         raise ValueError("the server returned no colour image")
     images = {name: scene_io.set_png(None, f"AF {label} {name}", r.data, data=name in DATA_MAPS) for name, r in maps.items()}
     material = scene_io.texture_material(f"AF {label}", images)
-    obj = bpy.data.objects.get(object_name)
-    where = "kept as a material (the object is gone)"
-    if obj is not None:
-        scene_io.assign_material(obj, material)
-        where = f"on {obj.name}"
+    seed = maps["albedo"].header.provenance.seed
+    obj = scene_io.object_by_uid(target)
+    if obj is None:
+        material.use_fake_user = True
+        message = f"Texture ready, seed {seed}: its object was deleted, so '{material.name}' is kept in the file (with a fake user)."
+    else:
+        uvs = ""
+        if scene_io.needs_uvs(obj):
+            if add_uvs:
+                scene_io.add_box_uvs(obj)
+                uvs = f" {obj.name} had no UV map: it got a cube projection, '{scene_io.BOX_UV_MAP}'."
+            else:
+                uvs = f" {obj.name} has no UV map, so the texture shows as one colour until it gets one."
+        message = f"Texture ready, seed {seed}: '{material.name}' {scene_io.place_texture(obj, material, faces)}.{uvs}"
     scene_io.show_in_image_editors(images["albedo"])
-    return f"Texture ready: {material.name} {where}, seed {maps['albedo'].header.provenance.seed}."
+    scene_io.push_undo(f"ArtForge texture: {label}")
+    return message
 
 
 class ARTFORGE_OT_texture(bpy.types.Operator):
     bl_idname = "artforge.texture"
     bl_label = "Generate Texture"
-    bl_description = "Generate a texture (and PBR maps) from the prompt and put it on the active object as a new material"
+    bl_description = (
+        "Generate a texture (and PBR maps) from the prompt and add it to the active object as a new material "
+        "(on the selected faces in Edit Mode); the object's materials are kept"
+    )
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         obj = context.active_object
-        return obj is not None and obj.type in MATERIAL_OBJECT_TYPES
+        if obj is None:
+            cls.poll_message_set("Select the object to texture first.")
+            return False
+        if obj.type not in MATERIAL_OBJECT_TYPES:
+            cls.poll_message_set(f"{obj.name} is a {obj.type.lower()}, which takes no material: select a mesh, curve, surface or text.")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         props = context.scene.artforge
@@ -83,16 +105,18 @@ class ARTFORGE_OT_texture(bpy.types.Operator):
                 props.texture_prompt, int(props.texture_size), props.seamless, props.pbr, props.model.strip(), props.steps, props.seed
             )
         )
-        label, object_name, seen = short_label(props.texture_prompt), context.active_object.name, []
+        obj = context.active_object
+        label, target, add_uvs, seen = short_label(props.texture_prompt), obj.session_uid, props.add_uvs, []
+        faces = scene_io.selected_faces(obj)  # the Edit Mode selection as it is now, not when the result comes
 
         def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
             _show_preview(job, seen)
-            return apply_texture(snapshot.result, label, object_name) if snapshot.phase is Phase.SUCCEEDED else None
+            return apply_texture(snapshot.result, label, target, faces, add_uvs) if snapshot.phase is Phase.SUCCEEDED else None
 
         def work(job: jobs.Job, settings: ServerSettings) -> None:
             _run_image_job(job, settings, lambda client: client.generate_image(request))
 
-        return start_job(self, context, "texture", f"Texture: {label}", work, update)
+        return start_job(self, context, jobs.texture_key(target), f"Texture: {label}", work, update)
 
 
 # -- concept art ---------------------------------------------------------------------------------
@@ -105,7 +129,10 @@ class ARTFORGE_OT_concept_art(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return context.scene is not None and context.scene.camera is not None
+        if context.scene is None or context.scene.camera is None:
+            cls.poll_message_set("The scene has no camera: add one, and make it the scene's camera (Ctrl+Numpad 0).")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         props, scene = context.scene.artforge, context.scene
@@ -113,7 +140,7 @@ class ARTFORGE_OT_concept_art(bpy.types.Operator):
             self.report({"ERROR"}, "Write a prompt for the concept art first (or choose Stylize).")
             return {"CANCELLED"}
         engine = scene.render.engine if props.capture_engine == "SCENE" else props.capture_engine
-        png = scene_io.capture_camera(scene, props.concept_size, engine)  # a short render on the main thread
+        png, layout = scene_io.capture_camera(scene, props.concept_size, engine)  # a short render on the main thread
         request = concept_request(
             png,
             props.concept_prompt,
@@ -130,9 +157,11 @@ class ARTFORGE_OT_concept_art(bpy.types.Operator):
             _show_preview(job, seen)
             if snapshot.phase is not Phase.SUCCEEDED:
                 return None
-            image = scene_io.set_png(None, f"AF Concept {label}", snapshot.result[0].data)
+            image = scene_io.crop_to_frame(scene_io.set_png(None, f"AF Concept {label}", snapshot.result[0].data), layout)
+            image.use_fake_user = True  # nothing else uses it: without this, the next save would drop it
             scene_io.show_in_image_editors(image)
-            return f"Concept art ready: image {image.name}."
+            padded = f" (the {layout.width}x{layout.height} frame was padded to {layout.canvas_width}x{layout.canvas_height})"
+            return f"Concept art ready: image {image.name}{padded if layout.padded else ''}."
 
         stylize = props.concept_mode == STYLIZE
 
@@ -155,19 +184,36 @@ class ARTFORGE_OT_describe_scene(bpy.types.Operator):
     bl_description = f"Describe the visible scene in words, streamed into the text '{DESCRIPTION_TEXT}'"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        context_text = scene_context(scene_io.gather_scene(context.scene, context.view_layer))
+        info = scene_io.gather_scene(context.scene, context.view_layer)
+        if not info.objects and not info.lights:  # a small model asked about nothing invents a scene
+            self.report({"WARNING"}, "The scene has no visible objects or lights: there is nothing to describe.")
+            return {"CANCELLED"}
+        context_text = scene_context(info)
         _text(CONTEXT_TEXT).from_string(context_text)
         _text(DESCRIPTION_TEXT).clear()
         max_tokens = context.scene.artforge.describe_max_tokens
 
         def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
-            _text(DESCRIPTION_TEXT).write(job.state.take_text())
-            return f"Scene description written to the text '{DESCRIPTION_TEXT}'." if snapshot.phase is Phase.SUCCEEDED else None
+            text = _text(DESCRIPTION_TEXT)
+            text.write(job.state.take_text())
+            if not snapshot.phase.finished:
+                return None
+            # A description that stopped early says so in the text itself, where it is read.
+            why = "it reached the Length limit" if snapshot.result == "max_tokens" else snapshot.message
+            if snapshot.phase is Phase.SUCCEEDED and snapshot.result != "max_tokens":
+                return f"Scene description written to the text '{DESCRIPTION_TEXT}'."
+            if not text.as_string().strip():
+                return None
+            text.write(f"\n\n[Unfinished: {why}]")
+            return f"The description in '{DESCRIPTION_TEXT}' is unfinished: {why}"
 
         def work(job: jobs.Job, settings: ServerSettings) -> None:
             with settings.client() as client:
                 run_stream(
-                    job.state, lambda: client.generate_text(context_text, task="scene_description", max_tokens=max_tokens), settings.address
+                    job.state,
+                    lambda: client.generate_text(context_text, task="scene_description", max_tokens=max_tokens),
+                    settings.address,
+                    result=lambda stream: stream.finished.finish_reason,
                 )
 
         return start_job(self, context, "describe", "Describe scene", work, update)
@@ -176,36 +222,39 @@ class ARTFORGE_OT_describe_scene(bpy.types.Operator):
 # -- block out ------------------------------------------------------------------------------------
 
 
-def apply_plan(result: PlanResult, scene: bpy.types.Scene) -> tuple[str, bool]:
-    """Build a valid plan, or build nothing and say why; (message, failed)."""
+def apply_plan(result: PlanResult, scene: bpy.types.Scene, *, replace: bool = True, use_camera: bool = False) -> tuple[str, bool]:
+    """Build a valid plan (see scene_io.build_plan for `replace` and `use_camera`), or build
+    nothing and say why; (message, failed)."""
     if not result.ok:
         shown = "; ".join(str(error) for error in result.errors[:4])
         more = f" (+{len(result.errors) - 4} more)" if len(result.errors) > 4 else ""
         return f"No block-out built, the plan was invalid: {shown}{more}", True
-    plan = result.plan
-    scene_io.build_plan(plan, scene)
-    camera = ", a camera" if plan.camera else ""
-    return f"Blocked out {len(plan.objects)} objects, {len(plan.lights)} lights{camera} in '{scene_io.BLOCKOUT_COLLECTION}'.", False
+    return scene_io.build_plan(result.plan, scene, replace=replace, use_camera=use_camera).message, False
 
 
 class ARTFORGE_OT_blockout(bpy.types.Operator):
     bl_idname = "artforge.blockout"
     bl_label = "Block Out Scene"
-    bl_description = "Ask the text model for a block-out plan of the description, check it, and build it (one undo step)"
+    bl_description = (
+        "Ask the text model for a block-out plan of the description, check it, and build it (one undo step), "
+        "replacing the previous block-out or beside it"
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        description = context.scene.artforge.blockout_description.strip()
+        props = context.scene.artforge
+        description = props.blockout_description.strip()
         if not description:
             self.report({"ERROR"}, "Describe the scene to block out first.")
             return {"CANCELLED"}
         scene_name = context.scene.name
+        replace, use_camera = props.blockout_mode == "REPLACE", props.blockout_use_camera  # as they were when clicked
 
         def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
             job.state.take_text()  # the plan's JSON is not shown; drop it
             scene = bpy.data.scenes.get(scene_name)
             if snapshot.phase is not Phase.SUCCEEDED or scene is None:
                 return None
-            message, job.failed = apply_plan(snapshot.result, scene)
+            message, job.failed = apply_plan(snapshot.result, scene, replace=replace, use_camera=use_camera)
             return message
 
         def work(job: jobs.Job, settings: ServerSettings) -> None:

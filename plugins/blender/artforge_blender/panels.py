@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from artforge_client.job_state import Phase
+
 from . import jobs
 from .image_jobs import STYLIZE
 
@@ -23,7 +25,8 @@ def draw_job(layout: bpy.types.UILayout, kind: str, operator: str, icon: str) ->
             row.progress(factor=snapshot.progress, type="BAR", text=snapshot.message or snapshot.phase.value.capitalize())
             row.operator("artforge.cancel", text="", icon="CANCEL").kind = kind
         elif job.done_message:
-            layout.box().label(text=job.done_message, icon="ERROR" if job.failed else "INFO")
+            outcome = "CANCEL" if snapshot.phase is Phase.CANCELLED else "ERROR" if job.failed else "INFO"
+            layout.box().label(text=job.done_message, icon=outcome)
     row = layout.row()
     row.enabled = not running
     row.operator(operator, icon=icon)
@@ -40,7 +43,16 @@ def draw_texture(layout: bpy.types.UILayout, context: bpy.types.Context) -> None
     row = layout.row(align=True)
     row.prop(props, "steps")
     row.prop(props, "seed")
-    draw_job(layout, "texture", "artforge.texture", "TEXTURE")
+    obj = context.active_object
+    if obj is not None and obj.type == "MESH" and not obj.data.uv_layers:
+        row = layout.row()
+        row.prop(props, "add_uvs")
+        row.label(text="no UV map", icon="INFO" if props.add_uvs else "ERROR")
+    key = jobs.texture_key(obj.session_uid) if obj is not None else "texture"
+    draw_job(layout, key, "artforge.texture", "TEXTURE")
+    others = jobs.running_textures() - jobs.active(key)
+    if others:
+        layout.label(text=f"{others} more texture{'s' if others > 1 else ''} on other objects", icon="TIME")
 
 
 class ARTFORGE_PT_view3d(bpy.types.Panel):
@@ -78,6 +90,8 @@ class ARTFORGE_PT_view3d(bpy.types.Panel):
         layout.label(text="Block out a scene", icon="MESH_CUBE")
         box = layout.box()
         box.prop(props, "blockout_description", text="")
+        box.row().prop(props, "blockout_mode", expand=True)
+        box.prop(props, "blockout_use_camera")
         draw_job(box, "blockout", "artforge.blockout", "MESH_CUBE")
 
 

@@ -60,7 +60,9 @@ def start_job(
         operator.report({"ERROR"}, problem)
         return {"CANCELLED"}
     if jobs.start(kind, label, lambda job: work(job, settings), update) is None:
-        operator.report({"WARNING"}, f"An ArtForge {kind} job is still running: wait for it or cancel it.")
+        kind, _, per_object = kind.partition(" ")  # "texture 42": one texture job per object
+        which = " for this object" if per_object else ""
+        operator.report({"WARNING"}, f"An ArtForge {kind} job is still running{which}: wait for it or cancel it.")
         return {"CANCELLED"}
     return {"FINISHED"}
 

@@ -15,6 +15,12 @@ class ArtForgeSettings(bpy.types.PropertyGroup):
     )
     seamless: bpy.props.BoolProperty(name="Seamless", description="Tiles without seams in both directions", default=True)
     pbr: bpy.props.BoolProperty(name="PBR maps", description="Also height, normal and roughness maps derived from the albedo", default=True)
+    add_uvs: bpy.props.BoolProperty(
+        name="Add UVs",
+        description="Give a mesh without a UV map a cube projection, which keeps a seamless texture seamless; "
+        "without UVs a texture shows as one colour",
+        default=True,
+    )
     model: bpy.props.StringProperty(name="Model", description="Image model on the server; empty: the server's default")
     steps: bpy.props.IntProperty(name="Steps", description="Denoising steps; 0: the model's default", default=0, min=0, max=150)
     seed: bpy.props.IntProperty(name="Seed", description="Same seed, same image; -1: random", default=-1, min=-1)
@@ -38,6 +44,20 @@ class ArtForgeSettings(bpy.types.PropertyGroup):
     # Describe and block out
     describe_max_tokens: bpy.props.IntProperty(name="Length", description="Most tokens to write", default=300, min=16, max=2048)
     blockout_description: bpy.props.StringProperty(name="Description", description="The scene to block out", default="a house on a lawn")
+    blockout_mode: bpy.props.EnumProperty(
+        name="Previous block-out",
+        items=[
+            ("REPLACE", "Replace", "Remove the previous ArtForge block-out (only what it made) and build the new one in its place"),
+            ("ADD", "Add", "Keep the previous block-outs and build the new one beside them, in a collection of its own"),
+        ],
+        default="REPLACE",
+    )
+    blockout_use_camera: bpy.props.BoolProperty(
+        name="Use the plan's camera",
+        description="Make the block-out's camera, framed on its objects, the scene camera. Off: the scene camera is kept "
+        "(a block-out camera is made only when the scene has none, or had the replaced block-out's)",
+        default=False,
+    )
 
 
 CLASSES = (ArtForgeSettings,)

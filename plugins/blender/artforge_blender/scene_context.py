@@ -7,16 +7,18 @@ comes from in Blender (the adapter's job):
     SceneInfo.objects         visible objects (obj.visible_get()) that are not lights or cameras
     SceneInfo.lights          visible objects with obj.type == "LIGHT"
     SceneInfo.camera          scene.camera (None when the scene has none)
-    SceneInfo.world_color     scene.world.color, or the Background node's Color input when
-                              scene.world.use_nodes (RGB, scene-linear); None without a world
+    SceneInfo.world_color     the Background node's Color input when the world has a node tree,
+                              else scene.world.color (RGB, scene-linear); None without a world
     ObjectInfo.name / type    obj.name / obj.type ("MESH", "CURVE", "EMPTY", ...)
     ObjectInfo.dimensions     tuple(obj.dimensions): world-size bounding box, scale applied
     ObjectInfo.location       tuple(obj.matrix_world.translation) (world space, parents applied)
     ObjectInfo.rotation       obj.matrix_world.to_euler("XYZ") converted to DEGREES
     ObjectInfo.materials      one MaterialInfo per filled material slot (slot.material), in slot order
     MaterialInfo.name         material.name
-    MaterialInfo.base_color   the Principled BSDF "Base Color" default_value[:3] when use_nodes,
-                              else material.diffuse_color[:3] (scene-linear)
+    MaterialInfo.base_color   what feeds the Principled BSDF's "Base Color": an RGB node's colour, an
+                              image's mean, else its default_value[:3]; material.diffuse_color[:3]
+                              (the viewport colour) when that is Blender's untouched default or there
+                              is no Principled BSDF (scene-linear)
     LightInfo.type            light.type ("POINT", "SUN", "SPOT", "AREA"); light = obj.data
     LightInfo.color / energy  tuple(light.color) (scene-linear) / light.energy (W, or W/m² for suns)
     CameraInfo.lens           obj.data.lens (mm); location/rotation as for objects

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 
 import bmesh
 import bpy
+import numpy as np
 from mathutils import Euler, Matrix
 
-from .blockout_plan import BlockoutPlan, Primitive
-from .image_jobs import capture_size
+from .blockout_plan import BlockoutPlan, BuildReport, Primitive
+from .image_jobs import CaptureLayout, capture_layout
 from .scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo
 
 BLOCKOUT_COLLECTION = "ArtForge Block-out"
@@ -29,19 +30,44 @@ def _degrees(obj: bpy.types.Object) -> tuple[float, float, float]:
     return (math.degrees(euler.x), math.degrees(euler.y), math.degrees(euler.z))
 
 
+DEFAULT_BASE_COLOR = (0.8, 0.8, 0.8)  # what Blender gives a new material, in its node and its viewport colour
+
+
 def _material_info(material: bpy.types.Material) -> MaterialInfo:
-    color = tuple(material.diffuse_color[:3])
-    if material.use_nodes and material.node_tree is not None:
-        bsdf = next((n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None)
-        if bsdf is not None:
-            color = tuple(bsdf.inputs["Base Color"].default_value[:3])
-    return MaterialInfo(material.name, color)
+    """The colour the material shows: what feeds the Principled BSDF's Base Color (a colour node, the
+    mean of an image), its own value, or the viewport colour when only that was ever set."""
+    viewport = tuple(material.diffuse_color[:3])
+    bsdf = next((n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED"), None) if material.node_tree else None
+    if bsdf is None:
+        return MaterialInfo(material.name, viewport)
+    socket = bsdf.inputs["Base Color"]
+    if socket.is_linked:
+        color = _linked_color(socket.links[0].from_node)
+        if color is not None:
+            return MaterialInfo(material.name, color)
+    value = tuple(socket.default_value[:3])
+    unset = all(abs(a - b) < 1e-4 for a, b in zip(value, DEFAULT_BASE_COLOR, strict=True))
+    return MaterialInfo(material.name, viewport if unset else value)
+
+
+def _linked_color(node: bpy.types.Node) -> tuple[float, float, float] | None:
+    """The colour a node feeds: an RGB node's, or an image's mean (linear); None for anything else."""
+    if node.type == "RGB":
+        return tuple(node.outputs[0].default_value[:3])
+    if node.type != "TEX_IMAGE" or node.image is None or 0 in node.image.size:
+        return None
+    small = node.image.copy()  # a mean needs no more than 32 x 32 pixels; a 4K texture's floats are 256 MB
+    try:
+        small.scale(min(32, small.size[0]), min(32, small.size[1]))
+        return tuple(float(v) for v in _pixels(small)[..., :3].reshape(-1, 3).mean(axis=0))
+    finally:
+        bpy.data.images.remove(small)
 
 
 def _world_color(world: bpy.types.World | None) -> tuple[float, float, float] | None:
     if world is None:
         return None
-    if world.use_nodes and world.node_tree is not None:
+    if world.node_tree is not None:  # World.use_nodes is deprecated in Blender 5: a node tree is what counts
         background = next((n for n in world.node_tree.nodes if n.type == "BACKGROUND"), None)
         if background is not None:
             return tuple(background.inputs["Color"].default_value[:3])
@@ -123,9 +149,8 @@ def _primitive_mesh(kind: str, name: str) -> bpy.types.Mesh:
 
 
 def colour_material(name: str, linear: tuple[float, float, float]) -> bpy.types.Material:
-    material = bpy.data.materials.new(name)
+    material = bpy.data.materials.new(name)  # Blender 5 gives every new material its node tree
     material.diffuse_color = (*linear, 1.0)  # what Solid view shows
-    material.use_nodes = True
     bsdf = next(n for n in material.node_tree.nodes if n.type == "BSDF_PRINCIPLED")
     bsdf.inputs["Base Color"].default_value = (*linear, 1.0)
     return material
@@ -146,42 +171,118 @@ def _primitive(item: Primitive) -> list[bpy.types.ID]:
     return [obj, mesh, material]
 
 
-def build_plan(plan: BlockoutPlan, scene: bpy.types.Scene) -> list[bpy.types.Object]:
+BLOCKOUT_MARK = "artforge_blockout"  # an ID property on everything a block-out made: the block-out's number in its scene
+
+
+def blockouts(scene: bpy.types.Scene) -> list[bpy.types.Collection]:
+    """The scene's block-out collections, oldest first."""
+    found = [c for c in scene.collection.children_recursive if BLOCKOUT_MARK in c]
+    return sorted(found, key=lambda c: c[BLOCKOUT_MARK])
+
+
+def _removable(obj: bpy.types.Object) -> bool:
+    """Made by a block-out and in its collection only: one the artist also linked elsewhere is theirs now."""
+    return BLOCKOUT_MARK in obj and len(obj.users_collection) == 1
+
+
+def remove_blockout(collection: bpy.types.Collection, scene: bpy.types.Scene) -> None:
+    """Remove what a block-out made: its collection, its removable objects, and their data once
+    nothing uses it. The artist's things in it (objects moved in, collections nested) move up to
+    the scene's collection; nothing of theirs is deleted."""
+    ours, data = [], []
+    for obj in collection.objects:
+        if _removable(obj):
+            ours.append(obj)
+            if obj.data is not None:
+                data.append(obj.data)
+                data += [m for m in getattr(obj.data, "materials", ()) if m is not None]
+        elif len(obj.users_collection) == 1:
+            scene.collection.objects.link(obj)
+    for child in collection.children:
+        if child.name not in scene.collection.children:
+            scene.collection.children.link(child)
+    for obj in ours:
+        bpy.data.objects.remove(obj)
+    bpy.data.collections.remove(collection)
+    for item in data:  # meshes before their materials, so a material's last user is gone first
+        if BLOCKOUT_MARK in item and item.users == 0:
+            _remove(item)
+
+
+def _claim(item: bpy.types.ID, name: str) -> None:
+    """Name `item` again now that the replaced block-out is gone: Blender gives it `name`, or where
+    that is still taken the lowest free number ("House.001" again, not "House.002")."""
+    if item.name != name:
+        item.name = name
+
+
+def build_plan(plan: BlockoutPlan, scene: bpy.types.Scene, *, replace: bool, use_camera: bool) -> BuildReport:
     """Build a validated plan into a new collection as one undo step; on any failure, remove
-    everything made so far and re-raise, so a plan builds completely or not at all."""
-    made: list[bpy.types.ID] = []
+    everything made so far and re-raise, so a plan builds completely or not at all.
+
+    `replace`: the scene's latest block-out is removed once the new one is built (remove_blockout),
+    and the new one takes its collection's name.
+    The plan's camera becomes the scene camera when `use_camera` is set, when the scene has none,
+    or when the scene camera is the replaced block-out's; otherwise it is not made at all, since
+    an unused camera is one more thing for the artist to delete."""
+    existing = blockouts(scene)
+    previous = existing[-1] if replace and existing else None
+    number = existing[-1][BLOCKOUT_MARK] + 1 if existing else 1
+    active = scene.camera
+    leaving = previous is not None and active is not None and active.name in previous.objects and _removable(active)
+    make_camera = use_camera or active is None or leaving
+    made: list[tuple[bpy.types.ID, str]] = []  # everything made, with the name it was made with
     camera = None
     try:
-        collection = bpy.data.collections.new(BLOCKOUT_COLLECTION)
-        made.append(collection)
+        collection_name = BLOCKOUT_COLLECTION if previous is None else previous.name
+        collection = bpy.data.collections.new(collection_name)
+        made.append((collection, collection_name))
         for item in plan.objects:
-            made += _primitive(item)
+            made += [(part, item.name) for part in _primitive(item)]
         for item in plan.lights:
             light = bpy.data.lights.new(item.name, item.type.upper())
             light.energy, light.color = item.energy, item.linear_color
             obj = bpy.data.objects.new(item.name, light)
             _place(obj, item.location, item.rotation)
-            made += [obj, light]
-        if plan.camera is not None:
+            made += [(obj, item.name), (light, item.name)]
+        if make_camera:
             data = bpy.data.cameras.new(plan.camera.name)
-            data.lens = plan.camera.lens
+            data.lens, data.clip_end = plan.camera.lens, plan.camera.clip_end
             camera = bpy.data.objects.new(plan.camera.name, data)
             _place(camera, plan.camera.location, plan.camera.rotation)
-            made += [camera, data]
-        objects = [item for item in made if isinstance(item, bpy.types.Object)]
-        for obj in objects:
+            made += [(camera, plan.camera.name), (data, plan.camera.name)]
+        for item, _ in made:
+            item[BLOCKOUT_MARK] = number
+        objects = [(item, name) for item, name in made if isinstance(item, bpy.types.Object)]
+        for obj, _ in objects:
             collection.objects.link(obj)
         scene.collection.children.link(collection)
-        if camera is not None:
-            scene.camera = camera
     except Exception:
-        for item in reversed(made):
+        for item, _ in reversed(made):
             _remove(item)
         raise
-    # Data made outside an operator needs its own undo step; in the file-less bpy module undo may be off.
-    if bpy.ops.ed.undo_push.poll():
-        bpy.ops.ed.undo_push(message="ArtForge block-out")
-    return objects
+    kept = None if make_camera else active.name
+    replaced = None
+    if previous is not None:
+        replaced = previous.name
+        remove_blockout(previous, scene)
+    if camera is not None:
+        scene.camera = camera
+    # Built before the old one went (a failed build leaves it as it was), so names it held were numbered.
+    for item, name in made:
+        _claim(item, name)
+    renamed = tuple(obj.name for obj, name in objects if obj.name != name)
+    push_undo("ArtForge block-out")
+    return BuildReport(
+        collection.name,
+        len(plan.objects),
+        len(plan.lights),
+        camera.name if camera is not None else None,
+        kept,
+        replaced,
+        renamed,
+        plan.notes,
+    )
 
 
 _DATA = {
@@ -194,9 +295,13 @@ _DATA = {
 }
 
 
-def _remove(item: bpy.types.ID) -> None:
+def _pool(item: bpy.types.ID) -> bpy.types.bpy_prop_collection:
     base = next(cls.__name__ for cls in type(item).__mro__ if cls.__name__ in _DATA)  # lights are PointLight, SunLight ...
-    getattr(bpy.data, _DATA[base]).remove(item)
+    return getattr(bpy.data, _DATA[base])
+
+
+def _remove(item: bpy.types.ID) -> None:
+    _pool(item).remove(item)
 
 
 # -- images and materials -----------------------------------------------------------------------
@@ -209,7 +314,7 @@ def set_png(image: bpy.types.Image | None, name: str, png: bytes, data: bool = F
         image = bpy.data.images.new(name, 8, 8)
     image.pack(data=png, data_len=len(png))
     image.source = "FILE"
-    image.reload()
+    image.buffers_free()  # decoded again from the packed bytes on use; reload() would look for a file first and complain
     image.colorspace_settings.name = "Non-Color" if data else "sRGB"
     return image
 
@@ -223,37 +328,148 @@ def show_in_image_editors(image: bpy.types.Image) -> None:
                 area.spaces.active.image = image
 
 
+TEXTURE_MARK = "artforge_texture"  # an ID property on what a texture job made, so a regenerate can find and replace it
+BOX_UV_MAP = "ArtForge box"
+
+
 def texture_material(name: str, images: dict[str, bpy.types.Image]) -> bpy.types.Material:
     """Principled BSDF: albedo -> Base Color, roughness -> Roughness, normal -> Normal Map -> Normal.
-    The height map is kept as an image datablock, not wired (a displacement setup is a choice)."""
+    The height map gets a node of its own, not wired (relief through a Displacement node is the
+    artist's choice), so that the image has a user and is saved with the file."""
     material = bpy.data.materials.new(name)
-    material.use_nodes = True
-    tree = material.node_tree
+    material[TEXTURE_MARK] = True
+    tree = material.node_tree  # Blender 5 gives every new material its node tree (use_nodes is deprecated)
     bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
-    for row, (map_name, socket) in enumerate((("albedo", "Base Color"), ("roughness", "Roughness"), ("normal", None))):
+    for row, (map_name, socket) in enumerate((("albedo", "Base Color"), ("roughness", "Roughness"), ("normal", None), ("height", None))):
         image = images.get(map_name)
         if image is None:
             continue
+        image[TEXTURE_MARK] = True
         node = tree.nodes.new("ShaderNodeTexImage")
         node.name = node.label = map_name
         node.image = image
         node.location = (-700, 300 - 300 * row)
         if socket is not None:
             tree.links.new(node.outputs["Color"], bsdf.inputs[socket])
-        else:
+        elif map_name == "normal":
             normal_map = tree.nodes.new("ShaderNodeNormalMap")
             normal_map.location = (-350, 300 - 300 * row)
             tree.links.new(node.outputs["Color"], normal_map.inputs["Color"])
             tree.links.new(normal_map.outputs["Normal"], bsdf.inputs["Normal"])
+    tree.nodes.active = tree.nodes["albedo"]  # what Solid view's Texture colour and texture painting show
     return material
 
 
-def assign_material(obj: bpy.types.Object, material: bpy.types.Material) -> None:
-    """Into the active slot, or a new slot when the object has none."""
-    if obj.material_slots:
-        obj.material_slots[obj.active_material_index].material = material
-    else:
-        obj.data.materials.append(material)
+def object_by_uid(uid: int) -> bpy.types.Object | None:
+    """The object a job was started on: session_uid survives renames, and no other object takes it."""
+    return next((obj for obj in bpy.data.objects if obj.session_uid == uid), None)
+
+
+def selected_faces(obj: bpy.types.Object) -> frozenset[int]:
+    """The faces selected in Edit Mode (empty outside it, or when none are)."""
+    if obj.type != "MESH" or obj.mode != "EDIT":
+        return frozenset()
+    obj.update_from_editmode()
+    return frozenset(p.index for p in obj.data.polygons if p.select)
+
+
+def place_texture(obj: bpy.types.Object, material: bpy.types.Material, faces: frozenset[int]) -> str:
+    """Put `material` on `obj` without losing anything of the artist's; says where, as a sentence's end.
+
+    - The active slot holds an earlier ArtForge texture: it is replaced, and removed when unused.
+    - A mesh of its own: a new slot, on `faces` (the Edit Mode selection) or on every face; the
+      other materials stay in their slots.
+    - A mesh shared with other objects (linked duplicates), or a curve or text: the active slot
+      links the material to this object only, and the data keeps its own material for the rest."""
+    slots = obj.material_slots
+    previous = slots[obj.active_material_index].material if slots else None
+    if previous is not None and previous.get(TEXTURE_MARK):
+        slots[obj.active_material_index].material = material
+        name = previous.name
+        remove_unused_texture(previous)
+        return f"on {obj.name}, in place of the earlier ArtForge texture '{name}'"
+    data = obj.data
+    if obj.type == "MESH" and data.users == 1:
+        data.materials.append(material)
+        index = len(data.materials) - 1
+        _assign_faces(obj, index, faces)
+        obj.active_material_index = index
+        where = f"{len(faces)} selected faces" if faces else "all faces"
+        kept = [m.name for m in data.materials[:index] if m is not None]
+        return f"on {obj.name}, {where}, in a new material slot" + (f"; {', '.join(kept)} kept in their slots" if kept else "")
+    if not slots:
+        data.materials.append(None)
+    slot = obj.material_slots[obj.active_material_index]
+    kept = slot.material  # the data's material: the other users of the data keep showing it
+    slot.link = "OBJECT"
+    slot.material = material
+    why = f"its data is shared by {data.users} objects" if data.users > 1 else "only a mesh's faces can take a new slot"
+    return f"on {obj.name} only ({why}): the slot now links to the object" + (f", and '{kept.name}' stays on the data" if kept else "")
+
+
+def _assign_faces(obj: bpy.types.Object, index: int, faces: frozenset[int]) -> None:
+    """Faces (all when `faces` is empty; ones that no longer exist are skipped) use material slot `index`."""
+    mesh = obj.data
+    if obj.mode == "EDIT":
+        bm = bmesh.from_edit_mesh(mesh)
+        for face in bm.faces:
+            if not faces or face.index in faces:
+                face.material_index = index
+        bmesh.update_edit_mesh(mesh)
+        return
+    for polygon in mesh.polygons:
+        if not faces or polygon.index in faces:
+            polygon.material_index = index
+    mesh.update()
+
+
+def remove_unused_texture(material: bpy.types.Material) -> None:
+    """Remove an ArtForge texture material nothing uses any more, and its images that nothing else uses."""
+    if material.users:
+        return
+    images = [n.image for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None]
+    bpy.data.materials.remove(material)
+    for image in images:
+        if image.users == 0 and image.get(TEXTURE_MARK):
+            bpy.data.images.remove(image)
+
+
+def needs_uvs(obj: bpy.types.Object) -> bool:
+    return obj.type == "MESH" and len(obj.data.uv_layers) == 0
+
+
+def add_box_uvs(obj: bpy.types.Object) -> None:
+    """A UV map for a mesh without one, as a cube projection: each face takes the two object axes
+    across its normal, in units of the object's largest side. Neighbouring faces that face the same
+    way continue each other's coordinates, so a seamless texture stays seamless across them."""
+    mesh = obj.data
+    editing = obj.mode == "EDIT"
+    bm = bmesh.from_edit_mesh(mesh) if editing else bmesh.new()
+    try:
+        if not editing:
+            bm.from_mesh(mesh)
+        layer = bm.loops.layers.uv.new(BOX_UV_MAP)
+        side = max(max(obj.dimensions) / max(max(obj.scale), 1e-9), 1e-6)  # object-space size
+        for face in bm.faces:
+            axis = max(range(3), key=lambda i: abs(face.normal[i]))
+            u_axis, v_axis = [(1, 2), (0, 2), (0, 1)][axis]
+            for loop in face.loops:
+                co = loop.vert.co
+                loop[layer].uv = (co[u_axis] / side + 0.5, co[v_axis] / side + 0.5)
+        if editing:
+            bmesh.update_edit_mesh(mesh)
+        else:
+            bm.to_mesh(mesh)
+    finally:
+        if not editing:
+            bm.free()
+
+
+def push_undo(message: str) -> None:
+    """Data made outside an operator (from a timer) needs an undo step of its own, or the artist's next
+    step would take it along: one Ctrl+Z would undo both. In the file-less bpy module undo may be off."""
+    if bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)
 
 
 # -- capturing the camera view --------------------------------------------------------------------
@@ -271,23 +487,91 @@ def _temporarily(owner: object, **values: object) -> Iterator[None]:
             setattr(owner, key, value)
 
 
-def capture_camera(scene: bpy.types.Scene, size: int, engine: str = "BLENDER_WORKBENCH") -> bytes:
-    """The active camera's view as PNG bytes, `size` pixels on the long side (a multiple of 8, as
-    the server wants). Workbench by default: it is quick and runs without a GPU (software GL).
-    The scene's render settings are restored afterwards."""
+CAPTURE_SLOT = "ArtForge capture"  # a render slot of its own: the artist's last F12 render stays in theirs
+
+
+def capture_camera(scene: bpy.types.Scene, size: int, engine: str = "BLENDER_WORKBENCH") -> tuple[bytes, CaptureLayout]:
+    """The active camera's view as PNG bytes, `size` pixels on the long side, padded (edge pixels
+    repeated) to a size the server takes; and its layout, to crop the result back. Workbench by
+    default: quick, and runs without a GPU (software GL). The scene's render settings and the
+    Render Result's active slot are restored afterwards."""
     render = scene.render
-    width, height = capture_size(render.resolution_x, render.resolution_y, size)
+    layout = capture_layout(render.resolution_x, render.resolution_y, size)
     fd, path = tempfile.mkstemp(suffix=".png", prefix="artforge-camera-")
     os.close(fd)
     try:
         settings = render.image_settings
         with (
-            _temporarily(render, engine=engine, resolution_x=width, resolution_y=height, resolution_percentage=100),
+            _temporarily(render, engine=engine, resolution_x=layout.width, resolution_y=layout.height, resolution_percentage=100),
             _temporarily(settings, file_format="PNG", color_mode="RGB", color_depth="8"),
+            _own_render_slot(),
         ):
             bpy.ops.render.render(scene=scene.name)
             bpy.data.images["Render Result"].save_render(path, scene=scene)
+        if layout.padded:
+            _pad_png(path, layout)
         with open(path, "rb") as file:
-            return file.read()
+            return file.read(), layout
     finally:
         os.unlink(path)
+
+
+@contextmanager
+def _own_render_slot() -> Iterator[None]:
+    """Render into the CAPTURE_SLOT of the Render Result, then make the artist's slot active again."""
+    result = bpy.data.images.get("Render Result")
+    if result is None:  # nothing rendered yet: nothing to keep
+        yield
+        return
+    slots = result.render_slots
+    previous = slots.active_index
+    slot = next((s for s in slots if s.name == CAPTURE_SLOT), None) or slots.new(name=CAPTURE_SLOT)
+    slots.active = slot
+    try:
+        yield
+    finally:
+        slots.active_index = previous
+
+
+def _pixels(image: bpy.types.Image) -> np.ndarray:
+    """Height x width x 4 floats, bottom row first, as Blender keeps them."""
+    width, height = image.size
+    pixels = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    return pixels.reshape(height, width, 4)
+
+
+def _write_png(pixels: np.ndarray, path: str) -> None:
+    height, width = pixels.shape[:2]
+    image = bpy.data.images.new("ArtForge scratch", width, height, alpha=True)
+    try:
+        image.pixels.foreach_set(np.ascontiguousarray(pixels, np.float32).ravel())
+        image.filepath_raw, image.file_format = path, "PNG"
+        image.save()
+    finally:
+        bpy.data.images.remove(image)
+
+
+def _pad_png(path: str, layout: CaptureLayout) -> None:
+    source = bpy.data.images.load(path)
+    try:
+        pixels = _pixels(source)
+    finally:
+        bpy.data.images.remove(source)
+    bottom = layout.canvas_height - layout.height - layout.y  # rows are bottom first in Blender
+    right = layout.canvas_width - layout.width - layout.x
+    _write_png(np.pad(pixels, ((bottom, layout.y), (layout.x, right), (0, 0)), mode="edge"), path)
+
+
+def crop_to_frame(image: bpy.types.Image, layout: CaptureLayout) -> bpy.types.Image:
+    """A concept-art result cut back to the camera frame when the capture was padded (in place)."""
+    if not layout.padded:
+        return image
+    width, height = image.size
+    x, y, w, h = layout.frame_in(width, height)
+    top = height - y - h  # the frame's rows, counted from Blender's bottom row
+    pixels = _pixels(image)[top : top + h, x : x + w].copy()
+    image.scale(w, h)
+    image.pixels.foreach_set(pixels.ravel())
+    image.pack()
+    return image

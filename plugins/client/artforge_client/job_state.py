@@ -298,6 +298,9 @@ def run_stream(state: JobState, start: Callable[[], JobStream], address: str, re
     except ArtForgeError as error:
         if error.code is grpc.StatusCode.CANCELLED and state.cancel_requested:
             state.cancelled()
+        elif error.code is grpc.StatusCode.UNAVAILABLE and state.snapshot().job_id:
+            # The server took the job, then went away: not the "is it running?" of one never reached.
+            state.fail(f"Lost the ArtForge server at {address} while the job ran: it stopped or restarted. Try again once it is back.")
         else:
             state.fail(describe_error(error, address))
     except Exception as error:  # the artist gets a sentence; the console keeps the traceback
