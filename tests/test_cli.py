@@ -184,6 +184,22 @@ def test_bench_text_compares_both_backends_side_by_side(models_dir, tmp_path):
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_bench_load_drives_many_clients_and_reads_the_servers_memory(models_dir, tmp_path):
+    # Structure and outcomes only, never timings. Most jobs are abandoned or cancelled, to cover both.
+    out = tmp_path / "load.json"
+    args = ("bench", "load", "--models-dir", str(models_dir), "--clients", "3", "--seconds", "6", "--sample-seconds", "0.5")
+    result = artforge(*args, "--abandon-share", "0.45", "--cancel-share", "0.45", "--max-tokens", "16", "-o", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["bench"] == "load" and report["settings"]["clients"] == 3 and "text" in report["kinds"]
+    assert report["unexpected_error_count"] == 0, report["unexpected_errors"]
+    outcomes = report["outcomes"]
+    assert any(key.endswith(("abandoned", "cancelled")) for key in outcomes), outcomes
+    assert report["queue_wait"]["text"]["jobs"] >= 1 and report["rss_mb"], report
+    assert report["rss_after_warm_up_mb"]["max"] > 0
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_bench_image_measures_a_diffusers_folder(tmp_path):
     from tests.tiny_pipelines import build_all
 

@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.embedded import SMOLLM2
 from artforge.models.gguf import hf_folder_for_gguf
-from artforge.runtimes.constrained import MAX_SCHEMA_CHARS, JsonConstraint, SchemaError, guidance_tokenizer
+from artforge.runtimes.constrained import JSON_OPTIONS, MAX_SCHEMA_CHARS, JsonConstraint, SchemaError, guidance_tokenizer
 from artforge.runtimes.sampling import Sampler, Sampling
 
 SWATCH = {
@@ -101,3 +102,17 @@ def test_same_seed_same_constrained_reply(tokenizer, guidance):
 def test_bad_schemas_are_refused_with_a_reason(guidance, schema, problem):
     with pytest.raises(SchemaError, match=problem):
         JsonConstraint.compile(schema, guidance)
+
+
+def test_a_grammar_that_gives_up_mid_reply_fails_the_job_as_the_schemas_fault(guidance):
+    # The check refuses this pattern; built without it, llguidance gives up at the opening quote.
+    import llguidance
+
+    grammar = llguidance.LLMatcher.grammar_from_json_schema('{"type": "string", "pattern": "^a{1000000}$"}', defaults=JSON_OPTIONS)
+    mask = JsonConstraint(guidance, grammar).mask()
+    (quote,) = guidance.tokenize_str('"')
+    assert np.isfinite(mask.apply(np.zeros(guidance.vocab_size, np.float32)))[quote]
+    with pytest.raises(ArtForgeError) as error:
+        mask.advance(quote)
+    assert error.value.code is ErrorCode.INVALID_ARGUMENT
+    assert error.value.message == f"json_schema: the grammar stopped at token {quote}: lexer error: too many expressions constructed"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import threading
+import time
 
 import pytest
 
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.runtimes.backend import choose_backend
-from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
+from artforge.runtimes.export_cache import ExportCache, ExportKey, export_lock, weights_digest
 
 
 def test_digest_follows_content_and_remembers_file_hashes(tmp_path):
@@ -61,7 +65,7 @@ def test_build_is_atomic_remembers_failures_and_removes_stale_exports(tmp_path):
         (tmp_path / "onnx" / "m" / name).mkdir()
     (tmp_path / "onnx" / "m" / ("unet-v1-" + "f" * 24 + ".failed")).write_text("out of memory")
     newer_format = cache.build(ExportKey("m", "unet-v2", "b" * 24), export)
-    assert sorted(path.name for path in (tmp_path / "onnx" / "m").iterdir()) == sorted([newer_format.name, *kept])
+    assert sorted(path.name for path in (tmp_path / "onnx" / "m").iterdir()) == sorted([".export.lock", newer_format.name, *kept])
 
 
 def test_backend_choice_names_its_reason(tmp_path):
@@ -78,3 +82,34 @@ def test_backend_choice_names_its_reason(tmp_path):
     assert "m asks for backend onnx, but the exporter ran out of memory" in error.value.message
     chosen = choose_backend("auto", "m", None, lambda: tmp_path)
     assert chosen.backend == "onnx" and chosen.export == tmp_path
+
+
+def test_force_exports_again_and_uses_an_export_made_while_it_waited(tmp_path, caplog):
+    cache = ExportCache(tmp_path)
+    key = ExportKey("m", "unet-v1", "a" * 24)
+    made = []
+
+    def export(folder):
+        made.append(folder)
+        (folder / "model.onnx").write_text(f"graph {len(made)}")
+
+    folder = cache.build(key, export)
+    assert cache.build(key, export, force=True) == folder and (folder / "model.onnx").read_text() == "graph 2"
+    assert not list(folder.parent.glob(".replaced-*")), "the replaced export is gone"
+
+    # Another exporter holds the lock; a forced export waits for it, then uses what it made.
+    forced = []
+    with caplog.at_level(logging.INFO, logger="artforge.runtimes.export_cache"), export_lock(folder.parent, "m"):
+        waiting = threading.Thread(target=lambda: forced.append(cache.build(key, export, force=True)))
+        waiting.start()
+        deadline = time.monotonic() + 60
+        while "waiting for another export of m" not in caplog.text:
+            assert time.monotonic() < deadline and waiting.is_alive(), caplog.text
+            time.sleep(0.01)
+        theirs = folder.parent / ".export-theirs"
+        theirs.mkdir()
+        (theirs / "model.onnx").write_text("graph by another")
+        shutil.rmtree(folder)
+        theirs.rename(folder)
+    waiting.join()
+    assert forced == [folder] and (folder / "model.onnx").read_text() == "graph by another" and len(made) == 2

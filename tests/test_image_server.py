@@ -5,7 +5,9 @@ seams, masks, chunking, validation), never that a picture looks like its prompt.
 
 Every test runs twice: on a server whose models run on PyTorch, and on one whose models run on
 their ONNX exports (made on first use, cached in the models folder, where
-tests/test_onnx_diffusion.py's exports of the same models are found too).
+tests/test_onnx_diffusion.py's exports of the same models are found too). The PyTorch server
+runs with the safety check on and the ONNX one without, so that what the check changes
+(previews) is seen both ways without a third server.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import png
 import pytest
 from PIL import Image as PILImage
 
+from artforge.engines.image import NO_PREVIEWS
 from artforge.models.embedded import NUDENET, STYLE_TRANSFER, fetch
 from artforge_client import ArtForgeError
-from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2
 from tests.conftest import REPO, start_server, stop_server
 from tests.tiny_pipelines import build_all
 
 SIZE = 64
+LORAS = ("tiny-lora", "tiny-lora-2", "tiny-lora-3")  # the server keeps 2 loaded per pipeline
 
 
-def write_tiny_lora(pipeline_folder: Path, out_file: Path) -> None:
+def write_tiny_lora(pipeline_folder: Path, out_file: Path, seed: int = 0) -> None:
     """A real LoRA adapter for the tiny UNet's attention (random, non-zero), saved as diffusers saves LoRAs."""
     import tempfile
 
@@ -37,7 +41,7 @@ def write_tiny_lora(pipeline_folder: Path, out_file: Path) -> None:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(pipeline_folder / "unet")
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,13 +56,19 @@ def backend(request) -> str:
 
 
 @pytest.fixture(scope="module")
-def image_server(tmp_path_factory, backend):
+def safety(backend) -> bool:
+    return backend == "torch"
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory, backend, safety):
     root = REPO / ".cache" / "tiny-models"
     paths = build_all(root)
     fetch(STYLE_TRANSFER, root, progress=False)
     fetch(NUDENET, root, progress=False)
-    if not (root / "loras" / "tiny-lora.safetensors").is_file():
-        write_tiny_lora(paths["tiny-sd15"], root / "loras" / "tiny-lora.safetensors")
+    for seed, name in enumerate(LORAS):
+        if not (root / "loras" / f"{name}.safetensors").is_file():
+            write_tiny_lora(paths["tiny-sd15"], root / "loras" / f"{name}.safetensors", seed)
     config = f"""
 [models]
 default_text = "none"
@@ -67,7 +77,8 @@ backend = "{backend}"
 
 [images]
 default_model = "tiny-sd15"
-safety = true
+safety = {str(safety).lower()}
+max_loaded_loras = 2
 
 [model.tiny-sd15-single]
 path = "{paths["tiny-sd15-single"]}"
@@ -145,16 +156,23 @@ def test_batch_items_are_their_seeds(client):
     assert np.abs(batch[1] - alone).max() <= 1 and np.abs(batch[1] - alone).mean() < 0.05
 
 
-def test_progress_steps_previews_and_provenance(client):
+def test_progress_steps_previews_and_provenance(client, safety):
     stream = client.generate_image(request(steps=4, preview_every=2, scheduler="euler", seed=33))
-    steps, previews = [], []
+    steps, previews, messages = [], [], []
     for event in stream:
         if event.HasField("progress") and event.progress.phase == jobs_pb2.JobProgress.PHASE_GENERATING:
             steps.append((event.progress.step, event.progress.total_steps))
+            messages.append(event.progress.message)
             if event.progress.HasField("preview"):
                 previews.append(event.progress.preview)
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert len(previews) == 2 and all(p.width == SIZE // 8 and p.encoding == pixels_pb2.IMAGE_ENCODING_PNG for p in previews)
+    if safety:
+        # The safety check sees results only: no preview goes out unchecked, and the steps that
+        # would have had one say why.
+        assert previews == [] and messages == ["", NO_PREVIEWS, "", NO_PREVIEWS]
+    else:
+        assert len(previews) == 2 and all(p.width == SIZE // 8 and p.encoding == pixels_pb2.IMAGE_ENCODING_PNG for p in previews)
+        assert messages == [""] * 4
     (result,) = stream.images
     provenance = result.header.provenance
     assert (provenance.prompt, provenance.seed, provenance.model, provenance.steps, provenance.scheduler) == (
@@ -202,6 +220,19 @@ def test_guidance_zero_turns_guidance_off_and_unset_is_the_default(client):
     assert np.abs(colors(default)[0] - one).mean() > 1
     assert off.images[0].header.provenance.guidance_scale == 0.0
     assert default.images[0].header.provenance.guidance_scale == 7.5
+
+
+def test_scheduler_options_never_carry_over_to_later_jobs(client):
+    def image(scheduler: str) -> np.ndarray:
+        return colors(generate(client, seed=13, scheduler=scheduler))[0]
+
+    dpmpp, euler = image("dpmpp_2m"), image("euler")
+    assert np.abs(image("dpmpp_2m_karras") - dpmpp).mean() > 1, "Karras sigmas change the image"
+    # Each job's scheduler comes from the model's own config, not from the last job's scheduler.
+    assert np.array_equal(image("dpmpp_2m"), dpmpp)
+    image("dpmpp_2m_karras")
+    image("pndm")
+    assert np.array_equal(image("euler"), euler)
 
 
 def test_tiling_is_per_job_on_a_warm_pipeline(client):
@@ -315,6 +346,29 @@ def test_lora_changes_the_image_per_request_and_only_then(client, backend):
     assert np.array_equal(colors(generate(client, seed=4))[0], plain), "a later request without it is not affected"
 
 
+def test_lora_adapters_stay_loaded_up_to_the_bound_least_recently_used_out_first(client):
+    def loaded_loras() -> set[str]:
+        return {m.name for m in client.list_models() if m.kind == server_pb2.MODEL_KIND_LORA and m.loaded}
+
+    def image(*names: str) -> np.ndarray:
+        return colors(generate(client, seed=4, loras=[pixels_pb2.LoraWeight(name=name, scale=1.0) for name in names]))[0]
+
+    first = {}
+    for name in LORAS:
+        first[name] = image(name)
+        assert len(loaded_loras()) <= 2
+    assert loaded_loras() == {"tiny-lora-2", "tiny-lora-3"}
+    assert np.abs(first["tiny-lora-2"] - first["tiny-lora-3"]).mean() > 1, "each adapter is its own"
+    # The one unloaded first loads again, and does what it did.
+    assert np.array_equal(image("tiny-lora"), first["tiny-lora"])
+    assert loaded_loras() == {"tiny-lora-3", "tiny-lora"}
+    # A job may use more adapters than are kept; the next one trims them back.
+    image(*LORAS)
+    assert loaded_loras() == set(LORAS)
+    assert np.array_equal(image("tiny-lora-2"), first["tiny-lora-2"])
+    assert loaded_loras() == {"tiny-lora-3", "tiny-lora-2"}
+
+
 def test_cancel_between_steps(client):
     stream = client.generate_image(request(steps=60, width=256, height=256))
     last_step = 0
@@ -387,11 +441,11 @@ def test_server_info_lists_image_models_and_schedulers(client):
     assert models["tiny-sdxl-single"].format == "single_file"
 
 
-def test_safety_filter_checks_results_and_passes_benign_ones(image_server, client):
-    # This server runs with `safety = true`: every result above went through the NSFW detector.
-    # Benign images pass unblurred. (That it catches nudity is not shown here: no such image
-    # ships with the tests; tests/test_safety.py says what is covered.)
-    assert "safety: every image result passes the NSFW detector" in image_server.log()
+def test_safety_filter_checks_results_and_passes_benign_ones(image_server, client, safety):
+    # With `safety = true` every result above went through the NSFW detector. Benign images pass
+    # unblurred. (That it catches nudity is not shown here: no such image ships with the tests;
+    # tests/test_safety.py says what is covered.)
+    assert ("safety: every image result passes the NSFW detector" in image_server.log()) == safety
     stream = generate(client, seed=12, batch_size=2)
     assert len(stream.images) == 2 and not any(r.header.nsfw_blurred for r in stream.images)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
+import time
 from itertools import islice
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from artforge.config import EMBEDDED_TEXT_MODEL, Limits
 from artforge.engines.text import TextEngine
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry
+from artforge.runtimes.export_cache import ExportCache, export_lock
 from artforge.runtimes.onnx_text import OnnxTextModel
 from artforge.runtimes.sampling import Sampling
 from artforge.runtimes.torch_text import TorchTextModel
@@ -141,6 +145,56 @@ def test_a_second_start_reuses_the_export_and_changed_weights_export_again(tmp_p
     assert changed != first and changed.parent == first.parent
     assert not first.exists(), "the export of the old weights is removed"
     assert (changed / "model.onnx").is_file()
+
+
+# What a server or `artforge onnx export` does about a model's export, in a process of its own.
+EXPORTER = """
+import logging, sys
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+from artforge.config import Limits
+from artforge.engines.text import TextEngine
+from artforge.models.registry import ModelRegistry
+print(TextEngine(ModelRegistry(Path(sys.argv[1]), [], {"text": "tiny-llama"}), Limits(), {}, max_loaded=1).export("tiny-llama"))
+"""
+
+
+def start_exporter(models: Path, log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-c", EXPORTER, str(models)], stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_line(process: subprocess.Popen, log: Path, line: str) -> None:
+    """Until `line` is in the process' log; the test fails if the process ends first (or in two minutes)."""
+    deadline = time.monotonic() + 120
+    while line not in log.read_text():
+        assert process.poll() is None, f"ended without {line!r}: {log.read_text()}"
+        assert time.monotonic() < deadline, f"no {line!r} yet: {log.read_text()}"
+        time.sleep(0.1)
+
+
+def test_two_processes_exporting_one_model_make_one_export_and_both_use_it(tmp_path, smol_folder):
+    models = tmp_path / "models"
+    save_tiny_model("llama", models / "tiny-llama", smol_folder)
+    logs = [tmp_path / f"exporter-{i}.log" for i in range(2)]
+    # The test holds the model's export lock, as an exporter already at work would, until both
+    # processes wait for it: then they truly export at the same time, whatever their start-up takes.
+    with export_lock(ExportCache(models / ".cache").root / "tiny-llama", "tiny-llama"):
+        processes = [start_exporter(models, log) for log in logs]
+        for process, log in zip(processes, logs, strict=True):
+            wait_for_line(process, log, "waiting for another export of tiny-llama")
+    # One gets the lock and exports; the other waits again, then finds that export and uses it.
+    while all(process.poll() is None for process in processes):
+        time.sleep(0.1)
+    first = next(i for i, process in enumerate(processes) if process.returncode is not None)
+    folder = Path(logs[first].read_text().splitlines()[-1])
+    made = (folder.stat().st_ino, folder.stat().st_mtime_ns)
+    assert [process.wait() for process in processes] == [0, 0], [log.read_text() for log in logs]
+    assert Path(logs[1 - first].read_text().splitlines()[-1]) == folder
+    assert (folder.stat().st_ino, folder.stat().st_mtime_ns) == made, "the export in use was left as it was"
+    assert sum(log.read_text().count("exporting tiny-llama to ONNX") for log in logs) == 1
+    assert (folder / "genai_config.json").is_file()
+    assert not list(folder.parent.glob(".export-*")) and not list(folder.parent.glob(".replaced-*"))
 
 
 def test_models_that_cannot_run_on_onnx_fall_back_to_pytorch_and_say_why(tmp_path, smol_folder):

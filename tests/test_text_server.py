@@ -1,22 +1,23 @@
 """Text generation through a real server and the real SmolLM2 model, over gRPC.
 
-Every test runs on both backends: PyTorch eager and ONNX Runtime GenAI (the int4 export). The
-ONNX path is about ten times faster, so jobs meant to still be running when the next request
-arrives ask for enough tokens to stay busy on either.
+Every test runs on both backends: PyTorch eager and ONNX Runtime GenAI (the int4 export). Jobs
+meant to still be running when the next request arrives are `busy` jobs: held to a schema that
+forbids the end of the text, so they run to max_tokens (or until cancelled), however fast the
+machine and whatever the model would have said.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from artforge_client import ArtForgeError
+from artforge_client import ArtForgeError, JobStream
 from artforge_client.v1 import jobs_pb2
 from tests.conftest import start_server, stop_server, wait_finished
 
@@ -24,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "ble
 from artforge_blender import blockout_plan  # plain Python: the plan schema and its validator
 
 LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
+# A string longer than any reply can be: end-of-sequence stays forbidden, and only max_tokens,
+# a cancel or a deadline ends the job.
+ENDLESS = json.dumps({"type": "object", "properties": {"story": {"type": "string", "minLength": 100_000}}, "required": ["story"]})
+MAX_TOKENS = 512  # the test server's limit
 SWATCH_SCHEMA = {
     "type": "object",
     "properties": {
@@ -47,6 +52,27 @@ def server(backend, models_dir, tmp_path_factory):
     running = start_server(models_dir, tmp_path_factory.mktemp(f"server-{backend}"), env={"ARTFORGE_BACKEND": backend})
     yield running
     stop_server(running)
+
+
+def busy(client, max_tokens: int = MAX_TOKENS, **kwargs) -> JobStream:
+    """A job that cannot end before `max_tokens`."""
+    return client.generate_text(LONG_PROMPT, json_schema=ENDLESS, max_tokens=max_tokens, temperature=0, **kwargs)
+
+
+def until_started(events: Iterator[jobs_pb2.JobEvent]) -> list[jobs_pb2.JobEvent]:
+    """The events before the job started on the device, read up to and including its start."""
+    before = []
+    for event in events:
+        if event.HasField("started"):
+            return before
+        before.append(event)
+    raise AssertionError("the job ended before it started")
+
+
+def running(stream: JobStream) -> JobStream:
+    """`stream` once its job has started on the device."""
+    until_started(iter(stream))
+    return stream
 
 
 def collect(stream) -> tuple[list[str], jobs_pb2.JobFinished]:
@@ -145,8 +171,7 @@ def test_cancel_mid_stream_stops_generation(client, schema):
 
 def test_cancel_a_queued_job(server, client):
     with server.client() as other:
-        running = client.generate_text(LONG_PROMPT, max_tokens=300, temperature=0)
-        next(iter(running))  # submitted
+        blocking = running(busy(client))
         queued = other.generate_text("Say hello.", max_tokens=5)
         first = next(iter(queued))
         assert first.HasField("queued")
@@ -156,23 +181,23 @@ def test_cancel_a_queued_job(server, client):
         with pytest.raises(ArtForgeError) as error:
             queued.wait()
         assert error.value.code is grpc.StatusCode.CANCELLED
-        running.cancel()
-        wait_finished(client, running.job_id)  # the device is free again for the next test
+        blocking.cancel()
+        wait_finished(client, blocking.job_id)  # the device is free again for the next test
 
 
 def test_deadline_shorter_than_the_job(client):
-    stream = client.generate_text(LONG_PROMPT, max_tokens=500, temperature=0, timeout=1.5)
+    stream = busy(client, timeout=1.5)
     with pytest.raises(ArtForgeError) as error:
         stream.wait()
     assert error.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
     info = wait_finished(client, stream.job_id)
     assert info.state == jobs_pb2.JOB_STATE_DEADLINE_EXCEEDED
     assert info.error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
-    assert 0 < info.usage.completion_tokens < 500
+    assert 0 < info.usage.completion_tokens < MAX_TOKENS
 
 
 def test_disconnected_client_cancels_its_job(client):
-    stream = client.generate_text(LONG_PROMPT, max_tokens=300, temperature=0)
+    stream = busy(client)
     for event in stream:
         if event.HasField("text") and event.text.completion_tokens >= 3:
             break
@@ -180,7 +205,7 @@ def test_disconnected_client_cancels_its_job(client):
     info = wait_finished(client, stream.job_id)
     assert info.state == jobs_pb2.JOB_STATE_CANCELLED
     assert "disconnected" in info.error.message
-    assert info.usage.completion_tokens < 300
+    assert info.usage.completion_tokens < MAX_TOKENS
 
 
 def test_kept_job_survives_disconnect_and_watch_replays_it(client):
@@ -214,50 +239,33 @@ def test_watch_unknown_job_is_not_found(client):
     assert "job_id" in error.value.message
 
 
-def test_clients_are_served_in_queue_order_with_positions(server):
-    results: dict[str, dict] = {}
-
-    def run(name: str, delay: float) -> None:
-        time.sleep(delay)
-        with server.client() as c:
-            record = {"positions": [], "texts": []}
-            stream = c.generate_text(f"Tell me a long story about the colour {name}.", max_tokens=64, temperature=0)
-            for event in stream:
-                if event.HasField("queued"):
-                    record["positions"].append((event.queued.position, event.queued.queue_length))
-                elif event.HasField("text"):
-                    record["texts"].append(time.monotonic())
-            record["state"] = stream.finished.state
-            results[name] = record
-
-    threads = [threading.Thread(target=run, args=(name, i * 0.1)) for i, name in enumerate(["red", "green", "blue"])]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert all(r["state"] == jobs_pb2.JOB_STATE_SUCCEEDED for r in results.values())
-    red, green, blue = results["red"], results["green"], results["blue"]
-    # One device: each job generates only after the one before it has finished (the gap between
-    # them is a whole prompt-processing pass, far above any thread-scheduling jitter).
-    assert red["texts"][-1] < green["texts"][0] and green["texts"][-1] < blue["texts"][0]
-    assert green["positions"][0] == (0, 1), "green waits first in line behind the running red job"
-    assert [p for p, _ in blue["positions"]] == [1, 0], "blue moves up as green starts"
+def test_clients_are_served_in_queue_order_with_positions(client):
+    red = running(busy(client))
+    green_stream = client.generate_text("Say green.", max_tokens=3)
+    green = iter(green_stream)
+    assert next(green).queued == jobs_pb2.JobQueued(position=0, queue_length=1), "first in line behind the running red job"
+    blue_stream = client.generate_text("Say blue.", max_tokens=3)
+    blue = iter(blue_stream)
+    assert next(blue).queued == jobs_pb2.JobQueued(position=1, queue_length=2)
+    red.cancel()
+    # One device: a job starts only once the one before it has finished.
+    until_started(green)
+    assert client.get_job(red.job_id).state == jobs_pb2.JOB_STATE_CANCELLED
+    assert [e.queued for e in until_started(blue)] == [jobs_pb2.JobQueued(position=0, queue_length=1)], "blue moves up as green starts"
+    assert client.get_job(green_stream.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert blue_stream.wait().state == jobs_pb2.JOB_STATE_SUCCEEDED
 
 
-def test_higher_priority_jumps_the_queue(server):
-    with server.client() as c:
-        running = c.generate_text(LONG_PROMPT, max_tokens=150, temperature=0)
-        next(iter(running))
-        low = c.generate_text("Say one word.", max_tokens=3, priority=0)
-        next(iter(low))
-        high = c.generate_text("Say two words.", max_tokens=3, priority=5)
-        first = next(iter(high))
-        assert first.queued.position == 0
-        low_events = list(low)
-        high.wait()
-        running.wait()
-        # `low` was pushed back to second place when `high` arrived.
-        assert next(e.queued.position for e in low_events if e.HasField("queued")) == 1
+def test_higher_priority_jumps_the_queue(client):
+    blocking = running(busy(client))
+    low_stream = client.generate_text("Say one word.", max_tokens=3, priority=-5)
+    low = iter(low_stream)
+    assert next(low).queued.position == 0
+    default = client.generate_text("Say two words.", max_tokens=3)
+    assert next(iter(default)).queued.position == 0, "the default priority goes ahead of a lowered one"
+    assert next(low).queued.position == 1, "low was pushed back to second place"
+    blocking.cancel()
+    assert default.wait().state == low_stream.wait().state == jobs_pb2.JOB_STATE_SUCCEEDED
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,10 @@ tokenizer), the model registry, the loaded-model cache and token sampling."""
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -284,6 +287,37 @@ def test_eviction_never_crosses_devices():
     assert models.loaded_names() == {"a", "c"}
     loader.get(models, "cpu", "a")
     assert loader.loads[-1] == ("cuda:0", "a"), "a stayed loaded on the CPU"
+
+
+def test_the_least_recently_used_model_is_gone_before_the_next_one_loads():
+    """Real tiny SD pipelines (which hold reference cycles), with automatic garbage collection off:
+    only LoadedModels' own eviction and collection can free one before the next one loads."""
+    from artforge.runtimes.torch_diffusion import load_pipeline
+    from tests.conftest import REPO
+    from tests.tiny_pipelines import build_all
+
+    paths = build_all(REPO / ".cache" / "tiny-models")
+    unets: dict[str, weakref.ref] = {}
+    alive_at_load: list[tuple[str, list[str]]] = []
+
+    def loader(name: str) -> Callable[[], object]:
+        def load() -> object:
+            alive_at_load.append((name, sorted(other for other, unet in unets.items() if unet() is not None)))
+            loaded = load_pipeline(name, paths[name], False, None, "cpu")
+            unets[name] = weakref.ref(loaded.text2img.unet)
+            return loaded
+
+        return load
+
+    models = LoadedModels(1)
+    gc.disable()
+    try:
+        for name in ("tiny-sd15", "tiny-sdxl", "tiny-sd15"):
+            models.get("cpu", name, loader(name))
+    finally:
+        gc.enable()
+    assert alive_at_load == [("tiny-sd15", []), ("tiny-sdxl", []), ("tiny-sd15", [])]
+    assert models.loaded_names() == {"tiny-sd15"}
 
 
 def test_max_per_device_is_at_least_one():

@@ -23,7 +23,7 @@ class App:
         defaults = {"text": config.default_text_model, "image": config.default_image_model}
         self.registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
         self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models)
-        self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models)
+        self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety)
         self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
         self.engines = (self.text, self.image, self.stylize)
         self.scheduler = Scheduler(self.devices, config.limits, config.result_ttl_seconds, self._safety_filter())

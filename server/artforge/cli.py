@@ -340,6 +340,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from artforge.bench.text import bench_text, chart
 
         result = bench_text(args)
+    elif args.what == "load":
+        from artforge.bench.load import bench_load, chart
+
+        result = bench_load(args)
     else:
         from artforge.bench.image import bench_image, chart
 
@@ -457,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--models-dir")
     onnx.set_defaults(func=cmd_onnx)
 
-    bench = commands.add_parser("bench", help="measure generation speed; writes JSON")
-    bench.add_argument("what", choices=["text", "image"])
+    bench = commands.add_parser("bench", help="measure generation speed, or a server under many clients; writes JSON")
+    bench.add_argument("what", choices=["text", "image", "load"])
     bench.add_argument("--backends", default="torch,onnx", help="compared side by side, one after the other")
     bench.add_argument("--model", default="", help="text: a model on the server; image: a diffusers folder (instead of --arch)")
     text_options = bench.add_argument_group("text (through a server)")
@@ -467,6 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
     text_options.add_argument("--models-dir", help="models folder for the server the bench starts")
     text_options.add_argument("--runs", type=int, default=5)
     text_options.add_argument("--max-tokens", type=int, default=128)
+    load_options = bench.add_argument_group("load (many clients through a server; --address, --token, --models-dir as for text)")
+    load_options.add_argument("--clients", type=int, default=8)
+    load_options.add_argument("--seconds", type=float, default=60)
+    load_options.add_argument("--abandon-share", type=float, default=0.1, help="jobs whose client disconnects once queued")
+    load_options.add_argument("--cancel-share", type=float, default=0.1, help="jobs cancelled with CancelJob once queued")
+    load_options.add_argument("--sample-seconds", type=float, default=2.0, help="how often the server's memory is read")
+    load_options.add_argument("--seed", type=int, default=1)
+    load_options.add_argument("--config", help="config file for the server the bench starts")
     image_options = bench.add_argument_group("image (in process)")
     image_options.add_argument("--arch", choices=["sd15", "sd21", "sdxl"], default="sd21", help="full-size shapes, random weights")
     image_options.add_argument("--size", type=int, default=512)

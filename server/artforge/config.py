@@ -27,7 +27,8 @@ A config file looks like this (every key optional):
 
     [images]
     default_model = "sd15"      # a diffusers folder or single file in the models folder
-    safety = false              # run the NSFW detector on every image result, blur what it flags
+    safety = false              # run the NSFW detector on every image result, blur what it flags; no previews
+    max_loaded_loras = 4        # LoRA adapters kept loaded per pipeline, least recently used deleted first
 
     [limits]
     max_tokens = 2048
@@ -86,7 +87,21 @@ class Limits:
     max_queue: int = 64
     chunk_bytes: int = 1 << 20
     max_request_bytes: int = 64 << 20
+    # Jobs run at priorities -max_priority..max_priority; a caller may only lower its own (to
+    # -max_priority): nobody may put their jobs ahead of others' until callers have roles.
     max_priority: int = 10
+    # Bounds on what one request makes the server hold, checked before anything reads it.
+    max_history_messages: int = 256
+    max_loras_per_request: int = 4
+    max_name_chars: int = 256  # model, task, scheduler and LoRA names, history roles, job ids
+    max_label_chars: int = 256
+    # Calls in progress at once (job streams and watchers included); more are RESOURCE_EXHAUSTED.
+    max_concurrent_rpcs: int = 256
+
+    @property
+    def max_history_chars(self) -> int:
+        """History, system prompt and prompt together may be this long, in characters."""
+        return 4 * self.max_prompt_chars
 
 
 @dataclass
@@ -106,6 +121,7 @@ class Config:
     default_backend: str = "auto"
     default_image_model: str = ""
     safety: bool = False
+    max_loaded_loras: int = 4
     models: list[ModelEntry] = field(default_factory=list)
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
@@ -133,7 +149,7 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "max_loaded": "max_loaded_models",
         "backend": "default_backend",
     },
-    "images": {"default_model": "default_image_model", "safety": "safety"},
+    "images": {"default_model": "default_image_model", "safety": "safety", "max_loaded_loras": "max_loaded_loras"},
 }
 
 # Environment variable -> Config attribute; lists are comma-separated.

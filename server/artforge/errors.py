@@ -16,6 +16,7 @@ class ErrorCode(enum.Enum):
     PERMISSION_DENIED = 7
     RESOURCE_EXHAUSTED = 8
     FAILED_PRECONDITION = 9
+    OUT_OF_RANGE = 11
     UNIMPLEMENTED = 12
     INTERNAL = 13
     UNAVAILABLE = 14
@@ -35,3 +36,11 @@ class ArtForgeError(Exception):
 def invalid(field: str, problem: str) -> ArtForgeError:
     """INVALID_ARGUMENT whose sentence starts with the offending field."""
     return ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"{field}: {problem}")
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A client's string as an error or a log line quotes it: repr'd, and cut to `limit` characters
+    with its full length said, so that no request can make a message as long as itself."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from artforge import __version__
 from artforge.api.pixels import decode_image
+from artforge.config import Limits
 from artforge.engines.base import Provenance, Usage
 from artforge.engines.image import ImageRequest
 from artforge.engines.stylize import StylizeRequest
@@ -11,7 +12,7 @@ from artforge.engines.text import TextRequest
 from artforge.errors import invalid
 from artforge.images import EncodedImage
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
-from artforge.jobs.job import Job
+from artforge.jobs.job import DEFAULT_PRIORITY, Job
 from artforge.models.registry import ModelSpec
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, text_pb2
 
@@ -66,6 +67,16 @@ def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
         repetition_penalty=message.repetition_penalty if message.HasField("repetition_penalty") else None,
         json_schema=message.json_schema,
     )
+
+
+def priority(options: jobs_pb2.JobOptions, limits: Limits) -> int:
+    if not -limits.max_priority <= options.priority <= DEFAULT_PRIORITY:
+        raise invalid(
+            "options.priority",
+            f"{options.priority} is outside -{limits.max_priority}..{DEFAULT_PRIORITY}: "
+            f"a caller may lower its jobs' priority, not raise it above the default {DEFAULT_PRIORITY}",
+        )
+    return options.priority
 
 
 def output_format(value: int) -> str:

@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from artforge.api.auth import AuthInterceptor, TokenAuth
+from artforge.api.guard import RequestGuard
 from artforge.api.servicer import ArtForgeServicer
 from artforge.app import App
 from artforge_client.v1 import service_pb2, service_pb2_grpc
@@ -37,8 +38,11 @@ class Server:
         config = app.config
         auth = TokenAuth(config.tokens)
         limits = config.limits
+        # The guard runs inside auth: a caller without a valid token learns nothing of its request.
+        interceptors = [AuthInterceptor(auth)] if auth.enabled else []
         self.grpc = grpc.aio.server(
-            interceptors=[AuthInterceptor(auth)] if auth.enabled else [],
+            interceptors=[*interceptors, RequestGuard(limits)],
+            maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limits.max_request_bytes),
                 # Results travel in chunks; this bounds every message the server sends.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,19 +13,33 @@ from artforge import __version__
 from artforge.api import convert
 from artforge.api.auth import TokenAuth
 from artforge.app import App
+from artforge.engines.stylize import MAX_BLEND
+from artforge.engines.text import MAX_STOP_CHARS, MAX_STOP_STRINGS
 from artforge.errors import ArtForgeError, ErrorCode
-from artforge.jobs.job import Job
+from artforge.jobs.job import DEFAULT_PRIORITY, Job
+from artforge.runtimes.constrained import MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH
 from artforge.runtimes.devices import describe_device
 from artforge.runtimes.torch_diffusion import SCHEDULERS
 from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
+
+log = logging.getLogger(__name__)
+
+# A status's sentence travels percent-encoded in a trailer (up to 12 bytes a character); past a
+# client's metadata limit (8 KB by default, 16 KB at most) the client gets "Stream removed"
+# instead of the sentence. Long ones are cut.
+MAX_DETAILS_CHARS = 500
 
 
 def _status(code: ErrorCode) -> grpc.StatusCode:
     return grpc.StatusCode[code.name]
 
 
+def _details(message: str) -> str:
+    return message if len(message) <= MAX_DETAILS_CHARS else f"{message[:MAX_DETAILS_CHARS]}... (cut)"
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: ArtForgeError) -> None:
-    await context.abort(_status(error.code), error.message)
+    await context.abort(_status(error.code), _details(error.message))
 
 
 class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
@@ -55,8 +70,20 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
                 max_queue=limits.max_queue,
                 chunk_bytes=limits.chunk_bytes,
                 max_request_bytes=limits.max_request_bytes,
-                max_priority=limits.max_priority,
+                max_priority=DEFAULT_PRIORITY,
                 result_ttl_seconds=app.config.result_ttl_seconds,
+                min_priority=-limits.max_priority,
+                max_history_messages=limits.max_history_messages,
+                max_history_chars=limits.max_history_chars,
+                max_name_chars=limits.max_name_chars,
+                max_label_chars=limits.max_label_chars,
+                max_stop_strings=MAX_STOP_STRINGS,
+                max_stop_chars=MAX_STOP_CHARS,
+                max_json_schema_chars=MAX_SCHEMA_CHARS,
+                max_json_schema_depth=MAX_SCHEMA_DEPTH,
+                max_loras=limits.max_loras_per_request,
+                max_blend_styles=MAX_BLEND,
+                max_concurrent_rpcs=limits.max_concurrent_rpcs,
             ),
             tasks=[server_pb2.TextTask(name=t.name, description=t.description) for t in app.text.tasks.values()],
             default_text_model=app.registry.default_name("text"),
@@ -101,8 +128,10 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
         output_format: int = 0,
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         """Check and prepare a request off the event loop, queue it as a job, stream its events."""
+        limits = self.app.config.limits
         try:
             fmt = convert.output_format(output_format)
+            priority = convert.priority(options, limits)
             # Decoding images, tokenizing (and the first time converting a GGUF) take time.
             prepared = await asyncio.to_thread(prepare)
             job = Job(
@@ -111,16 +140,20 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
                 prepared,
                 model=prepared.model,
                 label=options.label,
-                priority=options.priority,
+                priority=priority,
                 keep_on_disconnect=options.keep_on_disconnect,
                 owner=self._caller(context),
                 output_format=fmt,
-                chunk_bytes=self.app.config.limits.chunk_bytes,
+                chunk_bytes=limits.chunk_bytes,
                 loop=asyncio.get_running_loop(),
             )
             self.app.scheduler.submit(job, context.time_remaining())
         except ArtForgeError as error:
             await _abort(context, error)
+        except Exception as exc:  # a check that failed on this request rather than refusing it
+            log.exception("checking a %s request failed", kind)
+            problem = f"could not be checked ({type(exc).__name__}: {exc}); the server's log has the details"
+            await _abort(context, ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"request: {problem}"))
         async for event in self._follow(job, context, 0, submitter=True):
             yield event
 
@@ -149,6 +182,7 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
         try:
             job = self.app.scheduler.get(request.job_id, self._caller(context))
+            job.check_replay(request.from_sequence)
         except ArtForgeError as error:
             await _abort(context, error)
         async for event in self._follow(job, context, request.from_sequence, submitter=False):
@@ -183,4 +217,4 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
         code, message = job.error()
         if code is not None:
             context.set_code(_status(code))
-            context.set_details(message)
+            context.set_details(_details(message))

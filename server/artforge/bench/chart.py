@@ -12,6 +12,7 @@ class Panel:
     unit: str
     values: dict[str, float]  # backend -> value
     higher_is_better: bool
+    line: list[list[float]] | None = None  # [x, y] points: drawn as a line over x (seconds) instead of bars
 
 
 def write_chart(path: Path, title: str, panels: list[Panel]) -> Path:
@@ -26,6 +27,14 @@ def write_chart(path: Path, title: str, panels: list[Panel]) -> Path:
     colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
+        if panel.line is not None:
+            ax.plot([x for x, _ in panel.line], [y for _, y in panel.line], color=colours[0])
+            ax.set_title(panel.title, fontsize=10)
+            ax.set_xlabel("seconds")
+            ax.set_ylabel(panel.unit)
+            ax.set_ylim(0, max((y for _, y in panel.line), default=1) * 1.18 or 1)
+            ax.spines[["top", "right"]].set_visible(False)
+            continue
         names = list(panel.values)
         values = [panel.values[n] for n in names]
         bars = ax.bar(names, values, color=colours[: len(names)])

@@ -1,9 +1,10 @@
 """The image engine: text-to-image, image-to-image and inpaint on Stable Diffusion pipelines.
 
 `prepare` checks every field before the job is queued; `run` generates on a device's worker
-thread, reporting each step (with a small preview every `preview_every` steps) and stopping
-between steps when the job is cancelled. Seamless textures tile on the chosen axes; PBR maps
-are derived from the albedo afterwards (artforge.engines.pbr).
+thread, reporting each step (with a small preview every `preview_every` steps, unless the
+safety check is on: it checks results only) and stopping between steps when the job is
+cancelled. Seamless textures tile on the chosen axes; PBR maps are derived from the albedo
+afterwards (artforge.engines.pbr).
 
 Backends: each model's `backend` is "torch", "onnx" or "auto" (artforge.runtimes.backend).
 ONNX serves the same diffusers pipeline with its networks on ONNX Runtime
@@ -28,7 +29,8 @@ import numpy as np
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
-from artforge.errors import ArtForgeError, ErrorCode, invalid
+from artforge.engines.image_checks import check_pixels, image_defaults
+from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 MODES = ("txt2img", "img2img", "inpaint")
 MAX_GUIDANCE = 30.0
 MAX_LORA_SCALE = 4.0
+MAX_SEED = 2**64 - 1  # seeds are uint64 in the API and in torch.Generator
+NO_PREVIEWS = "no preview: the server's safety check is on, and it checks only results"
 
 
 @dataclass
@@ -101,9 +105,12 @@ class ServedPipeline:
 class ImageEngine:
     kind = "image"
 
-    def __init__(self, registry: ModelRegistry, limits: Limits, max_loaded: int) -> None:
+    def __init__(self, registry: ModelRegistry, limits: Limits, max_loaded: int, max_loaded_loras: int = 4, safety: bool = False) -> None:
+        """`max_loaded_loras`: LoRA adapters kept loaded per pipeline; `safety`: results pass the NSFW check, so no previews are sent."""
         self.registry = registry
         self.limits = limits
+        self.max_loaded_loras = max_loaded_loras
+        self.safety = safety
         self.cache_dir = registry.models_dir / ".cache"
         self.exports = ExportCache(self.cache_dir)
         self._pipelines: LoadedModels[ServedPipeline] = LoadedModels(max_loaded)
@@ -115,7 +122,9 @@ class ImageEngine:
         self._pipeline(self.registry.get(model, "image"), device)
 
     def loaded_models(self) -> set[str]:
-        return self._pipelines.loaded_names()
+        """The loaded pipelines, and the LoRA adapters loaded on any of them."""
+        pipelines = [served.loaded for served in self._pipelines.values()] + self._lora_pipelines.values()
+        return self._pipelines.loaded_names().union(*(pipeline.loras for pipeline in pipelines))
 
     def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
         return self._pipelines.get(device, spec.name, lambda: self._load(spec, device, job), _announce(spec, device, job))
@@ -228,7 +237,7 @@ class ImageEngine:
         if not 1 <= batch <= limits.max_batch:
             raise invalid("batch_size", f"{batch} is outside 1..{limits.max_batch}")
         if request.scheduler and request.scheduler not in SCHEDULERS:
-            raise invalid("scheduler", f"{request.scheduler!r} is not known; known: {', '.join(SCHEDULERS)}")
+            raise invalid("scheduler", f"{shown(request.scheduler)} is not known; known: {', '.join(SCHEDULERS)}")
         if request.preview_every < 0:
             raise invalid("preview_every", "must be 0 (no previews) or more")
 
@@ -242,16 +251,24 @@ class ImageEngine:
             except ArtForgeError as error:
                 raise ArtForgeError(ErrorCode.NOT_FOUND, f"loras[{i}].name: {error.message.split(': ', 1)[1]}") from None
 
+        defaults = image_defaults(spec)
         if request.init_image is not None:
             height, width = request.init_image.shape[:2]
             width, height = request.width or width, request.height or height
             if width % 8 or height % 8:
                 raise invalid("init_image", f"is {width}x{height}; sides must be multiples of 8 (or set width and height to resize it)")
         else:
-            # The model's native size is only known once it is loaded; 0 is resolved in `run`.
+            # 0 is the model's native size: `run` takes it from the loaded pipeline, the limit from its files.
             width, height = request.width, request.height
-        if width * height > limits.max_image_pixels:
-            raise invalid("width", f"{width}x{height} = {width * height} pixels; the limit is {limits.max_image_pixels}")
+        check_pixels(width, height, batch, defaults.native_size, limits.max_image_pixels)
+        if needs_image and not (request.mode == "img2img" and request.strength == 0.0):
+            # diffusers runs int(steps x strength) of the steps; none at all is an error deep in the pipeline.
+            steps = request.steps or defaults.steps
+            if int(steps * request.strength) < 1:
+                raise invalid("strength", f"{request.strength:g} of {steps} steps leaves no step to run; raise strength or steps")
+        if request.seed is not None and request.seed + batch - 1 > MAX_SEED:
+            most = MAX_SEED - batch + 1
+            raise invalid("seed", f"{request.seed} with batch_size {batch} runs past 2^64-1 (image i uses seed + i); the most is {most}")
         seed = secrets.randbits(63) if request.seed is None else request.seed
         return PreparedImage(request, spec.name, width, height, request.steps, batch, seed, loras)
 
@@ -319,14 +336,20 @@ class ImageEngine:
 
         request = prepared.request
         pipeline = loaded.variant(request.mode)
-        if scheduler in SCHEDULERS:
-            set_scheduler(pipeline, scheduler)
-        set_loras(loaded, prepared.loras)
+        set_scheduler(loaded, pipeline, scheduler)
+        set_loras(loaded, prepared.loras, self.max_loaded_loras)
 
         def on_step(step: int, total: int, latents: object) -> bool:
             every = request.preview_every
-            preview = latent_preview(latents, loaded.family) if every and (step % every == 0 or step == total) else None
-            job.progress("generating", step, total, preview=preview)
+            preview, message = None, ""
+            if every and (step % every == 0 or step == total):
+                # With the safety check on, previews are withheld rather than checked: at the
+                # 64x64 of a 512x512 job's preview the detector misses what it finds at full size.
+                if self.safety:
+                    message = NO_PREVIEWS
+                else:
+                    preview = latent_preview(latents, loaded.family)
+            job.progress("generating", step, total, message=message, preview=preview)
             return not job.is_cancelled()
 
         generators = [torch.Generator(device="cpu").manual_seed(prepared.seed + i) for i in range(prepared.batch_size)]

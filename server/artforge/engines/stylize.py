@@ -38,7 +38,7 @@ import numpy as np
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
 from artforge.engines.style_catalog import PREVIEW_SIZE, reference_picture, style_names
-from artforge.errors import ArtForgeError, ErrorCode, invalid
+from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import encode_png, provenance_text, resize, to_rgb
 from artforge.models.embedded import STYLE_TRANSFER, PackagedModel, is_fetched
 from artforge.runtimes.onnx import OnnxModel, OnnxSessions
@@ -284,7 +284,7 @@ class StylizeEngine:
     def _package(self, model: str) -> PackagedModel:
         package = BUILTIN_MODELS.get(model or STYLE_TRANSFER.name)
         if package is None:
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: {model!r} is not a style model; known: {', '.join(BUILTIN_MODELS)}")
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: {shown(model)} is not a style model; known: {', '.join(BUILTIN_MODELS)}")
         if not is_fetched(package, self.models_dir):
             raise ArtForgeError(
                 ErrorCode.FAILED_PRECONDITION,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from artforge.config import Limits, TaskEntry
 from artforge.engines.base import JobContext, JobResult, Usage
-from artforge.errors import invalid
+from artforge.errors import invalid, shown
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
@@ -270,7 +270,7 @@ class TextEngine:
         limits = self.limits
         task = self.tasks.get(request.task or "chat")
         if task is None:
-            raise invalid("task", f"{request.task!r} is not a known task; known: {', '.join(sorted(self.tasks))}")
+            raise invalid("task", f"{shown(request.task)} is not a known task; known: {', '.join(sorted(self.tasks))}")
         if not request.prompt.strip():
             raise invalid("prompt", "is empty; say what you want")
         if len(request.prompt) > limits.max_prompt_chars:
@@ -294,10 +294,11 @@ class TextEngine:
                 raise invalid("stop", f"each stop string needs 1..{MAX_STOP_CHARS} characters; got {len(s)}")
         for role, _ in request.history:
             if role not in ROLES:
-                raise invalid("history.role", f"{role!r} is not one of {', '.join(ROLES)}")
-        history_chars = sum(len(content) for _, content in request.history) + len(request.system_prompt)
-        if history_chars + len(request.prompt) > 4 * limits.max_prompt_chars:
-            raise invalid("history", f"the conversation is {history_chars} characters; the limit is {4 * limits.max_prompt_chars}")
+                raise invalid("history.role", f"{shown(role)} is not one of {', '.join(ROLES)}")
+        conversation = sum(len(content) for _, content in request.history) + len(request.system_prompt) + len(request.prompt)
+        if conversation > limits.max_history_chars:
+            limit = limits.max_history_chars
+            raise invalid("history", f"history, system_prompt and prompt are {conversation} characters together; the limit is {limit}")
 
         spec = self.registry.get(request.model, "text")
         vocabulary = self.vocabulary(spec)

@@ -17,9 +17,13 @@ from typing import Any
 import numpy as np
 
 from artforge.engines.base import Engine, ImageOutput, Usage
-from artforge.errors import ErrorCode
+from artforge.errors import ArtForgeError, ErrorCode
 from artforge.images import EncodedImage, encode_output, encode_png
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
+
+# The default, and for now the highest a caller may ask for: a caller may lower its jobs'
+# priority, but not put them ahead of other callers' (until callers have roles).
+DEFAULT_PRIORITY = 0
 
 
 class Job:
@@ -31,7 +35,7 @@ class Job:
         *,
         model: str,
         label: str = "",
-        priority: int = 0,
+        priority: int = DEFAULT_PRIORITY,
         keep_on_disconnect: bool = False,
         owner: str = "",
         output_format: str = "png8",
@@ -91,6 +95,15 @@ class Job:
     def usage(self) -> Usage:
         finished = self.finished
         return finished.usage if finished else Usage()
+
+    def check_replay(self, from_sequence: int) -> None:
+        """OUT_OF_RANGE unless `from_sequence` is one of the job's events, or the next while it runs."""
+        count = len(self.events)
+        last = count - 1 if self.state.finished else count
+        if from_sequence > last:
+            state = f"has finished with {count} events" if self.state.finished else f"is running and has {count} events so far"
+            message = f"from_sequence: {from_sequence} is past the end of job {self.id}, which {state}; ask for 0..{last}"
+            raise ArtForgeError(ErrorCode.OUT_OF_RANGE, message)
 
     async def watch(self, from_sequence: int = 0) -> AsyncIterator[tuple[int, float, Event]]:
         """(sequence, elapsed, event) from `from_sequence` on, live, until the job finishes."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobResult
-from artforge.errors import ArtForgeError, ErrorCode
+from artforge.errors import ArtForgeError, ErrorCode, shown
 from artforge.jobs.events import Finished, JobState
 from artforge.jobs.job import Job
 
@@ -84,7 +84,6 @@ class Scheduler:
             raise ArtForgeError(
                 ErrorCode.RESOURCE_EXHAUSTED, f"the queue is full ({self.limits.max_queue} jobs waiting); try again shortly"
             )
-        job.priority = max(-self.limits.max_priority, min(self.limits.max_priority, job.priority))
         self.jobs[job.id] = job
         self._counter += 1
         self._order[job.id] = self._counter
@@ -95,13 +94,14 @@ class Scheduler:
             job.deadline_timer = asyncio.get_running_loop().call_later(max(0.0, timeout), self._expire, job, timeout)
         self._announce_positions()
         self._wake.set()
-        log.info("job %s queued: %s %s %s", job.id, job.kind, job.model, job.label)
+        log.info("job %s queued: %s %s %s", job.id, job.kind, job.model, shown(job.label))
         return job
 
     def get(self, job_id: str, caller: str = "") -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"job_id: no job {job_id!r} (finished jobs are kept {self.result_ttl_seconds:g} s)")
+            kept = f"finished jobs are kept {self.result_ttl_seconds:g} s"
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"job_id: no job {shown(job_id)} ({kept})")
         if job.owner and caller != job.owner:
             raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"job_id: job {job_id} belongs to another caller")
         return job

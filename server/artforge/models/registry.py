@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from artforge.config import ModelEntry
-from artforge.errors import ArtForgeError, ErrorCode
+from artforge.errors import ArtForgeError, ErrorCode, shown
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class ModelRegistry:
             choices = sorted(n for n, s in self._models.items() if s.kind == kind)
         if spec is None or spec.kind != kind:
             known = ", ".join(choices) or f"none; {_HOW_TO_ADD.get(kind, 'see `artforge models list`')}"
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: no {kind} model named {name!r}; available: {known}")
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: no {kind} model named {shown(name)}; available: {known}")
         return spec
 
     def list(self, kind: str | None = None) -> list[ModelSpec]:

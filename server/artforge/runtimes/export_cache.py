@@ -2,6 +2,7 @@
 
     <models>/.cache/onnx/<model>/<variant>-<digest>/         a finished export
     <models>/.cache/onnx/<model>/<variant>-<digest>.failed   why exporting these weights failed
+    <models>/.cache/onnx/<model>/.export.lock                held while one of the model's exports is made
     <models>/.cache/file-hashes.json                         SHA-256 of source files, by path, size and mtime
 
 The digest covers every source file's content, so a changed checkpoint gets a new export
@@ -12,6 +13,11 @@ into place when complete: a crash mid-export never leaves a half export behind. 
 export is remembered with its reason, so `backend = "auto"` falls back to PyTorch at once on
 later starts instead of failing the same way again (`artforge onnx export --force` retries).
 Once an export is made, those of the model's older weights and older export formats are removed.
+
+Exports of one model are made one at a time, whoever makes them: a file lock (flock; on Windows
+msvcrt.locking) serializes two devices of one server, two servers on one models folder, and
+`artforge onnx export` next to a server. The second waits, then finds the first's export and
+uses it; so no one exports twice or deletes an export another is loading.
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.embedded import sha256_of
@@ -57,7 +68,7 @@ def weights_digest(files: Iterable[Path], cache_dir: Path) -> str:
             digest.update(f"{path.name}\0{entry['sha256']}\n".encode())
         if changed:
             memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo_path.with_suffix(".tmp")
+            tmp = memo_path.with_suffix(f".{os.getpid()}.tmp")  # another process may be writing its own
             tmp.write_text(json.dumps(memo, indent=1))
             tmp.replace(memo_path)
     return digest.hexdigest()[:24]
@@ -99,29 +110,40 @@ class ExportCache:
         """The export for `key`, running `export(folder)` when it is missing.
 
         A failure is recorded and raised as FAILED_PRECONDITION with the reason; a recorded
-        failure is raised again without retrying unless `force`.
+        failure is raised again without retrying unless `force`. Under the model's export lock:
+        an export that another thread or process made while this one waited is used, even
+        with `force` (it is as new as a forced one would be).
         """
         if (found := self.find(key)) and not force:
             return found
-        marker = self.folder(key).with_suffix(".failed")
-        if not force and (reason := self.failure(key)):
-            raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, reason)
         target = self.folder(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
-            try:
-                export(Path(tmp))
-            except Exception as exc:
-                reason = f"exporting {key.model} to ONNX ({key.variant}) failed: {type(exc).__name__}: {exc}"
-                marker.write_text(reason)
-                log.warning("%s", reason)
-                raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, reason) from exc
-            marker.unlink(missing_ok=True)
-            if target.exists():
-                shutil.rmtree(target)
-            Path(tmp).chmod(0o755)  # temporary folders are private; a shared server's users read it too
-            Path(tmp).rename(target)
-        self._remove_stale(key)
+        asked_for = _identity(target)
+        with export_lock(target.parent, key.model):
+            if (found := self.find(key)) and (not force or _identity(found) != asked_for):
+                return found
+            marker = target.with_suffix(".failed")
+            if not force and (reason := self.failure(key)):
+                raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, reason)
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+                try:
+                    export(Path(tmp))
+                except Exception as exc:
+                    reason = f"exporting {key.model} to ONNX ({key.variant}) failed: {type(exc).__name__}: {exc}"
+                    marker.write_text(reason)
+                    log.warning("%s", reason)
+                    raise ArtForgeError(ErrorCode.FAILED_PRECONDITION, reason) from exc
+                marker.unlink(missing_ok=True)
+                Path(tmp).chmod(0o755)  # temporary folders are private; a shared server's users read it too
+                if target.exists():
+                    # Forced: the old export moves aside before the new one takes its place, so
+                    # its path is missing for an instant, not for as long as deleting it takes.
+                    replaced = Path(tempfile.mkdtemp(dir=target.parent, prefix=".replaced-"))
+                    target.rename(replaced / target.name)
+                    Path(tmp).rename(target)
+                    shutil.rmtree(replaced)
+                else:
+                    Path(tmp).rename(target)
+            self._remove_stale(key)
         return target
 
     def _remove_stale(self, key: ExportKey) -> None:
@@ -136,6 +158,53 @@ class ExportCache:
             if stale:
                 log.info("removing the stale export %s", old)
                 shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """What tells one export in `folder` from the next made there: (inode, mtime)."""
+    try:
+        stat = folder.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock(file: BinaryIO, wait: bool) -> bool:
+        """Lock `file`'s first byte; False when another holds it and `wait` is False."""
+        while True:
+            try:
+                msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not wait:
+                    return False
+                time.sleep(0.5)  # LK_LOCK gives up after 10 s; an export takes minutes
+
+else:
+    import fcntl
+
+    def _lock(file: BinaryIO, wait: bool) -> bool:
+        """Lock `file` with flock, which other processes and this one's other open files respect; False
+        when another holds it and `wait` is False."""
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@contextmanager
+def export_lock(folder: Path, model: str) -> Iterator[None]:
+    """Held while one of `model`'s exports (in `folder`) is made, replaced or removed; released when the file closes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".export.lock", "ab") as file:
+        if not _lock(file, wait=False):
+            log.info("waiting for another export of %s to finish", model)
+            _lock(file, wait=True)
+        yield
 
 
 def _older_format(variant: str, current: str) -> bool:

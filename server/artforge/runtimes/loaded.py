@@ -1,7 +1,13 @@
-"""A bounded set of loaded models on each device, least recently used evicted first."""
+"""A bounded set of loaded models on each device, least recently used evicted first.
+
+A model is evicted before the one that replaces it loads, and collected at once (models hold
+reference cycles, which plain reference counting would leave to a later collection), so a
+device never holds more than `max_per_device` models, not even while one is loading.
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections import OrderedDict
@@ -13,13 +19,15 @@ T = TypeVar("T")
 
 
 class LoadedModels(Generic[T]):
-    def __init__(self, max_per_device: int) -> None:
+    def __init__(self, max_per_device: int, on_unload: Callable[[str, str], None] | None = None) -> None:
+        """`on_unload(device, name)` is called after a model was evicted and collected."""
         self.max_per_device = max(1, max_per_device)
+        self.on_unload = on_unload
         self._devices: dict[str, OrderedDict[str, T]] = {}
         self._lock = threading.Lock()
 
     def get(self, device: str, name: str, load: Callable[[], T], on_load: Callable[[], None] | None = None) -> T:
-        """The model `name` loaded on `device`, loading it (and evicting the oldest) when missing.
+        """The model `name` loaded on `device`, loading it (after evicting the oldest) when missing.
 
         Loading happens outside the lock: each device has one worker thread, so a model is
         never loaded twice on one device at once, and other devices are not held up.
@@ -29,20 +37,31 @@ class LoadedModels(Generic[T]):
             if name in loaded:
                 loaded.move_to_end(name)
                 return loaded[name]
+            evicted = []
+            while len(loaded) >= self.max_per_device:
+                evicted.append(loaded.popitem(last=False)[0])
+        if evicted:
+            gc.collect()
+            for old in evicted:
+                log.info("unloaded %s from %s to make room for %s (at most %d models)", old, device, name, self.max_per_device)
+                if self.on_unload is not None:
+                    self.on_unload(device, old)
         if on_load is not None:
             on_load()
         item = load()
         with self._lock:
             loaded[name] = item
-            while len(loaded) > self.max_per_device:
-                old, _ = loaded.popitem(last=False)
-                log.info("unloaded %s from %s to stay within %d models", old, device, self.max_per_device)
         return item
 
     def find(self, name: str) -> T | None:
         """`name` as loaded on any device (the first found), without touching the LRU order."""
         with self._lock:
             return next((loaded[name] for loaded in self._devices.values() if name in loaded), None)
+
+    def values(self) -> list[T]:
+        """Every loaded model, on every device."""
+        with self._lock:
+            return [item for loaded in self._devices.values() for item in loaded.values()]
 
     def loaded_names(self) -> set[str]:
         with self._lock:

@@ -1,9 +1,11 @@
 """Stable Diffusion pipelines on PyTorch (diffusers): loading, schedulers, seamless tiling, previews.
 
 One loaded pipeline serves txt2img, img2img and inpaint: the other two are made from it with
-`from_pipe`, which shares the weights. Seamless tiling is switched on per job by padding the
-UNet's and VAE's convolutions circularly on the chosen axes, and switched off afterwards, so a
-warm pipeline serves tiled and untiled jobs alike.
+`from_pipe`, which shares the weights. A warm pipeline serves one job after another, so nothing
+a job sets may reach the next: seamless tiling (padding the UNet's and VAE's convolutions
+circularly on the chosen axes) is switched off after each job, every job gets a scheduler built
+afresh from the model's own scheduler config as loaded, and LoRA adapters are kept loaded for
+reuse only up to a bound, the least recently used deleted first.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +48,12 @@ _LATENT_RGB = {
 
 # Distilled few-step models want ~4 steps and no guidance; their names and schedulers say so.
 FEW_STEP_MARKERS = ("turbo", "lcm", "lightning", "hyper")
+FEW_STEPS, DEFAULT_STEPS = 4, 25
+
+
+def is_few_step(name: str, scheduler_class: str) -> bool:
+    """A distilled model that wants few steps and no guidance, by its name or an LCM scheduler."""
+    return scheduler_class == "LCMScheduler" or any(marker in name.lower() for marker in FEW_STEP_MARKERS)
 
 
 @dataclass
@@ -58,7 +67,13 @@ class LoadedPipeline:
     default_guidance: float
     default_steps: int
     native_size: int
-    loras: set[str] = field(default_factory=set)
+    # The scheduler as the model ships it. Each job's scheduler is built from this: built from
+    # the pipeline's current one, the last job's options (Karras sigmas) would carry over.
+    scheduler_class: type
+    scheduler_config: dict[str, Any]
+    # Adapters loaded on this pipeline, least recently used first. A tuple, replaced whole, so
+    # other threads may read it while a job changes it.
+    loras: tuple[str, ...] = ()
     _variants: dict[str, object] = field(default_factory=dict)
 
     def variant(self, mode: str) -> object:
@@ -108,24 +123,29 @@ def load_pipeline(name: str, path: Path, single_file: bool, config: Path | None,
     scheduler_class = type(pipeline.scheduler).__name__
     default_scheduler = next((name for name, (cls_name, extra) in SCHEDULERS.items() if cls_name == scheduler_class and not extra), "")
     native = pipeline.unet.config.sample_size * pipeline.vae_scale_factor
-    few_step = scheduler_class == "LCMScheduler" or any(marker in name.lower() for marker in FEW_STEP_MARKERS)
+    few_step = is_few_step(name, scheduler_class)
     return LoadedPipeline(
         text2img=pipeline,
         family=family,
         device=device,
         default_scheduler=default_scheduler or scheduler_class,
         default_guidance=0.0 if few_step else 5.0 if family == "sdxl" else 7.5,
-        default_steps=4 if few_step else 25,
+        default_steps=FEW_STEPS if few_step else DEFAULT_STEPS,
         native_size=int(native),
+        scheduler_class=type(pipeline.scheduler),
+        scheduler_config=dict(pipeline.scheduler.config),
     )
 
 
-def set_scheduler(pipeline: object, name: str) -> None:
+def set_scheduler(loaded: LoadedPipeline, pipeline: object, name: str) -> None:
+    """A fresh scheduler `name` for `pipeline` (one of `loaded`'s variants); the model's own for any other name."""
     import diffusers
 
-    class_name, extra = SCHEDULERS[name]
-    scheduler_class = getattr(diffusers, class_name)
-    pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config, **extra)
+    scheduler_class, extra = loaded.scheduler_class, {}
+    if name in SCHEDULERS:
+        class_name, extra = SCHEDULERS[name]
+        scheduler_class = getattr(diffusers, class_name)
+    pipeline.scheduler = scheduler_class.from_config(loaded.scheduler_config, **extra)
 
 
 # -- seamless tiling --------------------------------------------------------------------------
@@ -167,13 +187,24 @@ def seamless(pipeline: object, tile_x: bool, tile_y: bool) -> Iterator[None]:
 # -- LoRA adapters ----------------------------------------------------------------------------
 
 
-def set_loras(loaded: LoadedPipeline, loras: list[tuple[str, Path, float]]) -> None:
-    """Activate exactly these adapters (name, file, scale) for the next generation."""
+def set_loras(loaded: LoadedPipeline, loras: list[tuple[str, Path, float]], max_loaded: int) -> None:
+    """Activate exactly these adapters (name, file, scale) for the next generation.
+
+    Adapters stay loaded for later jobs, at most `max_loaded` (or as many as this job uses):
+    the least recently used are deleted before new ones load, so memory never holds more.
+    """
     pipeline = loaded.text2img
+    wanted = [name for name, _, _ in loras]
+    kept = [name for name in loaded.loras if name not in wanted]
+    evict = kept[: max(0, len(kept) + len(wanted) - max_loaded)]
+    if evict:
+        pipeline.delete_adapters(evict)
+        log.info("unloaded LoRA %s to stay within %d adapters", ", ".join(evict), max_loaded)
+    loaded.loras = tuple(name for name in kept if name not in evict) + tuple(name for name in wanted if name in loaded.loras)
     for name, path, _ in loras:
         if name not in loaded.loras:
             pipeline.load_lora_weights(str(path), adapter_name=name)
-            loaded.loras.add(name)
+            loaded.loras += (name,)
     if loras:
         pipeline.enable_lora()
         pipeline.set_adapters([name for name, _, _ in loras], adapter_weights=[scale for _, _, scale in loras])

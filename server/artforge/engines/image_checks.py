@@ -1,0 +1,60 @@
+"""Checks of image requests that need the model: its defaults, read before it is loaded.
+
+Requests are checked before they queue, and loading a pipeline takes seconds to minutes, so
+the checks read the defaults a job will get from the diffusers configs: the native size (for
+the pixel limit on width or height 0) and the default steps (img2img and inpaint keep only
+steps x strength of them, which must leave at least one), by the same rule as
+artforge.runtimes.torch_diffusion.load_pipeline (is_few_step).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from artforge.errors import invalid
+from artforge.models.registry import ModelSpec
+from artforge.runtimes.torch_diffusion import DEFAULT_STEPS, FEW_STEPS, is_few_step
+
+# SDXL's: the largest native size of the families served, assumed when the files do not say
+# (a single-file checkpoint without a config folder), so the pixel limit still holds.
+LARGEST_NATIVE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    native_size: int  # pixels on each side
+    steps: int
+
+
+def _config(folder: Path | None, name: str) -> dict:
+    if folder is None:
+        return {}
+    try:
+        config = json.loads((folder / name).read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def image_defaults(spec: ModelSpec) -> ImageDefaults:
+    """The native size and default steps a job on `spec` will get, from its configs alone."""
+    folder = spec.config if spec.format == "single_file" else spec.path
+    sample_size = _config(folder, "unet/config.json").get("sample_size")
+    vae_levels = len(_config(folder, "vae/config.json").get("block_out_channels") or ())
+    native = sample_size * 2 ** (vae_levels - 1) if isinstance(sample_size, int) and vae_levels else LARGEST_NATIVE_SIZE
+    scheduler = _config(folder, "scheduler/scheduler_config.json").get("_class_name")
+    return ImageDefaults(native, FEW_STEPS if is_few_step(spec.name, str(scheduler)) else DEFAULT_STEPS)
+
+
+def check_pixels(width: int, height: int, batch: int, native: int, limit: int) -> None:
+    """INVALID_ARGUMENT unless `batch` images of width x height (0: `native`) stay within `limit` pixels in all."""
+    note = f" (0 is the model's native size, {native})" if 0 in (width, height) else ""
+    width, height = width or native, height or native
+    pixels = width * height
+    if pixels > limit:
+        raise invalid("width" if width >= height else "height", f"{width}x{height} = {pixels} pixels{note}; the limit is {limit}")
+    if pixels * batch > limit:
+        total = pixels * batch
+        raise invalid("batch_size", f"{batch} images of {width}x{height}{note} are {total} pixels; the limit is {limit} for a whole batch")
