@@ -9,7 +9,6 @@ session's real server (tests/conftest.py), which uses the same models folder.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import shutil
@@ -18,10 +17,7 @@ import numpy as np
 import png
 import pytest
 
-from artforge.api.auth import TokenAuth
-from artforge.api.servicer import ArtForgeServicer
-from artforge.app import App
-from artforge.config import Config, Limits
+from artforge.config import Limits
 from artforge.engines.style_catalog import PREVIEW_SIZE, reference_picture, style_names
 from artforge.engines.stylize import (
     NUM_STYLES,
@@ -36,7 +32,7 @@ from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.embedded import STYLE_TRANSFER, fetch, is_fetched, sha256_of
 from artforge_client.job_state import JobState
 from artforge_client.server import check_connection
-from artforge_client.v1 import server_pb2
+from tests.conftest import start_server, stop_server
 
 
 class RecordingJob:
@@ -310,32 +306,22 @@ def test_missing_or_broken_style_models_give_index_only_names_until_they_are_fix
     assert engine.styles() == styles, "tried again at the next call"
 
 
-class AnsweringClient:
-    """Stands in for a Client that got `info` from a server (and no models)."""
-
-    address = "in-process"
-
-    def __init__(self, info: server_pb2.ServerInfo) -> None:
-        self.info = info
-
-    def server_info(self, style_previews: bool = False) -> server_pb2.ServerInfo:
-        assert style_previews, "Krita's Test Connection asks for the previews"
-        return self.info
-
-    def list_models(self) -> list:
-        return []
-
-
 def test_server_info_without_style_models_lists_the_styles_by_index(tmp_path):
-    # The api's own GetServerInfo, in-process, on an app whose models folder is empty.
-    app = App(Config(models_dir=tmp_path, devices=["cpu"], default_text_model="none", preload=[]))
-    request = server_pb2.GetServerInfoRequest(include_style_previews=True)
-    info = asyncio.run(ArtForgeServicer(app, TokenAuth({})).GetServerInfo(request, None))
+    # A real server on an empty models folder, asked as Krita's Test Connection asks it.
+    models = tmp_path / "models"
+    models.mkdir()
+    config = '[models]\ndefault_text = "none"\npreload = []\n'
+    server = start_server(models, tmp_path, "--no-fetch", config=config)
+    try:
+        with server.client() as client:
+            info = client.server_info(style_previews=True)
+            state = JobState()
+            state.begin("connection")
+            check_connection(client, state, style_previews=True)
+    finally:
+        stop_server(server)
     assert not info.stylize_available
     assert [(s.index, s.name, s.preview_png) for s in info.styles] == [(s.index, s.name, b"") for s in INDEX_ONLY]
-    state = JobState()
-    state.begin("connection")
-    check_connection(AnsweringClient(info), state, style_previews=True)
     summary = state.snapshot().result
     assert summary.styles == [s.name for s in INDEX_ONLY] and summary.style_previews == []
 
