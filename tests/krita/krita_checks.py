@@ -425,11 +425,11 @@ def prompt_help_reports_without_a_text_model():
 WINDOW = {}
 
 
-def docker_on_a_document():
+def docker_on_a_document(width: int = 48, height: int = 40):
     """A docker and an active document shown in a real window with a view, as the docker's buttons need."""
     if not WINDOW:
         WINDOW["window"] = Krita.instance().openWindow()
-    document = Krita.instance().createDocument(48, 40, "artforge-docker", "RGBA", "U8", "", 72.0)
+    document = Krita.instance().createDocument(width, height, "artforge-docker", "RGBA", "U8", "", 72.0)
     WINDOW["window"].addView(document)
     assert Krita.instance().activeDocument() == document, "no active document with a view"
     docker = new_docker()
@@ -515,8 +515,10 @@ def a_seed_above_2_31_round_trips():
 
 @check
 def progress_resets_on_cancel():
-    docker, document = docker_on_a_document()
-    docker.steps.setValue(50)
+    # The largest job this server allows (60 steps, 256 px, as cancel_stops_the_job): Cancel
+    # comes right after the first step, long before the last one on any machine.
+    docker, document = docker_on_a_document(256, 256)
+    docker.steps.setValue(60)
     docker.action_buttons["generate"].click()
     settle(docker, lambda: docker.progress.value() > 0)
     assert "%" in docker.status.text(), docker.status.text()

@@ -40,8 +40,7 @@ OUT = Path(os.environ.get("ARTFORGE_OUT", "."))
 RESULTS: list[dict] = []
 CONTROLS = (QAbstractButton, QComboBox, QLineEdit, QAbstractSpinBox, QPlainTextEdit, QProgressBar)
 DOCKED_HEIGHT = 400  # what the docker must fit in, title bar included: less than half of a 1000 px screen's dock column
-SETTLE_SECONDS = 2.0  # Qt lays the docks out again after the window is resized
-CONNECT_TIMEOUT = 60.0
+CONNECT_TIMEOUT = 120.0  # the most the window waits for its layout and the docker's connection test
 GIVE_UP_MS = 150_000
 
 
@@ -71,6 +70,8 @@ class GuiCheck:
         self.qwindow = None
         self.docker = None
         self.started = 0.0
+        self.screen = QRect()
+        self.layout: list[tuple[int, int, int, int]] = []  # the right docks' geometry at the last look
         self.finished = False
 
     def window_created(self) -> None:
@@ -95,7 +96,8 @@ class GuiCheck:
             self.step(self.maximize)
             return
         self.qwindow = window.qwindow()
-        self.qwindow.setGeometry(QApplication.primaryScreen().availableGeometry())
+        self.screen = QApplication.primaryScreen().availableGeometry()
+        self.qwindow.setGeometry(self.screen)
         self.started = time.monotonic()
         self.step(self.wait_for_docker)
 
@@ -104,9 +106,12 @@ class GuiCheck:
 
         docker = self.qwindow.findChild(QDockWidget, "artforge_docker")
         self.docker = docker if isinstance(docker, ArtForgeDocker) else None
-        waited = time.monotonic() - self.started
+        # Qt lays the docks out again after the resize: wait until two looks in a row agree,
+        # however long that takes on this machine, and for the docker's start-up connection test.
+        layout = [d.geometry().getRect() for d in self.right_docks()]
+        settled, self.layout = layout == self.layout and self.qwindow.size() == self.screen.size(), layout
         connecting = self.docker is not None and "connection" in getattr(self.docker, "side_jobs", {})
-        if waited < SETTLE_SECONDS or (connecting and waited < CONNECT_TIMEOUT):
+        if (not settled or connecting) and time.monotonic() - self.started < CONNECT_TIMEOUT:
             self.step(self.wait_for_docker)
             return
         self.look()
