@@ -100,9 +100,9 @@ class ServerDialog(QDialog):
         self.certificate.setText(settings.certificate)
 
     def settings(self) -> ServerSettings:
-        return self.docker._jobs.ServerSettings(
-            self.address.text().strip(), self.token.text().strip(), self.tls.isChecked(), self.certificate.text().strip()
-        )
+        from artforge_client.server import ServerSettings  # the bundled libraries are on sys.path once a dialog exists
+
+        return ServerSettings(self.address.text().strip(), self.token.text().strip(), self.tls.isChecked(), self.certificate.text().strip())
 
     def open_with(self, settings: ServerSettings) -> None:
         self.show_settings(settings)

@@ -9,6 +9,7 @@ artforge.runtimes.torch_diffusion.load_pipeline (is_few_step).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,11 @@ def _config(folder: Path | None, name: str) -> dict:
     return config if isinstance(config, dict) else {}
 
 
+@functools.lru_cache(maxsize=64)
 def image_defaults(spec: ModelSpec) -> ImageDefaults:
-    """The native size and default steps a job on `spec` will get, from its configs alone."""
+    """The native size and default steps a job on `spec` will get, from its configs alone (read
+    once per model, not at every request: a model's configs change only with its files, as the
+    loaded pipeline's do)."""
     folder = spec.config if spec.format == "single_file" else spec.path
     sample_size = _config(folder, "unet/config.json").get("sample_size")
     vae_levels = len(_config(folder, "vae/config.json").get("block_out_channels") or ())
