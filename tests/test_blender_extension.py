@@ -2,7 +2,9 @@
 installers/setup-blender.sh), against a real server with the embedded text model and a tiny image
 pipeline. The zip is built by installers/build-blender-extension.py and installed the way Blender's
 Install from Disk does it; tests/blender/run_checks.py runs every check in one Blender process
-(start-up is the expensive part) and writes results.json, which the tests below read.
+(start-up is the expensive part) and writes results.json, which the tests below read. One check
+kills the server mid-job; it comes back on the same port and folder (tests/restarting_server.py),
+and the checks after it use the restarted server.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from PIL import Image as PILImage
 from artforge.models.embedded import STYLE_TRANSFER, fetch
 from artforge_client.v1 import image_pb2, pixels_pb2
 from tests.blender_host import passed, run_in_blender
-from tests.conftest import REPO, start_server, stop_server
+from tests.conftest import REPO
+from tests.restarting_server import RestartingServer
 from tests.tiny_pipelines import build_all
 
 TOKEN = "blender-test-token"
@@ -45,15 +48,15 @@ backend = "torch"
 [auth]
 tokens = {{ artist = "{TOKEN}" }}
 """
-    running = start_server(models_dir, tmp_path_factory.mktemp("blender-server"), "--no-fetch", config=config)
+    running = RestartingServer(models_dir, tmp_path_factory.mktemp("blender-server"), "--no-fetch", config=config)
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
 def run(server, tmp_path_factory) -> dict:
     # discard port 9: nothing listens there
-    config = {"address": server.address, "token": TOKEN, "dead_address": "127.0.0.1:9"}
+    config = {"address": server.address, "token": TOKEN, "dead_address": "127.0.0.1:9", "server_pid": str(server.pid)}
     return run_in_blender("run_checks.py", tmp_path_factory.mktemp("blender"), 900, **config)
 
 
@@ -125,6 +128,16 @@ def test_describe_scene_fills_a_text_from_the_scene(run):
     record = passed(run, "describe_scene")
     for name in ("RedBarn", "OakTree", "WaterTrough", "KeyLight"):
         assert name in record["sent"]
+    assert record["written"].strip()
+
+
+def test_describe_goes_on_after_the_server_restarts(run, server):
+    record = passed(run, "describe_goes_on_after_the_server_restarts")
+    assert server.restarts == 1, server.restart_error
+    messages = record["messages"]
+    assert any(message.startswith("Reconnecting to the ArtForge server") for message in messages), messages
+    assert any(message.endswith("(again: the server restarted)") for message in messages), messages
+    assert record["attempts"] == [1, 2], record
     assert record["written"].strip()
 
 

@@ -31,6 +31,7 @@ from artforge.api.guard import repeated_bounds
 from artforge.api.servicer import ArtForgeServicer
 from artforge.config import Config, Limits
 from artforge.errors import shown
+from artforge.service import Service
 from artforge_client import ArtForgeError, JobStream
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, service_pb2, text_pb2
 from tests.conftest import REPO, start_server, stop_server
@@ -291,13 +292,19 @@ class RecordingContext:
     def invocation_metadata(self) -> tuple:
         return ()
 
+    def time_remaining(self) -> None:
+        return None
+
 
 def test_a_check_that_fails_unexpectedly_is_invalid_argument_not_unknown():
     def prepare(request: object) -> object:
         raise ValueError("a bug in a check")
 
-    app = SimpleNamespace(config=Config(), text=SimpleNamespace(prepare=prepare))
-    servicer = ArtForgeServicer(app, TokenAuth({}))
+    # An engine whose check has a bug, behind the real service and servicer.
+    app = SimpleNamespace(config=Config(), engines=(SimpleNamespace(kind="text", prepare=prepare),))
+    service = Service(app, {"text": lambda data: data})
+    service.accepting = True
+    servicer = ArtForgeServicer(service, TokenAuth({}))
     context = RecordingContext()
 
     async def generate() -> None:

@@ -5,8 +5,9 @@ through Krita's own importer (tests/krita/krita_install.py, in kritarunner) into
 Krita folder. Then one kritarunner launch runs every check in tests/krita/krita_checks.py on that
 installed plugin, against an `artforge serve` with the tiny image pipeline, the real style models
 and a token; the layers the plugin made are compared with what this process's own client gets
-for the very same requests, decoded by pypng. Last, the Krita GUI starts on a virtual screen with
-the importer's settings and tests/krita/gui_check reports what its window shows.
+for the very same requests, decoded by pypng. The last check kills that server mid-job; it comes
+back on the same port and folder (tests/restarting_server.py). The Krita GUI starts on a virtual
+screen with the importer's settings and tests/krita/gui_check reports what its window shows.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import pytest
 from artforge.models.embedded import STYLE_TRANSFER, fetch
 from artforge_client import Client
 from artforge_client.v1 import image_pb2, pixels_pb2
-from tests.conftest import REPO, start_server, stop_server
+from tests.conftest import REPO
+from tests.restarting_server import RestartingServer
 from tests.tiny_pipelines import build_all
 
 TOKEN = "krita-token"
@@ -57,6 +59,7 @@ CHECKS = [
     "a_stale_message_never_overwrites_a_newer_one",
     "a_seed_above_2_31_round_trips",
     "progress_resets_on_cancel",
+    "a_job_goes_on_after_the_server_restarts",
 ]
 GENERATED = ["generate_whole_canvas", "generate_in_selection"]
 GUI_CHECKS = [
@@ -91,9 +94,9 @@ default_model = "tiny-sd15"
 [limits]
 max_steps = 60
 """
-    server = start_server(root, tmp_path_factory.mktemp("krita-server"), "--no-fetch", "--token", TOKEN, config=config)
+    server = RestartingServer(root, tmp_path_factory.mktemp("krita-server"), "--no-fetch", "--token", TOKEN, config=config)
     yield server
-    stop_server(server)
+    server.stop()
 
 
 def free_address() -> str:
@@ -213,6 +216,7 @@ def krita_run(krita_server, server, installed, krita_home, tmp_path_factory) -> 
         out,
         ARTFORGE_ADDRESS=krita_server.address,
         ARTFORGE_TOKEN=TOKEN,
+        ARTFORGE_SERVER_PID=str(krita_server.pid),
         ARTFORGE_TEXT_ADDRESS=server.address,
         ARTFORGE_UNREACHABLE=free_address(),
     )
@@ -264,6 +268,10 @@ def test_every_check_ran(krita_run):
 @pytest.mark.parametrize("name", CHECKS)
 def test_inside_krita(krita_run, name):
     assert_passed(krita_run[0], name)
+
+
+def test_the_server_came_back_after_the_kill(krita_run, krita_server):
+    assert krita_server.restarts == 1, krita_server.restart_error
 
 
 @pytest.mark.parametrize("name", GENERATED)

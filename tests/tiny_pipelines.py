@@ -391,6 +391,31 @@ def build_tiny_sd15_taesd(folder: Path, sd15_folder: Path, seed: int = 0) -> Pat
     return folder
 
 
+def build_tiny_sd15_large_images(folder: Path, sd15_folder: Path, seed: int = 0) -> Path:
+    """The tiny SD 1.5 of `sd15_folder` (its text encoder, tokenizer and scheduler) with a UNet
+    whose attention sits only at its lowest resolution (as SDXL leaves its top level without)
+    and a TAESD VAE (no attention): a pipeline that makes 2048x2048 batches on a CPU in
+    seconds, for tests of what big results cost the server. Full attention over 256x256
+    latents, as tiny-sd15 has, takes many minutes there."""
+    from diffusers import UNet2DConditionModel
+
+    folder = build_tiny_sd15_taesd(folder, sd15_folder, seed)
+    shutil.rmtree(folder / "unet")
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            sample_size=TINY_PROMPT_SIZE // 8,
+            down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 32, 32, 32),
+            layers_per_block=1,
+            attention_head_dim=2,
+            cross_attention_dim=32,
+        )
+        _randomize(unet, torch.Generator().manual_seed(seed))
+    unet.save_pretrained(str(folder / "unet"), safe_serialization=True)
+    return folder
+
+
 # ----------------------------------------------------------------------------------------------
 # Single file: diffusers layout -> original LDM / SGM layout
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The server's parts, wired from a Config: registry -> engines -> scheduler."""
+"""The server's parts, wired from a Config: the model registry and the engines over it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from artforge.engines.base import ImageOutput
 from artforge.engines.image import ImageEngine
 from artforge.engines.stylize import StylizeEngine
 from artforge.engines.text import TextEngine
-from artforge.jobs.scheduler import ImageFilter, Scheduler
+from artforge.jobs.scheduler import ImageFilter
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.devices import resolve_devices
 
@@ -26,9 +26,8 @@ class App:
         self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety)
         self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
         self.engines = (self.text, self.image, self.stylize)
-        self.scheduler = Scheduler(self.devices, config.limits, config.result_ttl_seconds, self._safety_filter())
 
-    def _safety_filter(self) -> ImageFilter | None:
+    def safety_filter(self) -> ImageFilter | None:
         """With `safety` on, every image result passes the NSFW detector; flagged ones are blurred."""
         if not self.config.safety:
             return None
@@ -49,20 +48,3 @@ class App:
 
     def loaded_models(self) -> set[str]:
         return set().union(*(engine.loaded_models() for engine in self.engines))
-
-    async def start(self) -> None:
-        self.scheduler.start()
-
-    async def preload(self) -> None:
-        """Load the configured models on every device, on the threads that will run them."""
-        for name in self.config.preload:
-            engine = self.image if any(spec.name == name for spec in self.registry.list("image")) else self.text
-            for device in self.devices:
-                try:
-                    await self.scheduler.run_on_device(device, engine.preload, name, device)
-                    log.info("preloaded %s on %s", name, device)
-                except Exception as exc:  # a missing preload model must not stop the server
-                    log.warning("could not preload %s on %s: %s", name, device, exc)
-
-    async def stop(self) -> None:
-        await self.scheduler.stop()

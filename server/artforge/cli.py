@@ -47,6 +47,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
         "host": args.host,
         "port": args.port,
         "models_dir": args.models_dir,
+        "data_dir": args.data_dir,
         "devices": args.device,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
@@ -83,15 +84,25 @@ async def _serve(config) -> int:  # noqa: ANN001
     from artforge.app import App
 
     server = Server(App(config))
-    stop = asyncio.Event()
+    stop, stop_now = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:  # the first asks for a drain; a second stops now
+        (stop_now if stop.is_set() else stop).set()
+        if stop_now.is_set():
+            logging.info("stopping now: running jobs are cancelled")
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await server.start()
     print(f"{READY_PREFIX}{config.host}:{server.port}", flush=True)
     await stop.wait()
-    logging.info("shutting down")
-    await server.stop()
+    logging.info("shutting down: no new jobs; running ones get %g s to finish (a second SIGTERM stops now)", config.drain_seconds)
+    await server.stop(stop_now)
+    logging.info("stopped; queued jobs stay in %s for the next start", config.data_dir)
+    if stop_now.is_set():  # an engine may still be mid-step on its device thread: do not wait for it
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 
@@ -371,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--models-dir", help="the models folder")
+    serve.add_argument("--data-dir", help="the job store's folder: jobs, their events and results (one server per folder)")
     serve.add_argument("--device", action="append", help="cpu, cuda:N or auto; repeat for several")
     serve.add_argument("--token", default=None, help="require this bearer token")
     serve.add_argument("--tls-cert", help="PEM certificate: serve TLS")

@@ -8,6 +8,9 @@ A config file looks like this (every key optional):
     devices = ["auto"]          # or ["cpu"], ["cuda:0", "cuda:1"]
     result_ttl_seconds = 600
     log_level = "info"
+    data_dir = "~/.local/share/artforge/server"   # the job store: jobs, their events and results
+    max_result_bytes = 8589934592   # finished results kept on disk; past it the oldest are dropped
+    drain_seconds = 30          # after SIGTERM, how long running jobs may go on (queued ones wait)
 
     [auth]
     tokens = { alice = "long-random-secret" }   # name = token; empty: no auth
@@ -53,9 +56,16 @@ from artforge.errors import ArtForgeError, ErrorCode
 EMBEDDED_TEXT_MODEL = "smollm2-135m-instruct"
 
 
+def _data_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "artforge"
+
+
 def default_models_dir() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
-    return Path(data_home) / "artforge" / "models"
+    return _data_home() / "models"
+
+
+def default_data_dir() -> Path:
+    return _data_home() / "server"
 
 
 @dataclass
@@ -111,6 +121,9 @@ class Config:
     devices: list[str] = field(default_factory=lambda: ["auto"])
     result_ttl_seconds: float = 600.0
     log_level: str = "info"
+    data_dir: Path = field(default_factory=default_data_dir)
+    max_result_bytes: int = 8 << 30
+    drain_seconds: float = 30.0
     tokens: dict[str, str] = field(default_factory=dict)
     tls_cert: str = ""
     tls_key: str = ""
@@ -140,6 +153,9 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "devices": "devices",
         "result_ttl_seconds": "result_ttl_seconds",
         "log_level": "log_level",
+        "data_dir": "data_dir",
+        "max_result_bytes": "max_result_bytes",
+        "drain_seconds": "drain_seconds",
     },
     "auth": {"tokens": "tokens", "tls_cert": "tls_cert", "tls_key": "tls_key"},
     "models": {
@@ -164,6 +180,7 @@ ENV_VARS: dict[str, str] = {
     "ARTFORGE_TLS_KEY": "tls_key",
     "ARTFORGE_LOG_LEVEL": "log_level",
     "ARTFORGE_RESULT_TTL_SECONDS": "result_ttl_seconds",
+    "ARTFORGE_DATA_DIR": "data_dir",
     "ARTFORGE_DEFAULT_IMAGE_MODEL": "default_image_model",
     "ARTFORGE_SAFETY": "safety",
     "ARTFORGE_BACKEND": "default_backend",

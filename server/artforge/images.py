@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,10 +33,6 @@ class EncodedImage:
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
-
-    def chunks(self, size: int) -> Iterator[tuple[int, bytes]]:
-        for offset in range(0, len(self.data), size):
-            yield offset, self.data[offset : offset + size]
 
 
 def to_rgb(pixels: np.ndarray, over_white: bool = False) -> tuple[np.ndarray, np.ndarray | None]:

@@ -18,9 +18,13 @@ READY_PREFIX = "artforge: serving on "
 
 class ServerProcess:
     def __init__(self, *serve_args: str, log_path: Path, env: dict[str, str] | None = None, start_timeout: float = 300) -> None:
-        """Run `artforge serve --port 0 SERVE_ARGS...`, logging to `log_path`; wait for ready."""
+        """Run `artforge serve --port 0 SERVE_ARGS...`, logging to `log_path`; wait for ready.
+
+        Its job store is the `data` folder beside the log (never the user's own server's), so a
+        server started again with the same log path resumes the jobs of the one before."""
         self.log_path = log_path
-        command = [sys.executable, "-m", "artforge", "serve", "--port", "0", *serve_args]
+        self.data_dir = log_path.parent / "data"
+        command = [sys.executable, "-m", "artforge", "serve", "--port", "0", "--data-dir", str(self.data_dir), *serve_args]
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -3,19 +3,22 @@ tests/test_blender_extension.py:
 
     .venv-blender/bin/python tests/blender/run_checks.py CONFIG.json
 
-CONFIG names the extension zip, the server (address, token), an address where nothing listens,
-and an output folder. The extension is installed the way Edit > Preferences > Get Extensions >
-Install from Disk does it (`extensions.package_install_files`: manifest checks, the zip's wheels
-installed for this platform), with BLENDER_USER_RESOURCES pointing at a scratch folder. Each check
-records {"ok", "detail", ...} in OUT/results.json; pytest asserts on them. Jobs run on worker
-threads; the bpy module has no event loop, so `drive()` calls the add-on's timer function
-(`jobs.tick`) itself until the job has finished and its result has been applied.
+CONFIG names the extension zip, the server (address, token, and its pid, which one check kills
+mid-job for pytest to start it again), an address where nothing listens, and an output folder.
+The extension is installed the way Edit > Preferences > Get Extensions > Install from Disk does
+it (`extensions.package_install_files`: manifest checks, the zip's wheels installed for this
+platform), with BLENDER_USER_RESOURCES pointing at a scratch folder. Each check records
+{"ok", "detail", ...} in OUT/results.json; pytest asserts on them. Jobs run on worker threads;
+the bpy module has no event loop, so `drive()` calls the add-on's timer function (`jobs.tick`)
+itself until the job has finished and its result has been applied.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -399,6 +402,36 @@ def describe_scene() -> dict:
     return {**outcome(job), "sent": sent, "written": written}
 
 
+def describe_goes_on_after_the_server_restarts() -> dict:
+    """SIGKILL to the server while the description streams in; pytest starts it again on the same
+    port and folder (tests/restarting_server.py). The panel says it is reconnecting, the job runs
+    again from the start, and the text holds the new attempt's description only."""
+    scene_to_describe()
+    bpy.context.scene.artforge.describe_max_tokens = 300
+    assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
+    description = bpy.data.texts["ArtForge Scene Description"]
+    drive("describe", until=lambda _: bool(description.as_string().strip()))
+    os.kill(int(CONFIG["server_pid"]), signal.SIGKILL)
+    messages: list[str] = []  # what the panel's progress bar said, in order
+
+    def shown(snapshot) -> bool:
+        if not messages or messages[-1] != snapshot.message:
+            messages.append(snapshot.message)
+        return False
+
+    job = drive("describe", timeout=240, until=shown)
+    assert not job.failed, {**outcome(job), "messages": messages}
+    from artforge_client import Client
+
+    with Client(CONFIG["address"], token=CONFIG["token"]) as client:
+        events = list(client.watch(job.state.snapshot().job_id))  # the job's whole story, from the restarted server
+    last_start = max(i for i, event in enumerate(events) if event.HasField("started"))
+    attempts = [event.started.attempt for event in events if event.HasField("started")]
+    written, final = description.as_string(), "".join(event.text.text for event in events[last_start:] if event.HasField("text"))
+    assert written == final or written.startswith(final + "\n\n[Unfinished:"), f"the text holds {written!r}, the job wrote {final!r}"
+    return {**outcome(job), "messages": messages, "attempts": attempts, "written": written}
+
+
 def refusal(operator) -> str:
     """The sentence a greyed-out button gives: Blender puts the poll message in the error it raises."""
     assert not operator.poll(), "the operator can run"
@@ -765,6 +798,7 @@ for step in (
     a_cut_description_says_so,
     describe_reports_the_colours_materials_show,
     describe_scene,
+    describe_goes_on_after_the_server_restarts,
     blockout_plans,
     blockout_operator,
     blockout_replace_and_add,

@@ -1,17 +1,19 @@
 """Checks that run inside real Krita: `kritarunner -s krita_checks -f run`, driven by tests/test_krita_plugin.py.
 
 PYTHONPATH holds this folder and the installed plugin. The environment names the server
-(ARTFORGE_ADDRESS, ARTFORGE_TOKEN), a server with the embedded text model (ARTFORGE_TEXT_ADDRESS),
-an address where nothing listens (ARTFORGE_UNREACHABLE) and
-the output folder (ARTFORGE_OUT): results.json gets one {"name", "ok", "message"} per check, and
-each generated layer is dumped with the request that made it, so pytest can replay the request
-with its own client and compare pixels decoded by an independent PNG reader.
+(ARTFORGE_ADDRESS, ARTFORGE_TOKEN, and ARTFORGE_SERVER_PID, which the last check kills mid-job
+for pytest to start it again), a server with the embedded text model (ARTFORGE_TEXT_ADDRESS),
+an address where nothing listens (ARTFORGE_UNREACHABLE) and the output folder (ARTFORGE_OUT):
+results.json gets one {"name", "ok", "message"} per check, and each generated layer is dumped
+with the request that made it, so pytest can replay the request with its own client and compare
+pixels decoded by an independent PNG reader.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import struct
 import time
 import traceback
@@ -529,6 +531,33 @@ def progress_resets_on_cancel():
     assert docker.status.text() == "Cancelled", docker.status.text()
     document.close()
     return docker.status.text()
+
+
+@check
+def a_job_goes_on_after_the_server_restarts():
+    """SIGKILL to the server mid-job; pytest starts it again on the same port and folder
+    (tests/restarting_server.py). The docker says it is reconnecting, the job runs again from
+    the start, and its layer comes. Last: the server's restart must not slow the checks above."""
+    docker, document = docker_on_a_document(256, 256)
+    docker.steps.setValue(60)  # as progress_resets_on_cancel: the kill comes long before the last step
+    docker.seed.setText("21")
+    docker.action_buttons["generate"].click()
+    settle(docker, lambda: docker.progress.value() > 0)
+    os.kill(int(os.environ["ARTFORGE_SERVER_PID"]), signal.SIGKILL)
+    statuses: list[str] = []  # what the status line said, in order
+
+    def finished() -> bool:
+        if not statuses or statuses[-1] != docker.status.text():
+            statuses.append(docker.status.text())
+        return not docker.controller.busy
+
+    settle(docker, finished, 240)
+    assert any(status.startswith("Reconnecting to the ArtForge server") for status in statuses), statuses
+    assert any(status.endswith("(again: the server restarted)") for status in statuses), statuses
+    assert docker.status.text() == "Done" and layer_names(document).count("ArtForge") == 1, (statuses, layer_names(document))
+    assert "ArtForge preview" not in layer_names(document), layer_names(document)
+    document.close()
+    return " / ".join(statuses[:6]) + f" ... ({len(statuses)} statuses)"
 
 
 def run(*_args: object) -> None:

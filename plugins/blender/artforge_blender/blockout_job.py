@@ -3,7 +3,9 @@
 `PlanAttempts` looks like one JobStream to `job_state.run_stream`: it streams the first reply,
 and when that reply is not a valid plan it asks once more with the errors fed back (the first
 reply in the history), hiding the first attempt's finished event so the job goes on. `result`
-is the PlanResult of the last reply: valid, or the errors that stop the build.
+is the PlanResult of the last reply: valid, or the errors that stop the build. Each reply's
+stream re-attaches by itself if the server goes away (artforge_client.JobStream); a reply the
+restarted server writes again from the start drops what came before.
 
 The conversation is the system prompt, the few-shot turns (`blockout_plan.SHOTS`), then the
 artist's description. The retry samples differently (another seed, a higher temperature): with
@@ -13,7 +15,7 @@ the first try's settings the embedded model wrote the same reply again, error an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -50,6 +52,7 @@ class PlanAttempts:
         self._schema = json.dumps(plan_schema(things_in(description), objects_for_budget(max_tokens)))
         self._stream: JobStream | None = None
         self._disconnected = False
+        self.on_reconnecting: Callable[[str], None] | None = None  # handed to each reply's stream
         self.replies: list[str] = []
         self.result: PlanResult | None = None
 
@@ -70,10 +73,13 @@ class PlanAttempts:
                 seed=None if self._seed is None else self._seed + attempt - 1,
                 json_schema=self._schema,
             )
+            self._stream.on_reconnecting = self.on_reconnecting
             pieces: list[str] = []
             for event in self._stream:
                 if event.HasField("text"):
                     pieces.append(event.text.text)
+                elif event.HasField("started") and event.started.attempt > 1:
+                    pieces.clear()  # the server restarted and writes this reply again
                 elif event.HasField("finished") and event.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED:
                     reply = "".join(pieces)
                     self.replies.append(reply)

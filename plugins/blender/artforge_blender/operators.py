@@ -195,7 +195,10 @@ class ARTFORGE_OT_describe_scene(bpy.types.Operator):
 
         def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
             text = _text(DESCRIPTION_TEXT)
-            text.write(job.state.take_text())
+            written, restarted = job.state.take_new_text()
+            if restarted:  # the server restarted and writes the description again from the start
+                text.clear()
+            text.write(written)
             if not snapshot.phase.finished:
                 return None
             # A description that stopped early says so in the text itself, where it is read.

@@ -8,12 +8,20 @@
 
 Every failure comes out as ArtForgeError, carrying the gRPC status code and the server's
 sentence. Calls block; plugins run them on a worker thread.
+
+A job's stream survives its server going away: when the stream breaks with UNAVAILABLE (a crash,
+a kill, a restart) after the job got its id, JobStream re-attaches with WatchJob from the next
+event it has not seen, for up to Client.reattach_timeout seconds, and the caller's loop goes on
+with the events it missed. A job the restarted server runs again from the start arrives as a
+new `started` event with attempt > 1: the earlier attempt's text, images and preview are void.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +31,15 @@ from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, serv
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 UNARY_TIMEOUT = 30.0
+# How long a JobStream keeps re-attaching to its job after the server went away: a restarted
+# server loads its models before it listens again, which takes a minute for big ones.
+REATTACH_TIMEOUT = 120.0
+REATTACH_FIRST_DELAY, REATTACH_MAX_DELAY = 0.5, 5.0  # seconds between tries, doubling
+# A re-attach refused with these is worth another try (not listening yet; max_concurrent_rpcs
+# while every client re-attaches at once); anything else (NOT_FOUND: the restarted server does
+# not have the job) ends the stream with the error that broke it.
+REATTACH_RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+CANCEL_TIMEOUT = 5.0  # for the CancelJob of a re-attached job the caller dropped
 
 
 class ArtForgeError(Exception):
@@ -67,11 +84,33 @@ class JobStream:
 
     Image results are reassembled on the way: `images` holds each completed one, checked
     against its SHA-256; `preview` is the latest step preview.
+
+    When the server goes away mid-job, iteration does not end: the stream re-attaches (see the
+    module's notes) and calls `on_reconnecting(sentence)` before each try, so a UI can say so.
+    Partly received images continue where they stopped; a later attempt's `started` event
+    empties `images` (in place), the partial ones and `preview`.
     """
 
-    def __init__(self, client: Client, call: grpc.CallIterator) -> None:
+    def __init__(
+        self,
+        client: Client,
+        call: grpc.CallIterator,
+        *,
+        cancels_job: bool = False,
+        timeout: float | None = None,
+        on_reconnecting: Callable[[str], None] | None = None,
+    ) -> None:
+        """`cancels_job`: dropping this call cancels the job (a submission without keep); after a
+        re-attach the WatchJob call does not, so disconnect() asks for the cancel itself.
+        `timeout`: the call's deadline in seconds, which re-attached calls keep."""
         self._client = client
         self._call = call
+        self._cancels_job = cancels_job
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._dropped = threading.Event()  # disconnect() was called: never re-attach
+        self._reattached = False  # the submitting call broke: WatchJob calls follow the job now
+        self._cancelling: grpc.Future | None = None  # the CancelJob that disconnect() sent then
+        self.on_reconnecting = on_reconnecting
         self.job_id = ""
         self.last_sequence = -1
         self.queue_position: int | None = None
@@ -83,29 +122,103 @@ class JobStream:
         self._incoming: dict[int, tuple[pixels_pb2.ImageResultHeader, bytearray]] = {}
 
     def __iter__(self) -> Iterator[jobs_pb2.JobEvent]:
+        lost: grpc.RpcError | None = None  # what broke the stream, while re-attaching
+        lost_at = give_up_at = 0.0
+        delay = REATTACH_FIRST_DELAY
+        while True:
+            try:
+                for event in self._call:
+                    lost, delay = None, REATTACH_FIRST_DELAY
+                    self._apply(event)
+                    yield event
+                return
+            except grpc.RpcError as error:
+                if lost is None and not self._dropped.is_set() and self._may_reattach(error):
+                    self._reattached = True  # from now on, a disconnect() must cancel the job itself
+                    lost, lost_at = error, time.monotonic()
+                    give_up_at = lost_at + self._client.reattach_timeout
+                    if self._deadline is not None:
+                        give_up_at = min(give_up_at, self._deadline)
+                elif self._dropped.is_set() or lost is None:
+                    self._cancel_dropped_job()
+                    raise ArtForgeError.from_rpc(error, self._client.address, self.job_id) from None
+                elif error.code() not in REATTACH_RETRY_CODES:
+                    raise self._gave_up(lost, error) from None
+                self._wait_to_reattach(lost, lost_at, give_up_at, delay)
+                delay = min(delay * 2, REATTACH_MAX_DELAY)
+                self._reattach()
+
+    def _may_reattach(self, error: grpc.RpcError) -> bool:
+        # Only a server that went away, and only once the job has an id and before it finished:
+        # any other status is the job's outcome or a refusal, and a stream that ends cleanly
+        # without a finished event is a server's bug that a re-attach would only hide.
+        return (
+            error.code() is grpc.StatusCode.UNAVAILABLE
+            and bool(self.job_id)
+            and self.finished is None
+            and self._client.reattach_timeout > 0
+        )
+
+    def _wait_to_reattach(self, lost: grpc.RpcError, lost_at: float, give_up_at: float, delay: float) -> None:
+        now = time.monotonic()
+        if now >= give_up_at:
+            raise self._gave_up(lost)
+        if self.on_reconnecting is not None:
+            since = f" ({now - lost_at:.0f} s)" if now - lost_at >= 1 else ""
+            self.on_reconnecting(f"Reconnecting to the ArtForge server at {self._client.address}{since}...")
+        if self._dropped.wait(min(delay, give_up_at - now)):
+            self._cancel_dropped_job()
+            raise ArtForgeError(grpc.StatusCode.CANCELLED, "cancelled while reconnecting", self.job_id)
+
+    def _reattach(self) -> None:
+        timeout = None if self._deadline is None else max(self._deadline - time.monotonic(), 0.001)
+        self._call = self._client._watch_call(self.job_id, self.last_sequence + 1, timeout)
+        if self._dropped.is_set():  # disconnect() ran while the new call was being made
+            self._call.cancel()
+
+    def _cancel_dropped_job(self) -> None:
+        """On the iterating thread, after disconnect(): a job whose submitting call broke is not
+        cancelled by leaving, so ask the server, and wait for the answer (the caller may close
+        the client next, which would drop the request unsent)."""
+        if not (self._dropped.is_set() and self._reattached and self._cancels_job and self.finished is None):
+            return
+        cancelling = self._cancelling or self._client._cancel_soon(self.job_id)
         try:
-            for event in self._call:
-                self.job_id = event.job_id
-                self.last_sequence = event.sequence
-                match event.WhichOneof("event"):
-                    case "queued":
-                        self.queue_position = event.queued.position
-                    case "started":
-                        self.started = event.started
-                    case "progress":
-                        self.progress = event.progress
-                        if event.progress.HasField("preview"):
-                            self.preview = event.progress.preview
-                    case "image_header":
-                        self._incoming[event.image_header.result_index] = (event.image_header, bytearray())
-                        self._complete(event.image_header.result_index)
-                    case "image_chunk":
-                        self._add_chunk(event.image_chunk)
-                    case "finished":
-                        self.finished = event.finished
-                yield event
-        except grpc.RpcError as error:
-            raise ArtForgeError.from_rpc(error, self._client.address, self.job_id) from None
+            cancelling.result()
+        except (grpc.RpcError, grpc.FutureCancelledError):
+            pass  # the server is still down: it runs the job once it is back, and keeps the result a while
+
+    def _gave_up(self, lost: grpc.RpcError, refused: grpc.RpcError | None = None) -> ArtForgeError:
+        """The error that broke the stream, for a caller to report as a lost server."""
+        error = ArtForgeError.from_rpc(lost, self._client.address, self.job_id)
+        if refused is None:
+            return error
+        message = f"{error.message}; re-attaching was refused: {refused.code().name}: {refused.details()}"
+        return ArtForgeError(error.code, message, self.job_id)
+
+    def _apply(self, event: jobs_pb2.JobEvent) -> None:
+        self.job_id = event.job_id
+        self.last_sequence = event.sequence
+        match event.WhichOneof("event"):
+            case "queued":
+                self.queue_position = event.queued.position
+            case "started":
+                if event.started.attempt > 1:  # the job runs again from the start: the earlier attempt's results are void
+                    self.images.clear()  # in place: wrappers may hold the list
+                    self._incoming.clear()
+                    self.progress = self.preview = None
+                self.started = event.started
+            case "progress":
+                self.progress = event.progress
+                if event.progress.HasField("preview"):
+                    self.preview = event.progress.preview
+            case "image_header":
+                self._incoming[event.image_header.result_index] = (event.image_header, bytearray())
+                self._complete(event.image_header.result_index)
+            case "image_chunk":
+                self._add_chunk(event.image_chunk)
+            case "finished":
+                self.finished = event.finished
 
     def _add_chunk(self, chunk: pixels_pb2.ImageDataChunk) -> None:
         _, data = self._incoming[chunk.result_index]
@@ -124,7 +237,8 @@ class JobStream:
         self.images.append(ImageResult(header, bytes(data)))
 
     def iter_text(self) -> Iterator[str]:
-        """Only the text as it is generated (text jobs)."""
+        """Only the text as it is generated (text jobs). A job that ran again after a server
+        restart (started.attempt > 1) streams its text again from the beginning."""
         for event in self:
             if event.HasField("text"):
                 yield event.text.text
@@ -144,7 +258,13 @@ class JobStream:
         return self._client.cancel(self.job_id)
 
     def disconnect(self) -> None:
-        """Drop the call: the server cancels the job unless it was submitted with keep=True."""
+        """Drop the call, and stop re-attaching: the server cancels the job unless it was submitted
+        with keep=True. Returns at once (a UI's Cancel calls it)."""
+        if self._reattached and self._cancels_job and self.finished is None:
+            # Leaving a WatchJob call cancels nothing: ask, without waiting here (the iterating
+            # thread waits for the answer, see _cancel_dropped_job).
+            self._cancelling = self._client._cancel_soon(self.job_id)
+        self._dropped.set()
         self._call.cancel()
 
 
@@ -157,11 +277,14 @@ class Client:
         tls: bool = False,
         root_certificates: bytes | str | Path | None = None,
         timeout: float = UNARY_TIMEOUT,
+        reattach_timeout: float = REATTACH_TIMEOUT,
     ) -> None:
         """Connect to `address` (host:port). With `tls`, `root_certificates` (PEM bytes or a
-        file) is the CA to trust, for servers with a self-signed certificate."""
+        file) is the CA to trust, for servers with a self-signed certificate. `reattach_timeout`:
+        how long a job's stream keeps trying to re-attach after losing the server (0: never)."""
         self.address = address
         self.timeout = timeout
+        self.reattach_timeout = reattach_timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 256 << 20)]
         if tls:
@@ -188,8 +311,20 @@ class Client:
         except grpc.RpcError as error:
             raise ArtForgeError.from_rpc(error, self.address) from None
 
-    def _stream(self, method: grpc.UnaryStreamMultiCallable, request: object, timeout: float | None) -> JobStream:
-        return JobStream(self, method(request, timeout=timeout, metadata=self._metadata))
+    def _call(self, method: grpc.UnaryStreamMultiCallable, request: object, timeout: float | None) -> grpc.CallIterator:
+        return method(request, timeout=timeout, metadata=self._metadata)
+
+    def _stream(self, method: grpc.UnaryStreamMultiCallable, request: object, timeout: float | None, keep: bool) -> JobStream:
+        """A submission's stream; `keep`: the job was submitted with keep_on_disconnect."""
+        return JobStream(self, self._call(method, request, timeout), cancels_job=not keep, timeout=timeout)
+
+    def _watch_call(self, job_id: str, from_sequence: int, timeout: float | None) -> grpc.CallIterator:
+        return self._call(self._stub.WatchJob, jobs_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence), timeout)
+
+    def _cancel_soon(self, job_id: str) -> grpc.Future:
+        """CancelJob without waiting for the answer; a short timeout, since it is sent as a job is dropped."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id)
+        return self._stub.CancelJob.future(request, timeout=min(self.timeout, CANCEL_TIMEOUT), metadata=self._metadata)
 
     # -- server ---------------------------------------------------------------------------
 
@@ -240,17 +375,17 @@ class Client:
             json_schema=json_schema,
             options=jobs_pb2.JobOptions(priority=priority, keep_on_disconnect=keep, label=label),
         )
-        return self._stream(self._stub.GenerateText, request, timeout)
+        return self._stream(self._stub.GenerateText, request, timeout, keep)
 
     def generate_image(self, request: image_pb2.GenerateImageRequest, timeout: float | None = None) -> JobStream:
-        return self._stream(self._stub.GenerateImage, request, timeout)
+        return self._stream(self._stub.GenerateImage, request, timeout, request.options.keep_on_disconnect)
 
     def stylize(self, request: image_pb2.StylizeRequest, timeout: float | None = None) -> JobStream:
-        return self._stream(self._stub.Stylize, request, timeout)
+        return self._stream(self._stub.Stylize, request, timeout, request.options.keep_on_disconnect)
 
     def watch(self, job_id: str, from_sequence: int = 0, timeout: float | None = None) -> JobStream:
         """Re-attach to a running or recently finished job, replaying from `from_sequence`."""
-        return self._stream(self._stub.WatchJob, jobs_pb2.WatchJobRequest(job_id=job_id, from_sequence=from_sequence), timeout)
+        return JobStream(self, self._watch_call(job_id, from_sequence, timeout), timeout=timeout)
 
     def cancel(self, job_id: str) -> jobs_pb2.JobInfo:
         return self._unary(self._stub.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id))

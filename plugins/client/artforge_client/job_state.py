@@ -2,11 +2,16 @@
 
 The worker thread feeds it (`run_stream` does the whole loop: submit, apply every JobEvent,
 cancel, map failures); the host's main thread (a `bpy.app.timers` callback in Blender, a Qt
-timer in Krita) polls `snapshot()`, drains streamed text with `take_text()`, and asks to stop
-with `request_cancel()`. Shared by both plugins.
+timer in Krita) polls `snapshot()`, drains streamed text with `take_new_text()`, and asks to
+stop with `request_cancel()`. Shared by both plugins.
 
     idle -> submitting -> queued(position) -> running(progress 0..1, message)
                                            -> succeeded | failed(message) | cancelled
+
+When the server goes away mid-job the stream re-attaches (artforge_client.JobStream): the
+message says "Reconnecting..." meanwhile, and the phase stays. If the restarted server runs the
+job again from the start (a `started` event with attempt > 1), the text so far is dropped, the
+progress starts again, and a running job may be queued again before that.
 
 Once a job has finished, later updates are ignored: a stream whose job failed yields the
 finished event and then raises ArtForgeError, and the second report must not overwrite the first.
@@ -89,6 +94,9 @@ class JobState:
         self._lock = threading.Lock()
         self._snapshot = JobSnapshot(Phase.IDLE, 0)
         self._text: list[str] = []  # streamed text not yet taken by the main thread
+        self._text_void = False  # the job started again since the main thread last took text
+        self._reconnected = False  # the stream re-attached: a running job may be queued again
+        self._again = False  # this run is a restarted server's second one: its messages say so
         self._max_tokens: int | None = None
         self._canceller: Callable[[], None] | None = None
 
@@ -99,10 +107,18 @@ class JobState:
             return self._snapshot
 
     def take_text(self) -> str:
-        """Text streamed since the last call (text jobs), in order."""
+        """Text streamed since the last call (text jobs), in order; for a host that drops it.
+        A host that shows the text uses take_new_text(), which says when to clear it."""
+        return self.take_new_text()[0]
+
+    def take_new_text(self) -> tuple[str, bool]:
+        """(text streamed since the last call, restarted). `restarted` is True when the job ran
+        again from the start since then (the server restarted): the text shown so far is void,
+        and `text` is the new attempt's beginning. One call, so that no text falls between."""
         with self._lock:
-            text, self._text = "".join(self._text), []
-            return text
+            text, restarted = "".join(self._text), self._text_void
+            self._text, self._text_void = [], False
+            return text, restarted
 
     def begin(self, label: str = "", max_tokens: int | None = None) -> bool:
         """Start a new job (idle or finished -> submitting). `max_tokens` lets text progress show.
@@ -112,6 +128,7 @@ class JobState:
                 return False
             self._snapshot = JobSnapshot(Phase.SUBMITTING, self._snapshot.revision + 1, label=label, message="Sending the request")
             self._text, self._max_tokens, self._canceller = [], max_tokens, None
+            self._text_void = self._reconnected = self._again = False
             return True
 
     def request_cancel(self) -> bool:
@@ -144,19 +161,46 @@ class JobState:
 
     def queued(self, position: int, job_id: str = "") -> bool:
         message = "Next in the queue" if position == 0 else f"Waiting in the queue: {position} job{'s' if position != 1 else ''} ahead"
-        return self._move(Phase.QUEUED, queue_position=position, message=message, job_id=job_id)
+        with self._lock:
+            if self._snapshot.phase is Phase.RUNNING and self._reconnected:
+                # Not stale: the server restarted and queued the interrupted job again.
+                self._update(phase=Phase.QUEUED, queue_position=position, progress=0.0, message=message)
+                return True
+            return self._move_locked(Phase.QUEUED, queue_position=position, message=message, job_id=job_id)
 
     def started(self, message: str = "Running", job_id: str = "") -> bool:
-        return self._move(Phase.RUNNING, queue_position=None, progress=0.0, message=message, job_id=job_id)
+        with self._lock:
+            self._reconnected = False
+            return self._move_locked(Phase.RUNNING, queue_position=None, progress=0.0, message=message, job_id=job_id)
+
+    def restarted(self, job_id: str = "") -> bool:
+        """The job runs again from the start (the server restarted while it ran): what it wrote so far is void."""
+        with self._lock:
+            self._reconnected = False
+            message = "Running again (the server restarted)"
+            if not self._move_locked(Phase.RUNNING, queue_position=None, progress=0.0, message=message, job_id=job_id):
+                return False
+            self._text, self._text_void, self._again = [], True, True
+            return True
+
+    def reconnecting(self, message: str) -> bool:
+        """The server went away and the stream is re-attaching: show `message`; the phase stays."""
+        with self._lock:
+            if not self._snapshot.phase.active:
+                return False
+            self._reconnected = True
+            self._update(message=message)
+            return True
 
     def progressed(self, fraction: float, message: str | None = None) -> bool:
         fraction = min(max(fraction, 0.0), 1.0)
         with self._lock:
-            return self._move_locked(Phase.RUNNING, progress=fraction, message=self._snapshot.message if message is None else message)
+            message = self._snapshot.message if message is None else self._running(message)
+            return self._move_locked(Phase.RUNNING, progress=fraction, message=message)
 
     def add_text(self, text: str, completion_tokens: int = 0) -> bool:
         with self._lock:
-            if not self._move_locked(Phase.RUNNING, message="Writing"):
+            if not self._move_locked(Phase.RUNNING, message=self._running("Writing")):
                 return False
             self._text.append(text)
             if self._max_tokens and completion_tokens:
@@ -178,6 +222,8 @@ class JobState:
             case "queued":
                 return self.queued(event.queued.position, event.job_id)
             case "started":
+                if event.started.attempt > 1:
+                    return self.restarted(event.job_id)
                 where = f" on {event.started.device}" if event.started.device else ""
                 return self.started(f"Running{where}", event.job_id)
             case "progress":
@@ -206,6 +252,11 @@ class JobState:
         return self.fail(status_sentence(code, finished.error.message, address))
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _running(self, message: str) -> str:
+        # A bar that went back to 0 or a text that started over needs its reason in view, and
+        # "Running again" itself lasts only until the first token or step.
+        return f"{message} (again: the server restarted)" if self._again else message
 
     def _move(self, phase: Phase, **changes: Any) -> bool:
         with self._lock:
@@ -276,12 +327,18 @@ def run_stream(state: JobState, start: Callable[[], JobStream], address: str, re
 
     `result(stream)` builds what succeed() hands the main thread (for example stream.images);
     it runs on the worker, before the finished event is applied, and raises ValueError with a
-    sentence for the artist when what came back cannot be used. The caller calls begin() first."""
+    sentence for the artist when what came back cannot be used. The caller calls begin() first.
+
+    The stream (a JobStream, or a wrapper that iterates events and has `disconnect()` and a
+    settable `on_reconnecting`) re-attaches by itself when the server goes away mid-job; its
+    hook puts "Reconnecting..." in the state meanwhile."""
     try:
         if state.cancel_requested:
             state.cancelled()
             return
         stream = start()
+        # While the stream re-attaches after losing the server, the artist reads why it waits.
+        stream.on_reconnecting = state.reconnecting
         # Dropping the call is local and instant, and the server cancels a job whose caller left.
         state.attach_canceller(stream.disconnect)
         for event in stream:
@@ -299,7 +356,8 @@ def run_stream(state: JobState, start: Callable[[], JobStream], address: str, re
         if error.code is grpc.StatusCode.CANCELLED and state.cancel_requested:
             state.cancelled()
         elif error.code is grpc.StatusCode.UNAVAILABLE and state.snapshot().job_id:
-            # The server took the job, then went away: not the "is it running?" of one never reached.
+            # The server took the job, then went away and did not come back while the stream
+            # tried to re-attach: not the "is it running?" of one never reached.
             state.fail(f"Lost the ArtForge server at {address} while the job ran: it stopped or restarted. Try again once it is back.")
         else:
             state.fail(describe_error(error, address))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from artforge_client import Client, JobStream, prompt_help
+from artforge_client import Client, ImageResult, JobStream, prompt_help
 from artforge_client.job_state import JobState, run_stream
 from artforge_client.server import ServerSettings, check_connection
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
@@ -182,12 +182,24 @@ def preview_pixels(preview: pixels_pb2.Image, target: Target) -> bytes:
 
 
 class _Watched:
-    """A JobStream that hands each preview to a callback on the way past (run_stream needs only iteration and disconnect)."""
+    """A JobStream that hands each preview to a callback on the way past (run_stream needs
+    iteration, disconnect and the on_reconnecting hook, which goes to the stream)."""
 
     def __init__(self, stream: JobStream, on_preview: Callable[[pixels_pb2.Image], None]) -> None:
         self._stream = stream
         self._on_preview = on_preview
-        self.images = stream.images
+
+    @property
+    def images(self) -> list[ImageResult]:
+        return self._stream.images
+
+    @property
+    def on_reconnecting(self) -> Callable[[str], None] | None:
+        return self._stream.on_reconnecting
+
+    @on_reconnecting.setter
+    def on_reconnecting(self, hook: Callable[[str], None] | None) -> None:
+        self._stream.on_reconnecting = hook
 
     def __iter__(self) -> Iterator[jobs_pb2.JobEvent]:
         for event in self._stream:

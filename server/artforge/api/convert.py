@@ -11,9 +11,10 @@ from artforge.engines.stylize import StylizeRequest
 from artforge.engines.text import TextRequest
 from artforge.errors import invalid
 from artforge.images import EncodedImage
-from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
-from artforge.jobs.job import DEFAULT_PRIORITY, Job
-from artforge.models.registry import ModelSpec
+from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, Progress, Queued, Started, TextDelta
+from artforge.jobs.job import DEFAULT_PRIORITY
+from artforge.jobs.scheduler import JobSummary
+from artforge.service import ModelStatus, RequestReader, ServerInfo, SubmitOptions
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, text_pb2
 
 _PHASES = {
@@ -69,20 +70,26 @@ def text_request(message: text_pb2.GenerateTextRequest) -> TextRequest:
     )
 
 
-def priority(options: jobs_pb2.JobOptions, limits: Limits) -> int:
+def request_readers(limits: Limits) -> dict[str, RequestReader]:
+    """How each kind of job's request reads from the bytes the job store keeps."""
+    max_pixels = limits.max_image_pixels
+    return {
+        "text": lambda data: text_request(text_pb2.GenerateTextRequest.FromString(data)),
+        "image": lambda data: image_request(image_pb2.GenerateImageRequest.FromString(data), max_pixels),
+        "stylize": lambda data: stylize_request(image_pb2.StylizeRequest.FromString(data), max_pixels),
+    }
+
+
+def submit_options(options: jobs_pb2.JobOptions, output_format: int, limits: Limits) -> SubmitOptions:
     if not -limits.max_priority <= options.priority <= DEFAULT_PRIORITY:
         raise invalid(
             "options.priority",
             f"{options.priority} is outside -{limits.max_priority}..{DEFAULT_PRIORITY}: "
             f"a caller may lower its jobs' priority, not raise it above the default {DEFAULT_PRIORITY}",
         )
-    return options.priority
-
-
-def output_format(value: int) -> str:
-    if value not in _OUTPUT_FORMATS:
-        raise invalid("output_format", f"{value} is not a known OutputFormat")
-    return _OUTPUT_FORMATS[value]
+    if output_format not in _OUTPUT_FORMATS:
+        raise invalid("output_format", f"{output_format} is not a known OutputFormat")
+    return SubmitOptions(options.priority, options.keep_on_disconnect, options.label, _OUTPUT_FORMATS[output_format])
 
 
 def image_request(message: image_pb2.GenerateImageRequest, max_pixels: int) -> ImageRequest:
@@ -181,7 +188,9 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
         case Queued():
             message.queued.CopyFrom(jobs_pb2.JobQueued(position=event.position, queue_length=event.queue_length))
         case Started():
-            message.started.CopyFrom(jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed))
+            started = jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed)
+            started.attempt = event.attempt
+            message.started.CopyFrom(started)
         case Progress():
             message.progress.CopyFrom(
                 jobs_pb2.JobProgress(
@@ -199,8 +208,8 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
                     batch_index=event.batch_index,
                     role=_ROLES[event.role],
                     image=image_message(event.image, with_data=False),
-                    total_bytes=len(event.image.data),
-                    sha256=event.image.sha256,
+                    total_bytes=event.total_bytes,
+                    sha256=event.sha256,
                     provenance=provenance(event.provenance, __version__),
                     nsfw_blurred=event.nsfw_blurred,
                 )
@@ -222,8 +231,7 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
     return message
 
 
-def job_info(job: Job) -> jobs_pb2.JobInfo:
-    code, message = job.error()
+def job_info(job: JobSummary) -> jobs_pb2.JobInfo:
     return jobs_pb2.JobInfo(
         job_id=job.id,
         state=job.state.value,
@@ -231,26 +239,46 @@ def job_info(job: Job) -> jobs_pb2.JobInfo:
         model=job.model,
         label=job.label,
         priority=job.priority,
-        queue_position=max(job.position, 0) if job.state is JobState.QUEUED else 0,
+        queue_position=job.position,
         usage=usage(job.usage),
-        error=jobs_pb2.JobError(code=code.value, message=message) if code else None,
-        events=len(job.events),
+        error=jobs_pb2.JobError(code=job.error_code.value, message=job.error_message) if job.error_code else None,
+        events=job.events,
     )
 
 
-def model_info(
-    spec: ModelSpec, *, loaded: bool, is_default: bool, context_length: int, backend: str, backend_reason: str
-) -> server_pb2.ModelInfo:
+def model_info(model: ModelStatus) -> server_pb2.ModelInfo:
+    spec = model.spec
     return server_pb2.ModelInfo(
         name=spec.name,
         kind=_MODEL_KINDS[spec.kind],
         format=spec.format,
         path=str(spec.path),
         backend_requested=spec.backend,
-        backend=backend,
-        backend_reason=backend_reason,
-        loaded=loaded,
-        is_default=is_default,
+        backend=model.backend,
+        backend_reason=model.backend_reason,
+        loaded=model.loaded,
+        is_default=model.is_default,
         description=spec.description,
-        context_length=context_length,
+        context_length=model.context_length,
+    )
+
+
+def server_info(info: ServerInfo, *, auth_required: bool, style_previews: bool) -> server_pb2.ServerInfo:
+    """`style_previews`: send each style's preview PNG (about 40 KB each)."""
+    return server_pb2.ServerInfo(
+        server_version=info.version,
+        api_version="v1",
+        devices=[server_pb2.Device(name=d.name, description=d.description, busy=d.busy) for d in info.devices],
+        limits=server_pb2.Limits(**info.limits),
+        tasks=[server_pb2.TextTask(name=t.name, description=t.description) for t in info.tasks],
+        default_text_model=info.default_text_model,
+        default_image_model=info.default_image_model,
+        schedulers=info.schedulers,
+        styles=[server_pb2.Style(index=s.index, name=s.name, preview_png=s.preview_png if style_previews else b"") for s in info.styles],
+        images_available=info.images_available,
+        stylize_available=info.stylize_available,
+        queue_length=info.queue_length,
+        running_jobs=info.running_jobs,
+        auth_required=auth_required,
+        loaded_models=[model_info(model) for model in info.loaded_models],
     )

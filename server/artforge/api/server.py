@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from pathlib import Path
@@ -10,10 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from artforge.api import convert
 from artforge.api.auth import AuthInterceptor, TokenAuth
 from artforge.api.guard import RequestGuard
 from artforge.api.servicer import ArtForgeServicer
 from artforge.app import App
+from artforge.service import Service
 from artforge_client.v1 import service_pb2, service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,11 @@ def is_loopback(host: str) -> bool:
 
 
 class Server:
-    """A started gRPC server around an App; `port` is the one actually bound."""
+    """A gRPC server in front of the service over an App; `port` is the one actually bound."""
 
     def __init__(self, app: App) -> None:
-        self.app = app
         config = app.config
+        self.service = Service(app, convert.request_readers(config.limits))
         auth = TokenAuth(config.tokens)
         limits = config.limits
         # The guard runs inside auth: a caller without a valid token learns nothing of its request.
@@ -49,7 +52,7 @@ class Server:
                 ("grpc.max_send_message_length", limits.chunk_bytes + (1 << 20)),
             ],
         )
-        service_pb2_grpc.add_ArtForgeServicer_to_server(ArtForgeServicer(app, auth), self.grpc)
+        service_pb2_grpc.add_ArtForgeServicer_to_server(ArtForgeServicer(self.service, auth), self.grpc)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
@@ -66,16 +69,20 @@ class Server:
             log.warning("listening on %s without TLS: prompts, tokens and images cross the network in the clear", config.host)
 
     async def start(self) -> None:
-        """Listen at once (NOT_SERVING), preload models, then report SERVING."""
+        """Resume the job store's jobs, listen (NOT_SERVING), preload models, then report SERVING."""
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.app.start()
+        await self.service.start()
         await self.grpc.start()
-        await self.app.preload()
+        await self.service.preload()
+        self.service.ready()
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, stop_now: asyncio.Event | None = None) -> None:
+        """Refuse new jobs, drain running ones (until `stop_now` is set), then close: watchers of
+        queued jobs are told to come back, and the job store keeps those jobs for the next start."""
         await self.health.enter_graceful_shutdown()
-        await self.app.stop()
-        await self.grpc.stop(grace)
+        await self.service.drain(stop_now or asyncio.Event())
+        await self.grpc.stop(1.0)
+        await self.service.stop()

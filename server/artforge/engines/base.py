@@ -79,7 +79,13 @@ class JobResult:
 class Engine(Protocol):
     kind: str
 
+    def prepare(self, request: Any) -> Any:
+        """Check a request and make it ready to run (INVALID_ARGUMENT naming the field), before it queues."""
+
     def run(self, request: Any, job: JobContext) -> JobResult: ...
+
+    def request_limits(self) -> dict[str, int]:
+        """The limits this engine checks requests against, by their ServerInfo.limits names."""
 
     def preload(self, model: str, device: str) -> None: ...
 

@@ -118,6 +118,14 @@ class ImageEngine:
         self._lora_pipelines: LoadedModels[LoadedPipeline] = LoadedModels(1)
         self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
+    def request_limits(self) -> dict[str, int]:
+        return {"max_loras": self.limits.max_loras_per_request}
+
+    @property
+    def schedulers(self) -> list[str]:
+        """The names GenerateImageRequest.scheduler may take."""
+        return list(SCHEDULERS)
+
     def preload(self, model: str, device: str) -> None:
         self._pipeline(self.registry.get(model, "image"), device)
 

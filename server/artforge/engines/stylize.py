@@ -251,6 +251,9 @@ class StylizeEngine:
 
     # -- models ---------------------------------------------------------------------------
 
+    def request_limits(self) -> dict[str, int]:
+        return {"max_blend_styles": MAX_BLEND}
+
     def available(self) -> bool:
         """True when the built-in style models are fetched (ServerInfo.stylize_available)."""
         return is_fetched(STYLE_TRANSFER, self.models_dir)

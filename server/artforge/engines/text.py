@@ -25,7 +25,7 @@ from artforge.errors import invalid, shown
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
-from artforge.runtimes.constrained import JsonConstraint, SchemaError, guidance_tokenizer
+from artforge.runtimes.constrained import MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, JsonConstraint, SchemaError, guidance_tokenizer
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
@@ -194,6 +194,14 @@ class TextEngine:
         self._models: LoadedModels[LoadedText] = LoadedModels(max_loaded)
         self._vocabularies: dict[str, Vocabulary] = {}
         self._vocabulary_lock = threading.Lock()
+
+    def request_limits(self) -> dict[str, int]:
+        return {
+            "max_stop_strings": MAX_STOP_STRINGS,
+            "max_stop_chars": MAX_STOP_CHARS,
+            "max_json_schema_chars": MAX_SCHEMA_CHARS,
+            "max_json_schema_depth": MAX_SCHEMA_DEPTH,
+        }
 
     # -- models ---------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class Started:
     backend: str
     device: str
     seed: int
+    attempt: int = 1  # 2 when a server restart interrupted the first run
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,29 @@ class Progress:
 
 @dataclass(frozen=True)
 class ImageHeader:
-    """Starts one result; its bytes follow in ImageChunk events with the same result_index."""
+    """Starts one result; its bytes follow in ImageChunk events with the same result_index.
+
+    `image` describes the result without its bytes: those are in the result's file."""
 
     result_index: int
     batch_index: int
     role: str
-    image: EncodedImage  # the whole encoded result; the API sends it as chunks
+    image: EncodedImage  # data is empty
+    total_bytes: int
+    sha256: str
     provenance: Provenance
     nsfw_blurred: bool = False
 
 
 @dataclass(frozen=True)
 class ImageChunk:
+    """`length` bytes of a result's file from `offset`. The log keeps `data` empty; the bytes
+    are read from the file as the chunk is sent, so memory holds only chunks in flight."""
+
     result_index: int
     offset: int
-    data: bytes
+    length: int
+    data: bytes = b""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,17 @@
 """A job: one request, its state and the ordered log of its events.
 
-The log is what WatchJob replays, so every event is kept until the job is dropped (the
-scheduler drops finished jobs after the configured time). Engines call the JobContext
-methods from a device thread; those hop onto the event loop, which alone touches the log.
+The log is what WatchJob replays. Every event goes to the job store first and is shown to
+watchers once it is on disk, so a client never sees an event a crash could take back. While
+the job is in flight its log is also kept here (image chunks without their bytes, which stay
+in the result files); once it has finished, the scheduler lets go of it and the store
+answers for it. Engines call the JobContext methods from a device thread; those hop onto the
+event loop, which alone touches the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 import uuid
@@ -20,48 +24,54 @@ from artforge.engines.base import Engine, ImageOutput, Usage
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.images import EncodedImage, encode_output, encode_png
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
+from artforge.jobs.store import JobStore, StoredJob
 
 # The default, and for now the highest a caller may ask for: a caller may lower its jobs'
 # priority, but not put them ahead of other callers' (until callers have roles).
 DEFAULT_PRIORITY = 0
 
 
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 class Job:
     def __init__(
         self,
-        kind: str,
+        stored: StoredJob,
         engine: Engine,
         request: Any,
         *,
-        model: str,
-        label: str = "",
-        priority: int = DEFAULT_PRIORITY,
-        keep_on_disconnect: bool = False,
-        owner: str = "",
-        output_format: str = "png8",
-        chunk_bytes: int = 1 << 20,
+        store: JobStore,
+        chunk_bytes: int,
         loop: asyncio.AbstractEventLoop,
+        events: list[tuple[float, Event]] | None = None,
     ) -> None:
-        self.id = uuid.uuid4().hex[:16]
-        self.kind = kind
+        """`stored` is the job's row; `events` its log so far when it resumes after a restart."""
+        self.id = stored.id
+        self.kind = stored.kind
+        self.model = stored.model
+        self.label = stored.label
+        self.owner = stored.owner
+        self.priority = stored.priority
+        self.output_format = stored.output_format
+        self.submitted_at = stored.submitted_at  # unix time: elapsed times go on across restarts
+        self.deadline = stored.deadline  # unix time by which the job must finish, or None
+        self.attempts = stored.attempts
+        self.results = stored.results
         self.engine = engine
-        self.request = request
-        self.model = model
-        self.label = label
-        self.priority = priority
-        self.keep_on_disconnect = keep_on_disconnect
-        self.owner = owner
-        self.output_format = output_format
+        self.request = request  # dropped once the job has finished
+        self.store = store
         self.chunk_bytes = chunk_bytes
-        self.results = 0
+        self.keep_on_disconnect = False
         self.state = JobState.QUEUED
         self.device = ""
         self.position = -1  # last announced queue position
-        self.submitted_at = time.monotonic()
         self.started_at = 0.0
-        self.events: list[tuple[float, Event]] = []  # (seconds since submission, event)
-        self.deadline: float | None = None  # time.monotonic() by which the job must finish
+        self.events: list[tuple[float, Event]] = list(events or [])  # (seconds since submission, event)
+        self.visible = len(self.events)  # events on disk, which watchers may see
         self.deadline_timer: asyncio.TimerHandle | None = None
+        self.detached = ""  # why watchers must go: the server is stopping and the job stays queued
         self._loop = loop
         self._cancel = threading.Event()
         self.cancel_state = JobState.CANCELLED
@@ -71,12 +81,30 @@ class Job:
     # -- the loop side --------------------------------------------------------------------
 
     def append(self, event: Event) -> None:
-        """Record an event and wake the watchers. Event-loop thread only."""
-        self.events.append((time.monotonic() - self.submitted_at, event))
+        """Record an event; watchers see it once the store has it on disk. Event-loop thread only.
+
+        Nothing follows the finished event (an engine stopped at shutdown may still report)."""
+        if self.state.finished:
+            return
+        sequence = len(self.events)
+        elapsed = time.time() - self.submitted_at
+        self.events.append((elapsed, event))
         if isinstance(event, Finished):
             self.state = event.state
+        self.store.append(self.id, sequence, elapsed, event, self._publish)
+
+    def _publish(self) -> None:
+        self.visible = len(self.events)
+        self._wake()
+
+    def _wake(self) -> None:
         for wake in self._wakeups:
             wake.set()
+
+    def detach(self, reason: str) -> None:
+        """End every watcher's stream with UNAVAILABLE and `reason` (the job stays in the store)."""
+        self.detached = reason
+        self._wake()
 
     def request_cancel(self, state: JobState, message: str) -> bool:
         """Ask the job to stop; the first reason wins. False if it had finished already."""
@@ -96,15 +124,6 @@ class Job:
         finished = self.finished
         return finished.usage if finished else Usage()
 
-    def check_replay(self, from_sequence: int) -> None:
-        """OUT_OF_RANGE unless `from_sequence` is one of the job's events, or the next while it runs."""
-        count = len(self.events)
-        last = count - 1 if self.state.finished else count
-        if from_sequence > last:
-            state = f"has finished with {count} events" if self.state.finished else f"is running and has {count} events so far"
-            message = f"from_sequence: {from_sequence} is past the end of job {self.id}, which {state}; ask for 0..{last}"
-            raise ArtForgeError(ErrorCode.OUT_OF_RANGE, message)
-
     async def watch(self, from_sequence: int = 0) -> AsyncIterator[tuple[int, float, Event]]:
         """(sequence, elapsed, event) from `from_sequence` on, live, until the job finishes."""
         wake = asyncio.Event()
@@ -112,12 +131,16 @@ class Job:
         try:
             sequence = from_sequence
             while True:
-                while sequence < len(self.events):
+                while sequence < self.visible:
                     elapsed, event = self.events[sequence]
+                    if isinstance(event, ImageChunk):
+                        event = dataclasses.replace(event, data=self.store.read_chunk(self.id, event))
                     yield sequence, elapsed, event
+                    if isinstance(event, Finished):
+                        return
                     sequence += 1
-                if self.state.finished:
-                    return
+                if self.detached:
+                    raise ArtForgeError(ErrorCode.UNAVAILABLE, self.detached)
                 wake.clear()
                 await wake.wait()
         finally:
@@ -129,33 +152,35 @@ class Job:
         return self._cancel.is_set()
 
     def started(self, model: str, backend: str, seed: int) -> None:
-        self._loop.call_soon_threadsafe(self.append, Started(model, backend, self.device, seed))
+        self._post(Started(model, backend, self.device, seed, self.attempts))
 
     def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
         encoded = None
         if preview is not None:
             height, width, channels = preview.shape
             encoded = EncodedImage(encode_png(preview, 8, {}), "png", "uint8", width, height, channels)
-        self._loop.call_soon_threadsafe(self.append, Progress(phase, step, total, message, encoded))
+        self._post(Progress(phase, step, total, message, encoded))
 
     def image(self, output: ImageOutput) -> None:
-        """Encode one result in the requested format and queue it as a header and its chunks."""
+        """Encode one result in the requested format, write it to its file, then queue its header
+        and chunks (which name the file's bytes rather than hold them)."""
         encoded = encode_output(output, self.output_format)
         index = self.results
         self.results += 1
-        events: list[Event] = [ImageHeader(index, output.batch_index, output.role, encoded, output.provenance, output.nsfw_blurred)]
-        events += [ImageChunk(index, offset, data) for offset, data in encoded.chunks(self.chunk_bytes)]
-        for event in events:
-            self._loop.call_soon_threadsafe(self.append, event)
+        self.store.write_result(self.id, index, encoded.data)
+        size = len(encoded.data)
+        shape = EncodedImage(b"", encoded.encoding, encoded.dtype, encoded.width, encoded.height, encoded.channels)
+        self._post(ImageHeader(index, output.batch_index, output.role, shape, size, encoded.sha256, output.provenance, output.nsfw_blurred))
+        for offset in range(0, size, self.chunk_bytes):
+            self._post(ImageChunk(index, offset, min(self.chunk_bytes, size - offset)))
 
     def text(self, delta: str, completion_tokens: int) -> None:
-        self._loop.call_soon_threadsafe(self.append, TextDelta(delta, completion_tokens))
+        self._post(TextDelta(delta, completion_tokens))
+
+    def _post(self, event: Event) -> None:
+        self._loop.call_soon_threadsafe(self.append, event)
 
     def announce_position(self, position: int, queue_length: int) -> None:
         if position != self.position:
             self.position = position
             self.append(Queued(position, queue_length))
-
-    def error(self) -> tuple[ErrorCode | None, str]:
-        finished = self.finished
-        return (finished.error_code, finished.error_message) if finished else (None, "")

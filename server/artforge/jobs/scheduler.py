@@ -1,33 +1,82 @@
-"""The job queue: priority then FIFO, one worker per device, cancel, deadlines, retention.
+"""Running jobs: the queue (through its policy), one worker per device, cancel, deadlines,
+retention, and the drain at shutdown. The job store keeps what this holds in memory.
 
 Each device has one worker coroutine and one thread: the worker takes the next job from the
-shared queue and runs its engine on the device's thread, so a model stays on the thread (and
-the GPU) it was loaded on while the event loop keeps serving other calls.
+policy and runs its engine on the device's thread, so a model stays on the thread (and the
+GPU) it was loaded on while the event loop keeps serving other calls. Only jobs in flight are
+held here; a finished job is read back from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import os
+import signal
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-from artforge.config import Limits
-from artforge.engines.base import ImageOutput, JobResult
+from artforge.engines.base import ImageOutput, JobResult, Usage
 from artforge.errors import ArtForgeError, ErrorCode, shown
-from artforge.jobs.events import Finished, JobState
+from artforge.jobs.events import Event, Finished, ImageChunk, JobState
 from artforge.jobs.job import Job
+from artforge.jobs.queue import QueuePolicy
+from artforge.jobs.store import JobStore, StoredJob
 
 log = logging.getLogger(__name__)
 
 # The server's copy of a call's deadline starts when the request arrives, so it trails the
 # client's by the transport latency: a call that ends this close to it ended by its deadline.
 DEADLINE_SLACK_SECONDS = 0.25
-
+# Finished jobs past their TTL and results over the byte cap are looked for this often.
+SWEEP_SECONDS = 30.0
+# Events of a finished job are read from the store this many at a time.
+REPLAY_PAGE = 64
+# Test-only: a job with this label kills the server (SIGKILL) each time it starts running, so
+# tests can crash a worker mid-job the way a driver fault or the OOM killer would.
+CRASH_LABEL_ENV = "ARTFORGE_TEST_CRASH_LABEL"
 
 ImageFilter = Callable[[list[ImageOutput]], list[ImageOutput]]
+
+
+@dataclass
+class JobSummary:
+    """What GetJob and CancelJob show of a job, in flight or finished."""
+
+    id: str
+    kind: str
+    model: str
+    label: str
+    priority: int
+    state: JobState
+    position: int  # while queued
+    events: int
+    usage: Usage
+    error_code: ErrorCode | None = None
+    error_message: str = ""
+
+
+def _summary(job: Job | StoredJob, finished: Event | None, position: int = 0) -> JobSummary:
+    done = finished if isinstance(finished, Finished) else None
+    return JobSummary(
+        job.id,
+        job.kind,
+        job.model,
+        job.label,
+        job.priority,
+        job.state,
+        position,
+        job.visible if isinstance(job, Job) else job.events,
+        done.usage if done else Usage(),
+        done.error_code if done else None,
+        done.error_message if done else "",
+    )
 
 
 def _execute(job: Job, image_filter: ImageFilter | None) -> JobResult:
@@ -41,32 +90,42 @@ def _execute(job: Job, image_filter: ImageFilter | None) -> JobResult:
 
 
 class Scheduler:
-    def __init__(self, devices: list[str], limits: Limits, result_ttl_seconds: float, image_filter: ImageFilter | None = None) -> None:
+    def __init__(
+        self,
+        devices: list[str],
+        store: JobStore,
+        policy: QueuePolicy,
+        *,
+        max_queue: int,
+        result_ttl_seconds: float,
+        max_result_bytes: int,
+        image_filter: ImageFilter | None = None,
+    ) -> None:
         """`image_filter` sees every image result before it is sent (the optional safety check)."""
         self.devices = devices
-        self.image_filter = image_filter
-        self.limits = limits
+        self.store = store
+        self.policy = policy
+        self.max_queue = max_queue
         self.result_ttl_seconds = result_ttl_seconds
-        self.jobs: dict[str, Job] = {}
-        self.running: dict[str, Job] = {}
-        self._queue: list[Job] = []
-        self._counter = 0
-        self._order: dict[str, int] = {}
+        self.max_result_bytes = max_result_bytes
+        self.image_filter = image_filter
+        self.jobs: dict[str, Job] = {}  # in flight: queued or running
+        self.running: dict[str, Job] = {}  # by device
+        self.dispatching = False  # until dispatch(): jobs wait while the server loads its models
+        self._readers: Counter[str] = Counter()  # watchers per job id: their results are not dropped
         self._wake = asyncio.Event()
         self._threads = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artforge-{d}") for d in devices}
-        self._workers: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task] = []
+        self._crash_label = os.environ.get(CRASH_LABEL_ENV, "")
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._worker(d), name=f"worker-{d}") for d in self.devices]
+        self._tasks = [asyncio.create_task(self._worker(d), name=f"worker-{d}") for d in self.devices]
+        self._tasks.append(asyncio.create_task(self._sweeper(), name="retention"))
 
-    async def stop(self) -> None:
-        for job in list(self.jobs.values()):
-            self._cancel(job, JobState.CANCELLED, "the server is shutting down")
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        for thread in self._threads.values():
-            thread.shutdown(wait=True, cancel_futures=True)
+    def dispatch(self) -> None:
+        """Start running queued jobs (the server is ready)."""
+        self.dispatching = True
+        self._wake.set()
 
     async def run_on_device(self, device: str, fn: Any, *args: Any) -> Any:
         """Run `fn` on a device's thread (for preloading models where jobs will use them)."""
@@ -76,71 +135,127 @@ class Scheduler:
 
     @property
     def queue_length(self) -> int:
-        return len(self._queue)
+        return len(self.policy)
 
-    def submit(self, job: Job, timeout: float | None = None) -> Job:
-        """Queue a job; `timeout` (seconds from now) is its deadline, queued or running."""
-        if len(self._queue) >= self.limits.max_queue:
-            raise ArtForgeError(
-                ErrorCode.RESOURCE_EXHAUSTED, f"the queue is full ({self.limits.max_queue} jobs waiting); try again shortly"
-            )
+    def submit(self, job: Job, stored: StoredJob) -> None:
+        """Commit a new job to the store and queue it (RESOURCE_EXHAUSTED when the queue is full)."""
+        if len(self.policy) >= self.max_queue:
+            raise ArtForgeError(ErrorCode.RESOURCE_EXHAUSTED, f"the queue is full ({self.max_queue} jobs waiting); try again shortly")
+        self.store.add(stored)
+        self.queue(job)
+        log.info("job %s queued: %s %s %s", job.id, job.kind, job.model, shown(job.label))
+
+    def queue(self, job: Job) -> None:
+        """Queue a job the store already holds (a new one, or one resumed after a restart)."""
         self.jobs[job.id] = job
-        self._counter += 1
-        self._order[job.id] = self._counter
-        self._queue.append(job)
-        self._queue.sort(key=lambda j: (-j.priority, self._order[j.id]))
-        if timeout is not None:
-            job.deadline = time.monotonic() + timeout
-            job.deadline_timer = asyncio.get_running_loop().call_later(max(0.0, timeout), self._expire, job, timeout)
+        self.policy.push(job)
+        if job.deadline is not None:
+            remaining = job.deadline - time.time()
+            job.deadline_timer = asyncio.get_running_loop().call_later(max(0.0, remaining), self._expire, job)
         self._announce_positions()
         self._wake.set()
-        log.info("job %s queued: %s %s %s", job.id, job.kind, job.model, shown(job.label))
-        return job
 
-    def get(self, job_id: str, caller: str = "") -> Job:
+    def fail_unqueued(self, job: Job, code: ErrorCode, message: str) -> None:
+        """End a stored job that will not run again (it crashed the server twice, or no longer checks)."""
+        self.jobs[job.id] = job
+        self._finish(job, JobResult(), code, message)
+
+    def summary(self, job_id: str, caller: str = "") -> JobSummary:
         job = self.jobs.get(job_id)
-        if job is None:
-            kept = f"finished jobs are kept {self.result_ttl_seconds:g} s"
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"job_id: no job {shown(job_id)} ({kept})")
-        if job.owner and caller != job.owner:
-            raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"job_id: job {job_id} belongs to another caller")
-        return job
+        if job is not None:
+            self._check_owner(job.owner, job_id, caller)
+            return _summary(job, job.finished, max(job.position, 0) if job.state is JobState.QUEUED else 0)
+        stored = self._stored(job_id, caller)
+        return _summary(stored, self.store.last_event(job_id))
 
-    def cancel(self, job_id: str, caller: str = "", message: str = "cancelled by the client") -> Job:
-        job = self.get(job_id, caller)
-        self._cancel(job, JobState.CANCELLED, message)
-        return job
+    def cancel(self, job_id: str, caller: str = "", message: str = "cancelled by the client") -> JobSummary:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self._check_owner(job.owner, job_id, caller)
+            self._cancel(job, JobState.CANCELLED, message)
+        return self.summary(job_id, caller)
 
-    def disconnected(self, job: Job) -> None:
+    async def watch(self, job_id: str, from_sequence: int, caller: str = "") -> AsyncIterator[tuple[int, float, Event]]:
+        """A job's events from `from_sequence` on: live while it is in flight, from the store after.
+
+        OUT_OF_RANGE (before any event) when `from_sequence` is past its end."""
+        summary = self.summary(job_id, caller)
+        last = summary.events - 1 if summary.state.finished else summary.events
+        if from_sequence > last:
+            so_far = "has finished with {} events" if summary.state.finished else "is running and has {} events so far"
+            state = so_far.format(summary.events)
+            message = f"from_sequence: {from_sequence} is past the end of job {job_id}, which {state}; ask for 0..{last}"
+            raise ArtForgeError(ErrorCode.OUT_OF_RANGE, message)
+        return self._watch(job_id, from_sequence)
+
+    async def _watch(self, job_id: str, from_sequence: int) -> AsyncIterator[tuple[int, float, Event]]:
+        self._readers[job_id] += 1
+        try:
+            job = self.jobs.get(job_id)
+            if job is not None:
+                async for item in job.watch(from_sequence):
+                    yield item
+                return
+            sequence = from_sequence
+            while page := self.store.events(job_id, sequence, REPLAY_PAGE):
+                for sequence, elapsed, event in page:
+                    if isinstance(event, ImageChunk):
+                        event = dataclasses.replace(event, data=self.store.read_chunk(job_id, event))
+                    yield sequence, elapsed, event
+                sequence += 1
+        finally:
+            self._readers[job_id] -= 1
+            if not self._readers[job_id]:
+                del self._readers[job_id]
+
+    def disconnected(self, job_id: str) -> None:
         """The submitting client went away (or its deadline passed) before the job finished."""
-        if job.deadline is not None and time.monotonic() >= job.deadline - DEADLINE_SLACK_SECONDS:
+        job = self.jobs.get(job_id)
+        if job is None or job.state.finished or job.detached:  # a server stopping drops calls; their jobs stay
+            return
+        if job.deadline is not None and time.time() >= job.deadline - DEADLINE_SLACK_SECONDS:
             self._cancel(job, JobState.DEADLINE_EXCEEDED, "the deadline passed")
         elif not job.keep_on_disconnect:
             self._cancel(job, JobState.CANCELLED, "the client disconnected")
 
-    def _expire(self, job: Job, timeout: float) -> None:
-        self._cancel(job, JobState.DEADLINE_EXCEEDED, f"the deadline of {timeout:.3g} s passed")
+    def _stored(self, job_id: str, caller: str) -> StoredJob:
+        stored = self.store.job(job_id)
+        if stored is None:
+            kept = f"finished jobs are kept {self.result_ttl_seconds:g} s"
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"job_id: no job {shown(job_id)} ({kept})")
+        self._check_owner(stored.owner, job_id, caller)
+        if stored.dropped:
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"job_id: job {job_id} finished, but {stored.dropped}")
+        return stored
+
+    @staticmethod
+    def _check_owner(owner: str, job_id: str, caller: str) -> None:
+        if owner and caller != owner:
+            raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"job_id: job {job_id} belongs to another caller")
+
+    def _expire(self, job: Job) -> None:
+        self._cancel(job, JobState.DEADLINE_EXCEEDED, "the deadline passed")
 
     def _cancel(self, job: Job, state: JobState, message: str) -> None:
         if not job.request_cancel(state, message):
             return
         log.info("job %s: %s", job.id, message)
-        if job in self._queue:  # never started: finish it now; a running one stops at its next token
-            self._queue.remove(job)
+        if self.policy.remove(job):  # never started: finish it now; a running one stops at its next token
             self._finish(job, JobResult())
             self._announce_positions()
 
     def _announce_positions(self) -> None:
-        for position, job in enumerate(self._queue):
-            job.announce_position(position, len(self._queue))
+        length = len(self.policy)
+        for position, job in enumerate(self.policy):
+            job.announce_position(position, length)
 
     # -- running ----------------------------------------------------------------------------
 
     async def _next_job(self) -> Job:
-        while not self._queue:
+        while not (self.dispatching and len(self.policy)):
             self._wake.clear()
             await self._wake.wait()
-        job = self._queue.pop(0)
+        job = self.policy.pop()
         self._announce_positions()
         return job
 
@@ -150,7 +265,11 @@ class Scheduler:
             job = await self._next_job()
             job.device = device
             job.state = JobState.RUNNING
-            job.started_at = time.monotonic()
+            job.started_at = time.time()
+            job.attempts += 1
+            self.store.set_state(job.id, JobState.RUNNING, job.attempts)  # on disk first: a crash now counts
+            if self._crash_label and job.label == self._crash_label:
+                os.kill(os.getpid(), signal.SIGKILL)
             self.running[device] = job
             try:
                 result = await loop.run_in_executor(self._threads[device], _execute, job, self.image_filter)
@@ -166,20 +285,82 @@ class Scheduler:
                 self.running.pop(device, None)
 
     def _finish(self, job: Job, result: JobResult, code: ErrorCode | None = None, message: str = "") -> None:
-        now = time.monotonic()
+        if job.state.finished:  # stopped at shutdown before its engine returned
+            return
+        now = time.time()
         usage = result.usage
-        usage.queued_seconds = (job.started_at or now) - job.submitted_at
+        usage.queued_seconds = max(0.0, (job.started_at or now) - job.submitted_at)
         usage.run_seconds = now - job.started_at if job.started_at else 0.0
         if job.is_cancelled():  # an accepted cancel wins, even over a job that just completed
             state = job.cancel_state
             code = ErrorCode.CANCELLED if state is JobState.CANCELLED else ErrorCode.DEADLINE_EXCEEDED
             message = job.cancel_message
+        elif code is None:
+            state = JobState.SUCCEEDED
         else:
-            state = JobState.SUCCEEDED if code is None else JobState.FAILED
+            state = JobState.FAILED
         job.append(Finished(state, usage, result.text, result.finish_reason, code, message))
+        job.request = None  # the payload (prompts, input images) is not kept past the finish
         if job.deadline_timer is not None:
             job.deadline_timer.cancel()
-        self._order.pop(job.id, None)
-        asyncio.get_running_loop().call_later(self.result_ttl_seconds, self.jobs.pop, job.id, None)
+        self.store.after_commit(lambda: self._retire(job))
         done = f"{usage.completion_tokens} tokens" if job.kind == "text" else f"{job.results} images"
         log.info("job %s %s: %s in %.2f s %s", job.id, state.name.lower(), done, usage.run_seconds, message)
+
+    def _retire(self, job: Job) -> None:
+        """The finished event is on disk: the store answers for the job from now on."""
+        self.jobs.pop(job.id, None)
+        self._drop_over_cap()
+
+    # -- retention ----------------------------------------------------------------------------
+
+    async def _sweeper(self) -> None:
+        while True:
+            expired = self.store.expire(time.time() - self.result_ttl_seconds, keep=self._readers)
+            if expired:
+                log.info("forgot %d finished jobs older than %g s", len(expired), self.result_ttl_seconds)
+            self._drop_over_cap()
+            await asyncio.sleep(min(SWEEP_SECONDS, max(self.result_ttl_seconds, 1.0)))
+
+    def _drop_over_cap(self) -> None:
+        reason = f"its results were dropped to keep the server's stored results under {self.max_result_bytes} bytes (oldest first)"
+        dropped = self.store.drop_over(self.max_result_bytes, keep=self._readers, reason=reason)
+        if dropped:
+            log.info("dropped the results of %d finished jobs to stay under %d bytes", len(dropped), self.max_result_bytes)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    async def drain(self, seconds: float, stop_now: asyncio.Event) -> None:
+        """Stop starting jobs; let running ones finish for up to `seconds` (or until `stop_now`),
+        then cancel them with a finished event. Queued jobs stay in the store for the next start;
+        their watchers are told so (UNAVAILABLE) and can re-attach then."""
+        self.dispatching = False
+        for job in list(self.policy):
+            if job.deadline_timer is not None:
+                job.deadline_timer.cancel()
+            job.detach(f"the server is stopping; job {job.id} stays queued and runs when it is back: watch it again then")
+        if self.running:
+            log.info("draining: waiting up to %g s for %d running jobs", seconds, len(self.running))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until(lambda: not self.running or stop_now.is_set()), seconds)
+        for job in list(self.running.values()):
+            self._cancel(job, JobState.CANCELLED, f"the server stopped before the job finished (it waits {seconds:g} s for running jobs)")
+        if self.running and not stop_now.is_set():  # engines stop at their next step or token
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until(lambda: not self.running or stop_now.is_set()), 30)
+        for device, job in list(self.running.items()):  # stopped at once, or an engine that did not stop
+            self.running.pop(device)
+            self._finish(job, JobResult())
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """After drain(): stop the workers and close the store (device threads are left to exit)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for thread in self._threads.values():
+            thread.shutdown(wait=False, cancel_futures=True)
+        self.store.close()

@@ -28,17 +28,15 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from artforge.errors import ArtForgeError, ErrorCode
+from artforge.filelock import lock_file
 from artforge.models.embedded import sha256_of
 
 log = logging.getLogger(__name__)
@@ -169,41 +167,14 @@ def _identity(folder: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-if sys.platform == "win32":
-    import msvcrt
-
-    def _lock(file: BinaryIO, wait: bool) -> bool:
-        """Lock `file`'s first byte; False when another holds it and `wait` is False."""
-        while True:
-            try:
-                msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
-                return True
-            except OSError:
-                if not wait:
-                    return False
-                time.sleep(0.5)  # LK_LOCK gives up after 10 s; an export takes minutes
-
-else:
-    import fcntl
-
-    def _lock(file: BinaryIO, wait: bool) -> bool:
-        """Lock `file` with flock, which other processes and this one's other open files respect; False
-        when another holds it and `wait` is False."""
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-
 @contextmanager
 def export_lock(folder: Path, model: str) -> Iterator[None]:
     """Held while one of `model`'s exports (in `folder`) is made, replaced or removed; released when the file closes."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".export.lock", "ab") as file:
-        if not _lock(file, wait=False):
+        if not lock_file(file, wait=False):
             log.info("waiting for another export of %s to finish", model)
-            _lock(file, wait=True)
+            lock_file(file, wait=True)
         yield
 
 

@@ -67,16 +67,18 @@ class JobQueued(_message.Message):
     def __init__(self, position: _Optional[int] = ..., queue_length: _Optional[int] = ...) -> None: ...
 
 class JobStarted(_message.Message):
-    __slots__ = ("model", "backend", "device", "seed")
+    __slots__ = ("model", "backend", "device", "seed", "attempt")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     device: str
     seed: int
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    attempt: int
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("phase", "step", "total_steps", "preview", "message")

@@ -29,7 +29,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self, include_style_previews: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds", "min_priority", "max_history_messages", "max_history_chars", "max_name_chars", "max_label_chars", "max_stop_strings", "max_stop_chars", "max_json_schema_chars", "max_json_schema_depth", "max_loras", "max_blend_styles", "max_concurrent_rpcs")
+    __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds", "min_priority", "max_history_messages", "max_history_chars", "max_name_chars", "max_label_chars", "max_stop_strings", "max_stop_chars", "max_json_schema_chars", "max_json_schema_depth", "max_loras", "max_blend_styles", "max_concurrent_rpcs", "max_result_bytes", "drain_seconds")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class Limits(_message.Message):
     MAX_LORAS_FIELD_NUMBER: _ClassVar[int]
     MAX_BLEND_STYLES_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     default_max_tokens: int
     max_prompt_chars: int
@@ -76,7 +78,9 @@ class Limits(_message.Message):
     max_loras: int
     max_blend_styles: int
     max_concurrent_rpcs: int
-    def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ..., min_priority: _Optional[int] = ..., max_history_messages: _Optional[int] = ..., max_history_chars: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_chars: _Optional[int] = ..., max_json_schema_chars: _Optional[int] = ..., max_json_schema_depth: _Optional[int] = ..., max_loras: _Optional[int] = ..., max_blend_styles: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
+    max_result_bytes: int
+    drain_seconds: float
+    def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ..., min_priority: _Optional[int] = ..., max_history_messages: _Optional[int] = ..., max_history_chars: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_chars: _Optional[int] = ..., max_json_schema_chars: _Optional[int] = ..., max_json_schema_depth: _Optional[int] = ..., max_loras: _Optional[int] = ..., max_blend_styles: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_result_bytes: _Optional[int] = ..., drain_seconds: _Optional[float] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("name", "description", "busy")

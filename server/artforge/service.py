@@ -1,0 +1,284 @@
+"""The facade the api calls: submit, watch, cancel, get, info, models; and start, drain, stop.
+
+The api hands a request over as the bytes it arrived as, with a reader that turns those bytes
+into the engine's request: the job store keeps the bytes, so after a restart the same reader
+and the same checks make the job ready to run again. Everything a caller may learn of the
+server comes from here, and what it lists (schedulers, styles, limits, devices) from the
+engines' own capabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from artforge import __version__
+from artforge.app import App
+from artforge.engines.base import Engine
+from artforge.engines.stylize import Style
+from artforge.engines.text import TextTask
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.jobs.events import Event, JobState
+from artforge.jobs.job import DEFAULT_PRIORITY, Job, new_job_id
+from artforge.jobs.queue import PriorityFifo
+from artforge.jobs.scheduler import JobSummary, Scheduler
+from artforge.jobs.store import JobStore, StoredJob
+from artforge.models.registry import ModelSpec
+from artforge.runtimes.devices import describe_device
+
+log = logging.getLogger(__name__)
+
+# A job the server stopped under this many times (crash, kill, power loss) is not run again.
+MAX_ATTEMPTS = 2
+
+RequestReader = Callable[[bytes], Any]  # a request's bytes -> the engine's request (INVALID_ARGUMENT when bad)
+
+
+@dataclass
+class SubmitOptions:
+    priority: int = DEFAULT_PRIORITY
+    keep_on_disconnect: bool = False
+    label: str = ""
+    output_format: str = "png8"
+
+
+@dataclass
+class DeviceStatus:
+    name: str
+    description: str
+    busy: bool
+
+
+@dataclass
+class ModelStatus:
+    spec: ModelSpec
+    loaded: bool
+    is_default: bool
+    context_length: int
+    backend: str
+    backend_reason: str
+
+
+@dataclass
+class ServerInfo:
+    version: str
+    devices: list[DeviceStatus]
+    limits: dict[str, int | float]  # by the names of ServerInfo.limits in the API
+    tasks: list[TextTask]
+    default_text_model: str
+    default_image_model: str
+    schedulers: list[str]
+    styles: list[Style]
+    images_available: bool
+    stylize_available: bool
+    queue_length: int
+    running_jobs: int
+    loaded_models: list[ModelStatus] = field(default_factory=list)
+
+
+class Service:
+    def __init__(self, app: App, readers: Mapping[str, RequestReader]) -> None:
+        """`readers`: for each job kind ("text", "image", "stylize"), how its request bytes read."""
+        self.app = app
+        self.config = app.config
+        self.readers = readers
+        self.engines: dict[str, Engine] = {engine.kind: engine for engine in app.engines}
+        self.accepting = False
+        self._store: JobStore | None = None
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        assert self._scheduler is not None, "the service has not started"
+        return self._scheduler
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the job store, resume what it holds, start the workers; then accept jobs."""
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = JobStore(config.data_dir)
+        self._scheduler = Scheduler(
+            self.app.devices,
+            self._store,
+            PriorityFifo(),
+            max_queue=config.limits.max_queue,
+            result_ttl_seconds=config.result_ttl_seconds,
+            max_result_bytes=config.max_result_bytes,
+            image_filter=self.app.safety_filter(),
+        )
+        self._scheduler.start()
+        await self._resume()
+        self.accepting = True
+
+    async def _resume(self) -> None:
+        """Queue again, in their order, the jobs that were queued or running when the server stopped."""
+        store = self._store
+        for stored in store.unfinished():
+            job = self._job(stored, None, [(elapsed, event) for _, elapsed, event in store.events(stored.id)])
+            if stored.state is JobState.RUNNING and stored.attempts >= MAX_ATTEMPTS:
+                times = stored.attempts
+                message = f"the server stopped {times} times while this job ran (a crash or a kill each time); it is not run again"
+                log.warning("job %s: %s", job.id, message)
+                self.scheduler.fail_unqueued(job, ErrorCode.ABORTED, message)
+                continue
+            try:
+                job.request = await asyncio.to_thread(self._prepare, stored.kind, stored.request or b"")
+            except ArtForgeError as error:
+                self.scheduler.fail_unqueued(job, error.code, f"after a server restart the request no longer checks: {error.message}")
+                continue
+            if stored.state is JobState.RUNNING:
+                store.set_state(job.id, JobState.QUEUED)
+            self.scheduler.queue(job)
+            was = "running (it starts again)" if stored.state is JobState.RUNNING else "queued"
+            log.info("job %s resumed: it was %s", job.id, was)
+
+    async def preload(self) -> None:
+        """Load the configured models on every device, on the threads that will run them."""
+        for name in self.config.preload:
+            engine = self.app.image if any(spec.name == name for spec in self.app.registry.list("image")) else self.app.text
+            for device in self.app.devices:
+                try:
+                    await self.scheduler.run_on_device(device, engine.preload, name, device)
+                    log.info("preloaded %s on %s", name, device)
+                except Exception as exc:  # a missing preload model must not stop the server
+                    log.warning("could not preload %s on %s: %s", name, device, exc)
+
+    def ready(self) -> None:
+        """Models are loaded: run jobs (resumed ones first, in their order)."""
+        self.scheduler.dispatch()
+
+    async def drain(self, stop_now: asyncio.Event) -> None:
+        """Refuse new jobs; let running ones finish for up to the drain time (or until `stop_now`)."""
+        self.accepting = False
+        await self.scheduler.drain(self.config.drain_seconds, stop_now)
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _prepare(self, kind: str, request: bytes) -> Any:
+        try:
+            return self.engines[kind].prepare(self.readers[kind](request))
+        except ArtForgeError:
+            raise
+        except Exception as exc:  # a check that failed on this request rather than refusing it
+            log.exception("checking a %s request failed", kind)
+            problem = f"could not be checked ({type(exc).__name__}: {exc}); the server's log has the details"
+            raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"request: {problem}") from None
+
+    async def submit(self, kind: str, request: bytes, options: SubmitOptions, caller: str, timeout: float | None) -> str:
+        """Check a request (off the event loop: decoding images and tokenizing take time), commit
+        it as a job and queue it; its id. `timeout`: seconds from now to its deadline."""
+        self._check_accepting()
+        prepared = await asyncio.to_thread(self._prepare, kind, request)
+        self._check_accepting()
+        now = time.time()
+        stored = StoredJob(
+            id=new_job_id(),
+            kind=kind,
+            model=prepared.model,
+            label=options.label,
+            owner=caller,
+            priority=options.priority,
+            output_format=options.output_format,
+            request=request,
+            submitted_at=now,
+            deadline=now + timeout if timeout is not None else None,
+            state=JobState.QUEUED,
+            attempts=0,
+            events=0,
+            results=0,
+            result_bytes=0,
+            finished_at=None,
+            dropped=None,
+        )
+        job = self._job(stored, prepared)
+        job.keep_on_disconnect = options.keep_on_disconnect
+        self.scheduler.submit(job, stored)
+        return job.id
+
+    def _job(self, stored: StoredJob, prepared: Any, events: list[tuple[float, Event]] | None = None) -> Job:
+        engine, chunk_bytes, loop = self.engines[stored.kind], self.config.limits.chunk_bytes, asyncio.get_running_loop()
+        return Job(stored, engine, prepared, store=self.scheduler.store, chunk_bytes=chunk_bytes, loop=loop, events=events)
+
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise ArtForgeError(ErrorCode.UNAVAILABLE, "the server is stopping and takes no new jobs; try again once it has restarted")
+
+    async def watch(self, job_id: str, from_sequence: int, caller: str) -> AsyncIterator[tuple[int, float, Event]]:
+        return await self.scheduler.watch(job_id, from_sequence, caller)
+
+    def disconnected(self, job_id: str) -> None:
+        self.scheduler.disconnected(job_id)
+
+    def get(self, job_id: str, caller: str) -> JobSummary:
+        return self.scheduler.summary(job_id, caller)
+
+    def cancel(self, job_id: str, caller: str) -> JobSummary:
+        return self.scheduler.cancel(job_id, caller)
+
+    # -- what the server offers ---------------------------------------------------------------
+
+    async def info(self) -> ServerInfo:
+        app, config, limits = self.app, self.config, self.config.limits
+        # The first call renders the style previews (under a second); later ones find them made.
+        styles = await asyncio.to_thread(app.stylize.styles)
+        engine_limits = {name: value for engine in app.engines for name, value in engine.request_limits().items()}
+        busy = self.scheduler.running
+        return ServerInfo(
+            version=__version__,
+            devices=[DeviceStatus(d, describe_device(d), d in busy) for d in app.devices],
+            limits={
+                "max_tokens": limits.max_tokens,
+                "default_max_tokens": limits.default_max_tokens,
+                "max_prompt_chars": limits.max_prompt_chars,
+                "max_image_pixels": limits.max_image_pixels,
+                "max_steps": limits.max_steps,
+                "max_batch": limits.max_batch,
+                "max_queue": limits.max_queue,
+                "chunk_bytes": limits.chunk_bytes,
+                "max_request_bytes": limits.max_request_bytes,
+                "max_priority": DEFAULT_PRIORITY,
+                "min_priority": -limits.max_priority,
+                "result_ttl_seconds": config.result_ttl_seconds,
+                "max_result_bytes": config.max_result_bytes,
+                "drain_seconds": config.drain_seconds,
+                "max_history_messages": limits.max_history_messages,
+                "max_history_chars": limits.max_history_chars,
+                "max_name_chars": limits.max_name_chars,
+                "max_label_chars": limits.max_label_chars,
+                "max_concurrent_rpcs": limits.max_concurrent_rpcs,
+                **engine_limits,
+            },
+            tasks=list(app.text.tasks.values()),
+            default_text_model=app.registry.default_name("text"),
+            default_image_model=app.registry.default_name("image"),
+            schedulers=app.image.schedulers,
+            styles=styles,
+            images_available=bool(app.registry.list("image")),
+            stylize_available=app.stylize.available(),
+            queue_length=self.scheduler.queue_length,
+            running_jobs=len(busy),
+            loaded_models=self.models(None, only_loaded=True),
+        )
+
+    def models(self, kind: str | None, only_loaded: bool = False) -> list[ModelStatus]:
+        app = self.app
+        loaded = app.loaded_models()
+        models = []
+        for spec in app.registry.list(kind):
+            is_loaded = spec.name in loaded
+            if only_loaded and not is_loaded:
+                continue
+            context_length = app.text.context_length(spec) if is_loaded and spec.kind == "text" else 0
+            backend, reason = app.backend_of(spec)
+            is_default = spec.name == app.registry.default_name(spec.kind)
+            models.append(ModelStatus(spec, is_loaded, is_default, context_length, backend, reason))
+        return models
