@@ -153,6 +153,22 @@ def test_sigterm_during_a_text_job_finishes_it_and_keeps_the_queued_one(models_d
         stop_server(server)
 
 
+def test_a_second_sigterm_stops_at_once_with_a_finished_event(models_dir, tmp_path):
+    server = start_server(models_dir, tmp_path, config=TEST_CONFIG)  # the default drain: 30 s
+    with server.client(reattach_timeout=0) as client:
+        running = busy(client, max_tokens=512)
+        events = iter(running)
+        until_started(events)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        finished = read_to_the_end(events)[-1].finished
+        assert finished.state == jobs_pb2.JOB_STATE_CANCELLED
+        assert finished.usage.completion_tokens < 512, "stopped, not drained to the end"
+        assert server.process.wait(30) == 0
+    assert "stopping now: running jobs are cancelled" in server.log()
+
+
 # -- image results: on disk, streamed from there, bounded -----------------------------------------
 
 BIG = 2048
