@@ -44,6 +44,14 @@ def read_to_the_end(events: Iterator[jobs_pb2.JobEvent]) -> list[jobs_pb2.JobEve
     return seen
 
 
+def wait_draining(server) -> None:
+    """Until the server has taken a SIGTERM and is draining (it refuses new jobs by then)."""
+    deadline = time.monotonic() + 60
+    while "draining: waiting" not in server.log():
+        assert time.monotonic() < deadline, "the server did not start draining"
+        time.sleep(0.05)
+
+
 def replay(client: Client, job_id: str) -> list[jobs_pb2.JobEvent]:
     """Every event of a job from sequence 0, following it live until it finishes."""
     events = read_to_the_end(iter(client.watch(job_id, 0, timeout=300)))
@@ -60,7 +68,7 @@ def text_of_last_attempt(events: list[jobs_pb2.JobEvent]) -> str:
 def test_kill_9_with_one_running_and_three_queued_then_all_four_succeed(models_dir, tmp_path):
     server = start_server(models_dir, tmp_path)
     with server.client() as client:
-        running = busy(client, max_tokens=48, seed=1)
+        running = busy(client, seed=1)  # 512 tokens: still running after the three are queued
         events = iter(running)
         until_started(events)
         next(e for e in events if e.HasField("text"))  # it is generating
@@ -120,7 +128,7 @@ def test_a_job_that_kills_its_server_twice_ends_failed_and_the_queue_goes_on(mod
 
 
 def test_sigterm_during_a_text_job_finishes_it_and_keeps_the_queued_one(models_dir, tmp_path):
-    config = TEST_CONFIG + "\n[server]\ndrain_seconds = 2\n"
+    config = TEST_CONFIG + "\n[server]\ndrain_seconds = 5\n"  # time enough to submit while it drains
     server = start_server(models_dir, tmp_path, config=config)
     with server.client(reattach_timeout=0) as client:  # see the stream end as it does, without re-attaching
         running = busy(client, max_tokens=512)
@@ -129,7 +137,7 @@ def test_sigterm_during_a_text_job_finishes_it_and_keeps_the_queued_one(models_d
         waiting = client.generate_text(LONG_PROMPT, max_tokens=8, seed=5)
         assert next(iter(waiting)).HasField("queued")
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)  # within the drain time: new jobs are refused with a sentence
+        wait_draining(server)  # within the drain time: new jobs are refused with a sentence
         with pytest.raises(ArtForgeError) as refused:
             client.generate_text(LONG_PROMPT, max_tokens=4).wait()
         assert refused.value.code is grpc.StatusCode.UNAVAILABLE
@@ -160,7 +168,7 @@ def test_a_second_sigterm_stops_at_once_with_a_finished_event(models_dir, tmp_pa
         events = iter(running)
         until_started(events)
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_draining(server)
         server.process.send_signal(signal.SIGTERM)
         finished = read_to_the_end(events)[-1].finished
         assert finished.state == jobs_pb2.JOB_STATE_CANCELLED
