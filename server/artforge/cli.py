@@ -88,6 +88,7 @@ async def _serve(config) -> int:  # noqa: ANN001
 
     def on_signal() -> None:  # the first asks for a drain; a second stops now
         (stop_now if stop.is_set() else stop).set()
+        server.service.refuse_new_jobs()
         if stop_now.is_set():
             logging.info("stopping now: running jobs are cancelled")
 

@@ -88,6 +88,7 @@ class Service:
         self.readers = readers
         self.engines: dict[str, Engine] = {engine.kind: engine for engine in app.engines}
         self.accepting = False
+        self.stopping = False  # a stop was asked for: no job is taken or started from then on
         self._store: JobStore | None = None
         self._scheduler: Scheduler | None = None
 
@@ -114,7 +115,7 @@ class Service:
         )
         self._scheduler.start()
         await self._resume()
-        self.accepting = True
+        self.accepting = not self.stopping
 
     async def _resume(self) -> None:
         """Queue again, in their order, the jobs that were queued or running when the server stopped."""
@@ -151,11 +152,20 @@ class Service:
 
     def ready(self) -> None:
         """Models are loaded: run jobs (resumed ones first, in their order)."""
-        self.scheduler.dispatch()
+        if not self.stopping:
+            self.scheduler.dispatch()
+
+    def refuse_new_jobs(self) -> None:
+        """Take no new jobs and start no queued ones: called from the signal handler itself, so no
+        queued job starts between the signal and the drain."""
+        self.stopping = True
+        self.accepting = False
+        if self._scheduler is not None:
+            self._scheduler.hold()
 
     async def drain(self, stop_now: asyncio.Event) -> None:
         """Refuse new jobs; let running ones finish for up to the drain time (or until `stop_now`)."""
-        self.accepting = False
+        self.refuse_new_jobs()
         await self.scheduler.drain(self.config.drain_seconds, stop_now)
 
     async def stop(self) -> None:

@@ -82,6 +82,7 @@ class Server:
     async def stop(self, stop_now: asyncio.Event | None = None) -> None:
         """Refuse new jobs, drain running ones (until `stop_now` is set), then close: watchers of
         queued jobs are told to come back, and the job store keeps those jobs for the next start."""
+        self.service.refuse_new_jobs()
         await self.health.enter_graceful_shutdown()
         await self.service.drain(stop_now or asyncio.Event())
         await self.grpc.stop(1.0)

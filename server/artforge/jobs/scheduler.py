@@ -127,6 +127,10 @@ class Scheduler:
         self.dispatching = True
         self._wake.set()
 
+    def hold(self) -> None:
+        """Start no more jobs (the server is stopping); running ones go on."""
+        self.dispatching = False
+
     async def run_on_device(self, device: str, fn: Any, *args: Any) -> Any:
         """Run `fn` on a device's thread (for preloading models where jobs will use them)."""
         return await asyncio.get_running_loop().run_in_executor(self._threads[device], fn, *args)
@@ -334,7 +338,7 @@ class Scheduler:
         """Stop starting jobs; let running ones finish for up to `seconds` (or until `stop_now`),
         then cancel them with a finished event. Queued jobs stay in the store for the next start;
         their watchers are told so (UNAVAILABLE) and can re-attach then."""
-        self.dispatching = False
+        self.hold()
         for job in list(self.policy):
             if job.deadline_timer is not None:
                 job.deadline_timer.cancel()
