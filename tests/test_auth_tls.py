@@ -122,7 +122,7 @@ def test_another_caller_is_denied_the_job(auth_server, alices_job, call, token):
     with Client(auth_server.address, token=token) as other:
         error = refused(lambda: call(other, alices_job))
     assert error.code is grpc.StatusCode.PERMISSION_DENIED
-    assert "another caller" in error.message
+    assert "belongs to another user" in error.message
     with Client(auth_server.address, token="a-token") as alice:
         assert alice.get_job(alices_job).state == jobs_pb2.JOB_STATE_SUCCEEDED, "the job is untouched"
 

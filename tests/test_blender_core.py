@@ -31,7 +31,7 @@ from artforge_blender.scene_context import CameraInfo, LightInfo, MaterialInfo, 
 
 from artforge_client import ArtForgeError, ImageResult
 from artforge_client.colors import parse_hex, srgb_hex
-from artforge_client.job_state import JobState, Phase, describe_error, run_stream, status_sentence
+from artforge_client.job_state import JobState, Phase, describe_error, duration_words, queue_message, run_stream, status_sentence
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
 
 ADDRESS = "gpu-box:50051"
@@ -482,6 +482,66 @@ def test_happy_path_transitions():
     assert snap.revision > before
 
 
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [
+        (0, "0 s"),
+        (0.2, "1 s"),
+        (4.4, "4 s"),
+        (9.5, "10 s"),
+        (23, "25 s"),
+        (57.4, "55 s"),
+        (57.5, "1 min"),
+        (90, "2 min"),
+        (150, "3 min"),  # halves round up, not to even
+        (3569, "59 min"),
+        (3570, "1 h"),
+        (4800, "1 h 20 min"),
+        (86400, "24 h"),
+    ],
+)
+def test_durations_read_as_an_estimate(seconds, words):
+    assert duration_words(seconds) == words
+
+
+@pytest.mark.parametrize(
+    ("position", "wait", "message", "kept"),
+    [
+        (0, 0.0, "Next in the queue", None),
+        (0, 20.0, "Next in the queue, about 20 s", 20.0),
+        (1, 0.0, "Waiting in the queue: 1 job ahead", None),
+        (3, 130.0, "Waiting in the queue: 3 jobs ahead, about 2 min", 130.0),
+        (12, 4800.0, "Waiting in the queue: 12 jobs ahead, about 1 h 20 min", 4800.0),
+        (2, -5.0, "Waiting in the queue: 2 jobs ahead", None),  # nonsense from a server: no estimate at all
+        (2, float("nan"), "Waiting in the queue: 2 jobs ahead", None),
+        (2, float("inf"), "Waiting in the queue: 2 jobs ahead", None),
+    ],
+)
+def test_a_queued_job_shows_its_place_and_the_estimated_wait(position, wait, message, kept):
+    state = JobState()
+    state.begin()
+    queued = jobs_pb2.JobQueued(position=position, queue_length=position + 1, estimated_wait_seconds=wait)
+    assert state.apply_event(event(0, queued=queued))
+    snap = state.snapshot()
+    assert (snap.phase, snap.queue_position, snap.estimated_wait_seconds, snap.message) == (Phase.QUEUED, position, kept, message)
+    assert queue_message(position, kept) == message
+
+
+def test_the_estimate_follows_the_queue_and_goes_when_the_job_starts():
+    state = JobState()
+    state.begin()
+    state.apply_event(event(0, queued=jobs_pb2.JobQueued(position=2, estimated_wait_seconds=95.0)))
+    state.apply_event(event(1, queued=jobs_pb2.JobQueued(position=1, estimated_wait_seconds=40.0)))
+    snap = state.snapshot()
+    assert (snap.queue_position, snap.estimated_wait_seconds, snap.message) == (1, 40.0, "Waiting in the queue: 1 job ahead, about 40 s")
+    state.apply_event(event(2, queued=jobs_pb2.JobQueued(position=0)))  # the server lost its estimate: none shown, none kept
+    assert (state.snapshot().estimated_wait_seconds, state.snapshot().message) == (None, "Next in the queue")
+    state.apply_event(event(3, queued=jobs_pb2.JobQueued(position=0, estimated_wait_seconds=3.0)))
+    state.apply_event(event(4, progress=jobs_pb2.JobProgress(step=1, total_steps=4)))  # running without a started event
+    snap = state.snapshot()
+    assert (snap.phase, snap.queue_position, snap.estimated_wait_seconds) == (Phase.RUNNING, None, None)
+
+
 def test_progress_events_and_clamping():
     state = JobState()
     state.begin()
@@ -544,6 +604,10 @@ def test_cancel_request_calls_the_canceller_once():
     assert late == ["disconnect"]
 
 
+QUOTA = "quota max_queued_jobs: alice may have 2 jobs queued at once and has 2; one frees when a queued job starts or ends"
+QUOTA_SENTENCE = "Quota max_queued_jobs: alice may have 2 jobs queued at once and has 2; one frees when a queued job starts or ends."
+
+
 @pytest.mark.parametrize(
     ("code", "message", "expected"),
     [
@@ -562,6 +626,7 @@ def test_cancel_request_calls_the_canceller_once():
         ),
         (grpc.StatusCode.NOT_FOUND, "no model named 'sdxl'", "Not found on the server: No model named 'sdxl'."),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "the queue is full (8 jobs)", "The server is too busy right now: The queue is full (8 jobs)."),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, QUOTA, QUOTA_SENTENCE),
         (grpc.StatusCode.INTERNAL, "", "The server failed (INTERNAL)."),
     ],
 )
@@ -616,6 +681,15 @@ def test_run_stream_failed_job_keeps_the_first_report():
     stream = FakeStream([finished(jobs_pb2.JOB_STATE_FAILED, code.value[0], "out of GPU memory")], error=ArtForgeError(code, "x"))
     run_stream(state, lambda: stream, ADDRESS)
     assert state.snapshot().message == "The server is too busy right now: Out of GPU memory."
+
+
+def test_run_stream_quota_refusal_is_the_servers_sentence():
+    # The Generate* call itself is refused: no event, the status's sentence as it is (the server
+    # is not "too busy", the artist is at a limit set for them).
+    state = JobState()
+    state.begin()
+    run_stream(state, lambda: FakeStream([], error=ArtForgeError(grpc.StatusCode.RESOURCE_EXHAUSTED, QUOTA)), ADDRESS)
+    assert (state.snapshot().phase, state.snapshot().message) == (Phase.FAILED, QUOTA_SENTENCE)
 
 
 def test_run_stream_unreachable_server_is_a_sentence():

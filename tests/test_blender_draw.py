@@ -83,6 +83,18 @@ def test_a_finished_job_shows_its_message(run):
     assert failed["ARTFORGE_PT_view3d"]["describe"]["messages"] == [["Cancelled", "CANCEL"]]
 
 
+def test_a_queued_job_shows_its_place_and_the_estimated_wait(run):
+    jobs = passed(run, "jobs_waiting")["jobs"]["ARTFORGE_PT_view3d"]
+    assert jobs["texture"]["progress"] == [[0.0, "Waiting in the queue: 2 jobs ahead, about 2 min"]], jobs["texture"]
+    assert jobs["blockout"]["progress"] == [[0.0, "Next in the queue"]], jobs["blockout"]  # no estimate yet: none shown
+
+
+def test_a_quota_refusal_shows_the_servers_sentence(run):
+    concept = passed(run, "jobs_failed")["jobs"]["ARTFORGE_PT_view3d"]["concept"]
+    sentence = "Quota max_queued_jobs: alice may have 2 jobs queued at once and has 2; one frees when a queued job starts or ends."
+    assert concept["messages"] == [[sentence, "ERROR"]], concept
+
+
 def test_failing_polls_grey_out_the_button(run):
     for state, kind in (("no_active_object", "texture"), ("no_camera", "concept")):
         button = passed(run, state)["jobs"]["ARTFORGE_PT_view3d"][kind]

@@ -1,21 +1,24 @@
 """The Blender extension inside real Blender (the bpy 5.0.1 module in .venv-blender, made by
-installers/setup-blender.sh), against a real server with the embedded text model and a tiny image
-pipeline. The zip is built by installers/build-blender-extension.py and installed the way Blender's
-Install from Disk does it; tests/blender/run_checks.py runs every check in one Blender process
-(start-up is the expensive part) and writes results.json, which the tests below read. One check
-kills the server mid-job; it comes back on the same port and folder (tests/restarting_server.py),
-and the checks after it use the restarted server.
+installers/setup-blender.sh), against a real server with the embedded text model, a tiny image
+pipeline, and a user whose quota is one queued job. The zip is built by
+installers/build-blender-extension.py and installed the way Blender's Install from Disk does it;
+tests/blender/run_checks.py runs every check in one Blender process (start-up is the expensive
+part) and writes results.json, which the tests below read. One check kills the server mid-job; it
+comes back on the same port and folder (tests/restarting_server.py), and the checks after it use
+the restarted server.
 """
 
 from __future__ import annotations
 
 import io
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
 from artforge.models.embedded import STYLE_TRANSFER, fetch
+from artforge_client.job_state import queue_message, status_sentence
 from artforge_client.v1 import image_pb2, pixels_pb2
 from tests.blender_host import passed, run_in_blender
 from tests.conftest import REPO
@@ -23,6 +26,7 @@ from tests.restarting_server import RestartingServer
 from tests.tiny_pipelines import build_all
 
 TOKEN = "blender-test-token"
+QUOTA_TOKEN = "blender-quota-token"  # a user who may have one job queued at once
 SEED, SIZE, STEPS = 1234, 256, 2  # what run_checks.py asks for in the texture checks
 
 
@@ -47,6 +51,11 @@ backend = "torch"
 
 [auth]
 tokens = {{ artist = "{TOKEN}" }}
+
+[users.limited]
+token = "{QUOTA_TOKEN}"
+role = "artist"
+max_queued_jobs = 1
 """
     running = RestartingServer(models_dir, tmp_path_factory.mktemp("blender-server"), "--no-fetch", config=config)
     yield running
@@ -56,7 +65,8 @@ tokens = {{ artist = "{TOKEN}" }}
 @pytest.fixture(scope="module")
 def run(server, tmp_path_factory) -> dict:
     # discard port 9: nothing listens there
-    config = {"address": server.address, "token": TOKEN, "dead_address": "127.0.0.1:9", "server_pid": str(server.pid)}
+    config = {"address": server.address, "token": TOKEN, "quota_token": QUOTA_TOKEN, "dead_address": "127.0.0.1:9"}
+    config["server_pid"] = str(server.pid)
     return run_in_blender("run_checks.py", tmp_path_factory.mktemp("blender"), 900, **config)
 
 
@@ -171,6 +181,27 @@ def test_a_second_blockout_replaces_or_adds_and_keeps_the_camera(run):
 def test_cancel_stops_the_job(run):
     record = passed(run, "cancel_stops_the_job")
     assert record["phase"] == "cancelled" and record["server_state"] == "JOB_STATE_CANCELLED"
+
+
+def test_a_queued_job_shows_how_many_jobs_are_ahead(run):
+    record = passed(run, "a_queued_job_shows_its_place_and_wait")
+    assert record["position"] == 1 and record["message"].startswith("Waiting in the queue: 1 job ahead"), record
+
+
+def test_a_queued_job_shows_about_how_long_it_waits(run):
+    # The server estimates from the device time of jobs like those ahead, which it has measured
+    # by then: "Waiting in the queue: 1 job ahead, about 20 s".
+    record = passed(run, "a_queued_job_shows_its_place_and_wait")
+    assert record["estimated_wait_seconds"] and record["estimated_wait_seconds"] > 0, record
+    assert record["message"] == queue_message(1, record["estimated_wait_seconds"]) and ", about " in record["message"], record
+
+
+def test_a_quota_refusal_shows_the_servers_sentence(run):
+    record = passed(run, "a_quota_refusal_shows_its_sentence")
+    assert record["server_code"] == "RESOURCE_EXHAUSTED" and record["server_said"].startswith("quota max_queued_jobs: "), record
+    # The server's own sentence, not "too busy", "failed" or a traceback.
+    assert record["message"] == status_sentence(grpc.StatusCode.RESOURCE_EXHAUSTED, record["server_said"], ""), record
+    assert record["message"].startswith("Quota max_queued_jobs: ") and record["failed"], record
 
 
 def test_unreachable_server_and_wrong_token_are_reported_clearly(run):

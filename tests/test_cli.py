@@ -202,6 +202,25 @@ def test_bench_load_drives_many_clients_and_reads_the_servers_memory(models_dir,
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_bench_load_with_users_compares_queue_policies(models_dir, tmp_path):
+    # Structure only: which user got how much is measured, not asserted (timings are noisy).
+    out = tmp_path / "users.json"
+    args = ("bench", "load", "--models-dir", str(models_dir), "--users", "3", "--weights", "1,2", "--clients", "6", "--seconds", "6")
+    shares = ("--abandon-share", "0", "--cancel-share", "0")
+    result = artforge(*args, *shares, "--policies", "fair,fifo", "--max-tokens", "16", "-o", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert set(report["by_policy"]) == {"fair", "fifo"} and report["settings"]["users"] == 3
+    for run in report["by_policy"].values():
+        assert run["unexpected_error_count"] == 0, run["unexpected_errors"]
+        assert [(name, user["weight"]) for name, user in run["users"].items()] == [("artist-1", 1), ("artist-2", 2), ("artist-3", 1)]
+        assert sum(user["device_seconds"] for user in run["users"].values()) > 0
+        assert 1 / 3 <= run["jain_index_device_seconds_per_weight"] <= 1.0
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    refused = artforge("bench", "load", "--users", "2", "--address", "127.0.0.1:1", timeout=60)
+    assert refused.returncode == 1 and "--users needs servers the bench starts" in refused.stderr
+
+
 def test_bench_image_measures_a_diffusers_folder(tmp_path):
     from tests.tiny_pipelines import build_all
 

@@ -245,3 +245,51 @@ def test_missing_file_and_bad_toml_are_errors(tmp_path):
         load_config(tmp_path / "nope.toml", env={})
     assert "file not found" in error.value.message and "nope.toml" in error.value.message
     assert "not valid TOML" in config_error(tmp_path, "[server\nport = 1\n").message
+
+
+def test_users_tables_and_a_users_file(tmp_path):
+    from artforge.users import Users, token_hash
+
+    users_file = tmp_path / "users.toml"
+    users_file.write_text(f'[users.bob]\ntoken_sha256 = "{token_hash("bob-secret")}"\nweight = 3\nmax_queued_jobs = 4\n')
+    text = f'[server]\nqueue = "fifo"\n\n[auth]\nusers_file = "{users_file}"\n\n[users.alice]\ntoken = "alice-secret"\nrole = "admin"\n'
+    config = load_config(write(tmp_path, text), env={})
+    assert config.queue == "fifo" and [user.name for user in config.users] == ["alice"]
+    users = Users.from_config(config)
+    alice, bob = users.by_token("alice-secret"), users.by_token("bob-secret")
+    assert alice.is_admin and alice.weight == 1.0
+    assert (bob.role, bob.weight, bob.quota.max_queued_jobs) == ("artist", 3.0, 4)
+    assert users.by_token("wrong") is None and users.get("gone").weight == 1.0
+    assert not Users([], {}).enabled and Users([], {}).get("anyone").is_admin, "without auth: one local admin"
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('token = "a"\ntoken_sha256 = "' + "0" * 64 + '"', "exactly one of token and token_sha256"),
+        ("role = 'artist'", "exactly one of token and token_sha256"),
+        ('token_sha256 = "abc"', "64 hex digits"),
+        ('token = "a"\nrole = "boss"', "role 'boss' is not one of artist, admin"),
+        ('token = "a"\nweight = 0', "weight 0 must be above 0"),
+        ('token = "a"\nmax_queued_jobs = -1', "max_queued_jobs -1 must be 0"),
+        ('token = "a"\nmax_jobs = 1', "unknown key(s) max_jobs"),
+    ],
+)
+def test_a_bad_user_table_names_the_user_and_the_problem(tmp_path, table, problem):
+    error = config_error(tmp_path, f"[users.alice]\n{table}\n")
+    assert "[users.alice]" in error.message and problem in error.message
+
+
+def test_users_sharing_a_token_or_a_name_are_refused(tmp_path):
+    from artforge.users import Users
+
+    config = load_config(write(tmp_path, '[auth]\ntokens = { alice = "same" }\n\n[users.bob]\ntoken = "same"\n'), env={})
+    with pytest.raises(ArtForgeError, match="users 'alice' and 'bob' have the same token"):
+        Users.from_config(config)
+    config = load_config(write(tmp_path, '[auth]\ntokens = { alice = "one" }\n\n[users.alice]\ntoken = "two"\n'), env={})
+    with pytest.raises(ArtForgeError, match="user 'alice' is given twice"):
+        Users.from_config(config)
+
+
+def test_an_unknown_queue_policy_is_named(tmp_path):
+    assert "'lottery' is not one of fair, fifo" in config_error(tmp_path, '[server]\nqueue = "lottery"\n').message

@@ -3,9 +3,9 @@
 The plugin is installed as users install it: the zip from installers/build-krita-plugin.py goes
 through Krita's own importer (tests/krita/krita_install.py, in kritarunner) into a new user's
 Krita folder. Then one kritarunner launch runs every check in tests/krita/krita_checks.py on that
-installed plugin, against an `artforge serve` with the tiny image pipeline, the real style models
-and a token; the layers the plugin made are compared with what this process's own client gets
-for the very same requests, decoded by pypng. The last check kills that server mid-job; it comes
+installed plugin, against an `artforge serve` with the tiny image pipeline, the real style models,
+a token and a user whose quota is one queued job; the layers the plugin made are compared with
+what this process's own client gets for the very same requests, decoded by pypng. The last check kills that server mid-job; it comes
 back on the same port and folder (tests/restarting_server.py). The Krita GUI starts on a virtual
 screen with the importer's settings and tests/krita/gui_check reports what its window shows.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ from tests.restarting_server import RestartingServer
 from tests.tiny_pipelines import build_all
 
 TOKEN = "krita-token"
+QUOTA_TOKEN = "krita-quota-token"  # a user who may have one job queued at once
 KRITA_TIMEOUT = 300
 CHECKS = [
     "bundled_libraries_load",
@@ -59,6 +61,8 @@ CHECKS = [
     "a_stale_message_never_overwrites_a_newer_one",
     "a_seed_above_2_31_round_trips",
     "progress_resets_on_cancel",
+    "a_queued_job_shows_its_place_and_wait",
+    "a_quota_refusal_shows_its_sentence",
     "a_job_goes_on_after_the_server_restarts",
 ]
 GENERATED = ["generate_whole_canvas", "generate_in_selection"]
@@ -82,7 +86,7 @@ def krita_server(tmp_path_factory):
     root = REPO / ".cache" / "tiny-models"
     build_all(root)
     fetch(STYLE_TRANSFER, root, progress=False)
-    config = """
+    config = f"""
 [models]
 default_text = "none"
 preload = ["tiny-sd15"]
@@ -93,6 +97,11 @@ default_model = "tiny-sd15"
 
 [limits]
 max_steps = 60
+
+[users.limited]
+token = "{QUOTA_TOKEN}"
+role = "artist"
+max_queued_jobs = 1
 """
     server = RestartingServer(root, tmp_path_factory.mktemp("krita-server"), "--no-fetch", "--token", TOKEN, config=config)
     yield server
@@ -216,11 +225,13 @@ def krita_run(krita_server, server, installed, krita_home, tmp_path_factory) -> 
         out,
         ARTFORGE_ADDRESS=krita_server.address,
         ARTFORGE_TOKEN=TOKEN,
+        ARTFORGE_QUOTA_TOKEN=QUOTA_TOKEN,
         ARTFORGE_SERVER_PID=str(krita_server.pid),
         ARTFORGE_TEXT_ADDRESS=server.address,
         ARTFORGE_UNREACHABLE=free_address(),
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "krita"), str(resources(krita_home) / "pykrita")])
+    folders = [REPO / "tests" / "krita", REPO / "tests", resources(krita_home) / "pykrita"]
+    env["PYTHONPATH"] = os.pathsep.join(str(folder) for folder in folders)
     run_krita(["xvfb-run", "-a", "kritarunner", "-s", "krita_checks", "-f", "run"], env, out / "results.json")
     return {result["name"]: result for result in json.loads((out / "results.json").read_text())}, out
 
@@ -268,6 +279,19 @@ def test_every_check_ran(krita_run):
 @pytest.mark.parametrize("name", CHECKS)
 def test_inside_krita(krita_run, name):
     assert_passed(krita_run[0], name)
+
+
+def test_a_queued_job_shows_about_how_long_it_waits(krita_run):
+    # The status line of a job with 1 job ahead (a_queued_job_shows_its_place_and_wait holds the
+    # place); the server estimates from the device time of the jobs like those ahead it has run.
+    status = krita_run[0]["a_queued_job_shows_its_place_and_wait"]["message"]
+    assert re.fullmatch(r"Waiting in the queue: 1 job ahead, about (\d+ s|\d+ min|\d+ h|\d+ h \d+ min)", status), status
+
+
+def test_a_quota_refusal_shows_the_servers_sentence(krita_run):
+    # a_quota_refusal_shows_its_sentence checks it is the server's sentence word for word.
+    result = krita_run[0]["a_quota_refusal_shows_its_sentence"]
+    assert result["ok"] and result["message"].startswith("Quota max_queued_jobs: "), result["message"]
 
 
 def test_the_server_came_back_after_the_kill(krita_run, krita_server):

@@ -47,6 +47,8 @@ def test_service_is_versioned_and_complete():
         "WatchJob",
         "CancelJob",
         "GetJob",
+        "ListJobs",
+        "GetServerStats",
     }
     streaming = {m.name for m in service.methods if m.server_streaming}
     assert streaming == {"GenerateText", "GenerateImage", "Stylize", "WatchJob"}

@@ -95,6 +95,7 @@ async def _serve(config) -> int:  # noqa: ANN001
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, server.service.reload_users)
     await server.start()
     print(f"{READY_PREFIX}{config.host}:{server.port}", flush=True)
     await stop.wait()
@@ -246,6 +247,71 @@ def cmd_info(args: argparse.Namespace) -> int:
         info = MessageToDict(client.server_info(), preserving_proto_field_name=True)
         info["models"] = [MessageToDict(m, preserving_proto_field_name=True) for m in client.list_models()]
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from artforge_client.v1 import jobs_pb2
+
+    with _client(args) as client:
+        response = client.list_jobs(all_users=args.all, include_finished=args.finished, limit=args.limit)
+    if args.json:
+        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True), indent=2))
+        return 0
+    rows = [["JOB", "USER", "STATE", "KIND", "MODEL", "PLACE", "WAIT", "RAN", "LABEL"]]
+    for job in response.jobs:
+        state = jobs_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+        queued = job.state == jobs_pb2.JOB_STATE_QUEUED
+        wait = f"{job.estimated_wait_seconds:.0f} s" if queued and job.estimated_wait_seconds else ""
+        ran = f"{job.usage.run_seconds:.1f} s" if job.usage.run_seconds else ""
+        place = str(job.queue_position) if queued else job.device
+        rows.append([job.job_id, job.owner, state, job.kind, job.model, place, wait, ran, job.label])
+    print(_table(rows))
+    if response.others_queued or response.others_running:
+        print(f"and {response.others_queued} queued and {response.others_running} running jobs of other users")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from artforge_client.v1 import jobs_pb2
+
+    with _client(args) as client:
+        job = client.cancel(args.job_id)
+    print(f"{job.job_id}: {jobs_pb2.JobState.Name(job.state).removeprefix('JOB_STATE_').lower()} {job.error.message}".rstrip())
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        stats = client.server_stats()
+    if args.json:
+        print(json.dumps(MessageToDict(stats, preserving_proto_field_name=True), indent=2))
+        return 0
+    print(f"{stats.queue_length} queued, {stats.running_jobs} running; queue policy: {stats.queue_policy}; you are {stats.caller}")
+    rows = [["USER", "ROLE", "WEIGHT", "QUEUED", "RUNNING", "DEVICE-S LAST HOUR", "CHARGED", "QUEUE LEFT", "DEVICE-S LEFT"]]
+    for user in stats.users:
+        quotas = user.quotas
+        queue_left = f"{user.queued_jobs_left}/{quotas.max_queued_jobs}" if quotas.max_queued_jobs else "-"
+        seconds_left = f"{user.device_seconds_left:.0f}/{quotas.device_seconds_burst:.0f}" if quotas.device_seconds_per_hour else "-"
+        rows.append(
+            [
+                user.user,
+                user.role,
+                f"{user.weight:g}",
+                str(user.queued_jobs),
+                str(user.running_jobs),
+                f"{user.device_seconds_last_hour:.1f}",
+                f"{user.device_seconds_charged:.1f}",
+                queue_left,
+                seconds_left,
+            ]
+        )
+    print(_table(rows))
     return 0
 
 
@@ -449,6 +515,24 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_args(info)
     info.set_defaults(func=cmd_info)
 
+    jobs = commands.add_parser("jobs", help="your jobs (queued in the order they will run, then running); admins: everyone's")
+    jobs.add_argument("--all", action="store_true", help="every user's jobs (admins)")
+    jobs.add_argument("--finished", action="store_true", help="also the finished jobs the server keeps, newest first")
+    jobs.add_argument("--limit", type=int, default=0, help="at most this many (default 100)")
+    jobs.add_argument("--json", action="store_true", help="print the ListJobs response as JSON")
+    _connection_args(jobs)
+    jobs.set_defaults(func=cmd_jobs)
+
+    cancel = commands.add_parser("cancel", help="cancel a job (yours; any, for admins)")
+    cancel.add_argument("job_id")
+    _connection_args(cancel)
+    cancel.set_defaults(func=cmd_cancel)
+
+    stats = commands.add_parser("stats", help="per user: jobs, device time, quota headroom (artists: their own)")
+    stats.add_argument("--json", action="store_true", help="print the GetServerStats response as JSON")
+    _connection_args(stats)
+    stats.set_defaults(func=cmd_stats)
+
     styles = commands.add_parser("styles", help="the built-in styles' measured names, and optionally their previews")
     styles.add_argument("--sheet", type=Path, metavar="FILE", help="write every style's preview onto one PNG, labelled by index")
     _connection_args(styles)
@@ -492,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     load_options.add_argument("--sample-seconds", type=float, default=2.0, help="how often the server's memory is read")
     load_options.add_argument("--seed", type=int, default=1)
     load_options.add_argument("--config", help="config file for the server the bench starts")
+    load_options.add_argument("--users", type=int, default=0, help="give the bench's server this many users; clients are shared out")
+    load_options.add_argument("--weights", default="1,2", help="the users' weights, cycled (with --users)")
+    load_options.add_argument("--policies", default="fair", help="queue policies run one after the other (with --users): fair,fifo")
     image_options = bench.add_argument_group("image (in process)")
     image_options.add_argument("--arch", choices=["sd15", "sd21", "sdxl"], default="sd21", help="full-size shapes, random weights")
     image_options.add_argument("--size", type=int, default=512)

@@ -12,10 +12,27 @@ A config file looks like this (every key optional):
     max_result_bytes = 8589934592   # finished results kept on disk; past it the oldest are dropped
     drain_seconds = 30          # after SIGTERM, how long running jobs may go on (queued ones wait)
 
+    queue = "fair"              # "fair": users share the devices by weight; "fifo": priority, then arrival
+
     [auth]
-    tokens = { alice = "long-random-secret" }   # name = token; empty: no auth
+    tokens = { alice = "long-random-secret" }   # name = token: artists of weight 1, no quotas
+    users_file = "users.toml"   # more [users.NAME] tables; re-read on SIGHUP, jobs kept
     tls_cert = "server.crt"
     tls_key = "server.key"
+
+    [users.alice]               # a user: a token (or its SHA-256, so the file holds no secret)
+    token_sha256 = "9f86d0..."  # sha256sum of the token, hex
+    role = "artist"             # or "admin": sees and cancels every job, may raise priority
+    weight = 2                  # share of the devices against other users' weights (default 1)
+    max_queued_jobs = 10        # quotas; 0 or absent: no limit
+    max_running_jobs = 1
+    device_seconds_per_hour = 1800
+    device_seconds_burst = 600  # the bucket's size (default: an hour's worth)
+    max_image_pixels = 1048576
+
+    [metrics]
+    port = 9464                 # serve Prometheus /metrics here; 0 (the default): off
+    host = "127.0.0.1"
 
     [models]
     dir = "~/.local/share/artforge/models"
@@ -87,6 +104,22 @@ class TaskEntry:
 
 
 @dataclass
+class UserEntry:
+    """A `[users.NAME]` table: who may call, with which role, share and quotas (0: no limit)."""
+
+    name: str
+    token: str = ""
+    token_sha256: str = ""
+    role: str = "artist"
+    weight: float = 1.0
+    max_queued_jobs: int = 0
+    max_running_jobs: int = 0
+    device_seconds_per_hour: float = 0.0
+    device_seconds_burst: float = 0.0  # 0: an hour's worth
+    max_image_pixels: int = 0
+
+
+@dataclass
 class Limits:
     max_tokens: int = 2048
     default_max_tokens: int = 256
@@ -124,7 +157,12 @@ class Config:
     data_dir: Path = field(default_factory=default_data_dir)
     max_result_bytes: int = 8 << 30
     drain_seconds: float = 30.0
+    queue: str = "fair"
     tokens: dict[str, str] = field(default_factory=dict)
+    users: list[UserEntry] = field(default_factory=list)
+    users_file: str = ""
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     tls_cert: str = ""
     tls_key: str = ""
     models_dir: Path = field(default_factory=default_models_dir)
@@ -156,8 +194,10 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "data_dir": "data_dir",
         "max_result_bytes": "max_result_bytes",
         "drain_seconds": "drain_seconds",
+        "queue": "queue",
     },
-    "auth": {"tokens": "tokens", "tls_cert": "tls_cert", "tls_key": "tls_key"},
+    "auth": {"tokens": "tokens", "users_file": "users_file", "tls_cert": "tls_cert", "tls_key": "tls_key"},
+    "metrics": {"port": "metrics_port", "host": "metrics_host"},
     "models": {
         "dir": "models_dir",
         "default_text": "default_text_model",
@@ -184,6 +224,7 @@ ENV_VARS: dict[str, str] = {
     "ARTFORGE_DEFAULT_IMAGE_MODEL": "default_image_model",
     "ARTFORGE_SAFETY": "safety",
     "ARTFORGE_BACKEND": "default_backend",
+    "ARTFORGE_QUEUE": "queue",
 }
 # A single token from the environment, for the common one-studio-one-secret case.
 TOKEN_ENV = "ARTFORGE_TOKEN"
@@ -268,11 +309,53 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
         elif section == "model":
             entries = _table(values, where).items()
             config.models = [_dataclass_from(ModelEntry, v, f"{source} [model.{n}]", name=n) for n, v in entries]
+        elif section == "users":
+            config.users = [*config.users, *read_users(values, source)]
         elif section == "tasks":
             config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in _table(values, where).items()}
         else:
-            known = [*_FILE_KEYS, "limits", "model", "tasks"]
+            known = [*_FILE_KEYS, "limits", "model", "users", "tasks"]
             raise _config_error(source, f"unknown section [{section}]; known: {', '.join(known)}")
+
+
+ROLES = ("artist", "admin")
+QUEUE_POLICIES = ("fair", "fifo")
+
+
+def read_users(values: Any, source: str) -> list[UserEntry]:
+    """`[users.NAME]` tables, each checked: one token form, a known role, a positive weight."""
+    users = []
+    for name, table in _table(values, f"{source} [users]").items():
+        here = f"{source} [users.{name}]"
+        entry = _dataclass_from(UserEntry, table, here, name=name)
+        if bool(entry.token) == bool(entry.token_sha256):
+            raise _config_error(here, "give exactly one of token and token_sha256")
+        if entry.token_sha256 and not (len(entry.token_sha256) == 64 and set(entry.token_sha256.lower()) <= set("0123456789abcdef")):
+            raise _config_error(here, "token_sha256 must be 64 hex digits (sha256sum of the token)")
+        if entry.role not in ROLES:
+            raise _config_error(here, f"role {entry.role!r} is not one of {', '.join(ROLES)}")
+        if not entry.weight > 0:
+            raise _config_error(here, f"weight {entry.weight:g} must be above 0")
+        quotas = ("max_queued_jobs", "max_running_jobs", "device_seconds_per_hour", "device_seconds_burst", "max_image_pixels")
+        for quota in quotas:
+            if getattr(entry, quota) < 0:
+                raise _config_error(here, f"{quota} {getattr(entry, quota)} must be 0 (no limit) or more")
+        users.append(entry)
+    return users
+
+
+def load_users_file(path: Path) -> list[UserEntry]:
+    """The `[auth] users_file`: only `[users.NAME]` tables (re-read on SIGHUP)."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise _config_error(str(path), "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _config_error(str(path), f"not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"users"})
+    if unknown:
+        raise _config_error(str(path), f"unknown section(s) {', '.join(unknown)}; a users file holds only [users.NAME] tables")
+    return read_users(data.get("users", {}), str(path))
 
 
 def load_config(
@@ -300,6 +383,8 @@ def load_config(
     for name, value in (overrides or {}).items():
         if value is not None:
             setattr(config, name, _coerce(Config, name, value, f"--{name.replace('_', '-')}"))
+    if config.queue not in QUEUE_POLICIES:
+        raise _config_error("server queue", f"{config.queue!r} is not one of {', '.join(QUEUE_POLICIES)}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise _config_error("auth", "tls_cert and tls_key go together: set both or neither")
     return config

@@ -1,4 +1,5 @@
-"""The facade the api calls: submit, watch, cancel, get, info, models; and start, drain, stop.
+"""The facade the api calls: submit, watch, cancel, get, list, stats, info, models; and start,
+drain, stop, and reloading the users.
 
 The api hands a request over as the bytes it arrived as, with a reader that turns those bytes
 into the engine's request: the job store keeps the bytes, so after a restart the same reader
@@ -21,14 +22,17 @@ from artforge.app import App
 from artforge.engines.base import Engine
 from artforge.engines.stylize import Style
 from artforge.engines.text import TextTask
-from artforge.errors import ArtForgeError, ErrorCode
+from artforge.errors import ArtForgeError, ErrorCode, invalid
+from artforge.jobs.costs import CostModel
 from artforge.jobs.events import Event, JobState
 from artforge.jobs.job import DEFAULT_PRIORITY, Job, new_job_id
-from artforge.jobs.queue import PriorityFifo
-from artforge.jobs.scheduler import JobSummary, Scheduler
+from artforge.jobs.observer import JobObserver
+from artforge.jobs.queue import FairShare, PriorityFifo, QueuePolicy
+from artforge.jobs.scheduler import JobSummary, Scheduler, UserLoad
 from artforge.jobs.store import JobStore, StoredJob
 from artforge.models.registry import ModelSpec
 from artforge.runtimes.devices import describe_device
+from artforge.users import User, Users
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,26 @@ class ModelStatus:
 
 
 @dataclass
+class UserStats:
+    user: User
+    load: UserLoad
+
+
+@dataclass
+class ServerStats:
+    users: list[UserStats]
+    queue_length: int
+    running_jobs: int
+    queue_policy: str
+    caller: User
+
+
+# ListJobs returns at most this many jobs, whatever the caller asks.
+MAX_LISTED_JOBS = 1000
+DEFAULT_LISTED_JOBS = 100
+
+
+@dataclass
 class ServerInfo:
     version: str
     devices: list[DeviceStatus]
@@ -81,11 +105,14 @@ class ServerInfo:
 
 
 class Service:
-    def __init__(self, app: App, readers: Mapping[str, RequestReader]) -> None:
-        """`readers`: for each job kind ("text", "image", "stylize"), how its request bytes read."""
+    def __init__(self, app: App, readers: Mapping[str, RequestReader], observer: JobObserver | None = None) -> None:
+        """`readers`: for each job kind ("text", "image", "stylize"), how its request bytes read;
+        `observer`: told of every job's lifecycle (the metrics)."""
         self.app = app
         self.config = app.config
         self.readers = readers
+        self.observer = observer
+        self.users = Users.from_config(app.config)
         self.engines: dict[str, Engine] = {engine.kind: engine for engine in app.engines}
         self.accepting = False
         self.stopping = False  # a stop was asked for: no job is taken or started from then on
@@ -104,22 +131,48 @@ class Service:
         config = self.config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(config.data_dir)
+        costs = CostModel()
         self._scheduler = Scheduler(
             self.app.devices,
             self._store,
-            PriorityFifo(),
+            self._policy(costs),
             max_queue=config.limits.max_queue,
             result_ttl_seconds=config.result_ttl_seconds,
             max_result_bytes=config.max_result_bytes,
+            users=self.user,
+            costs=costs,
             image_filter=self.app.safety_filter(),
+            observer=self.observer,
         )
         self._scheduler.start()
         await self._resume()
         self.accepting = not self.stopping
 
+    def _policy(self, costs: CostModel) -> QueuePolicy:
+        if self.config.queue == "fifo":
+            return PriorityFifo()
+        return FairShare(weight=lambda name: self.user(name).weight, estimate=costs.estimate)
+
+    def user(self, name: str) -> User:
+        return self.users.get(name)
+
+    def reload_users(self) -> None:
+        """Read the users again (SIGHUP): new tokens, roles, weights and quotas apply to the next
+        call and the next turn in the queue; jobs in flight stay. A bad file keeps the old users."""
+        try:
+            users = Users.from_config(self.config)
+        except ArtForgeError as error:
+            log.error("kept the users as they were: %s", error.message)
+            return
+        self.users = users
+        log.info("reloaded the users: %d", len(users))
+
     async def _resume(self) -> None:
-        """Queue again, in their order, the jobs that were queued or running when the server stopped."""
+        """Queue again the jobs that were queued or running when the server stopped: running ones
+        first, then queued ones in the order the queue had last announced, so turns go on as
+        they would have."""
         store = self._store
+        resumed = []
         for stored in store.unfinished():
             job = self._job(stored, None, [(elapsed, event) for _, elapsed, event in store.events(stored.id)])
             if stored.state is JobState.RUNNING and stored.attempts >= MAX_ATTEMPTS:
@@ -129,15 +182,16 @@ class Service:
                 self.scheduler.fail_unqueued(job, ErrorCode.ABORTED, message)
                 continue
             try:
-                job.request = await asyncio.to_thread(self._prepare, stored.kind, stored.request or b"")
+                job.prepared(await asyncio.to_thread(self._prepare, stored.kind, stored.request or b""))
             except ArtForgeError as error:
                 self.scheduler.fail_unqueued(job, error.code, f"after a server restart the request no longer checks: {error.message}")
                 continue
             if stored.state is JobState.RUNNING:
                 store.set_state(job.id, JobState.QUEUED)
+            resumed.append((stored.state is not JobState.RUNNING, job.last_position(), job))
+        for was_queued, _, job in sorted(resumed, key=lambda entry: entry[:2]):  # stable: submission order breaks ties
             self.scheduler.queue(job)
-            was = "running (it starts again)" if stored.state is JobState.RUNNING else "queued"
-            log.info("job %s resumed: it was %s", job.id, was)
+            log.info("job %s resumed: it was %s", job.id, "queued" if was_queued else "running (it starts again)")
 
     async def preload(self) -> None:
         """Load the configured models on every device, on the threads that will run them."""
@@ -183,10 +237,17 @@ class Service:
             problem = f"could not be checked ({type(exc).__name__}: {exc}); the server's log has the details"
             raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"request: {problem}") from None
 
-    async def submit(self, kind: str, request: bytes, options: SubmitOptions, caller: str, timeout: float | None) -> str:
+    def _max_priority(self, caller: User) -> int:
+        return self.config.limits.max_priority if caller.is_admin else DEFAULT_PRIORITY
+
+    async def submit(self, kind: str, request: bytes, options: SubmitOptions, caller: User, timeout: float | None) -> str:
         """Check a request (off the event loop: decoding images and tokenizing take time), commit
         it as a job and queue it; its id. `timeout`: seconds from now to its deadline."""
         self._check_accepting()
+        lowest, highest = -self.config.limits.max_priority, self._max_priority(caller)
+        if not lowest <= options.priority <= highest:
+            why = "the range this server allows" if caller.is_admin else "an artist may lower priority to reorder their jobs, not raise it"
+            raise invalid("options.priority", f"{options.priority} is outside {lowest}..{highest}: {why}")
         prepared = await asyncio.to_thread(self._prepare, kind, request)
         self._check_accepting()
         now = time.time()
@@ -195,7 +256,7 @@ class Service:
             kind=kind,
             model=prepared.model,
             label=options.label,
-            owner=caller,
+            owner=caller.name,
             priority=options.priority,
             output_format=options.output_format,
             request=request,
@@ -211,7 +272,7 @@ class Service:
         )
         job = self._job(stored, prepared)
         job.keep_on_disconnect = options.keep_on_disconnect
-        self.scheduler.submit(job, stored)
+        self.scheduler.submit(job, stored, caller)
         return job.id
 
     def _job(self, stored: StoredJob, prepared: Any, events: list[tuple[float, Event]] | None = None) -> Job:
@@ -222,22 +283,44 @@ class Service:
         if not self.accepting:
             raise ArtForgeError(ErrorCode.UNAVAILABLE, "the server is stopping and takes no new jobs; try again once it has restarted")
 
-    async def watch(self, job_id: str, from_sequence: int, caller: str) -> AsyncIterator[tuple[int, float, Event]]:
+    async def watch(self, job_id: str, from_sequence: int, caller: User) -> AsyncIterator[tuple[int, float, Event]]:
         return await self.scheduler.watch(job_id, from_sequence, caller)
 
     def disconnected(self, job_id: str) -> None:
         self.scheduler.disconnected(job_id)
 
-    def get(self, job_id: str, caller: str) -> JobSummary:
+    def get(self, job_id: str, caller: User) -> JobSummary:
         return self.scheduler.summary(job_id, caller)
 
-    def cancel(self, job_id: str, caller: str) -> JobSummary:
+    def cancel(self, job_id: str, caller: User) -> JobSummary:
+        """The job's owner, or an admin, cancels it."""
         return self.scheduler.cancel(job_id, caller)
+
+    def list_jobs(self, caller: User, all_users: bool, include_finished: bool, limit: int) -> tuple[list[JobSummary], int, int]:
+        """The caller's jobs (an admin's: everyone's, with `all_users`), and counts of the others'."""
+        if all_users and not caller.is_admin:
+            raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"all_users: only admins list other users' jobs; {caller.name} is an artist")
+        if limit > MAX_LISTED_JOBS:
+            raise invalid("limit", f"{limit} is over {MAX_LISTED_JOBS}")
+        return self.scheduler.list(caller, all_users, include_finished, limit or DEFAULT_LISTED_JOBS)
+
+    def stats(self, caller: User) -> ServerStats:
+        """Per user: jobs in flight, device time, quota headroom; an artist sees only their own."""
+        if caller.is_admin:
+            names = dict.fromkeys([*(user.name for user in self.users), *sorted(self.scheduler.owners())])
+            shown = [self.user(name) for name in names]
+        else:
+            shown = [caller]
+        scheduler = self.scheduler
+        rows = [UserStats(user, scheduler.load(user)) for user in shown]
+        return ServerStats(rows, scheduler.queue_length, len(scheduler.running), scheduler.policy.name, caller)
 
     # -- what the server offers ---------------------------------------------------------------
 
-    async def info(self) -> ServerInfo:
+    async def info(self, caller: User) -> ServerInfo:
+        """What the server offers this caller: priorities and image sizes follow their role and quotas."""
         app, config, limits = self.app, self.config, self.config.limits
+        pixels = min(limits.max_image_pixels, caller.quota.max_image_pixels or limits.max_image_pixels)
         # The first call renders the style previews (under a second); later ones find them made.
         styles = await asyncio.to_thread(app.stylize.styles)
         engine_limits = {name: value for engine in app.engines for name, value in engine.request_limits().items()}
@@ -249,13 +332,13 @@ class Service:
                 "max_tokens": limits.max_tokens,
                 "default_max_tokens": limits.default_max_tokens,
                 "max_prompt_chars": limits.max_prompt_chars,
-                "max_image_pixels": limits.max_image_pixels,
+                "max_image_pixels": pixels,
                 "max_steps": limits.max_steps,
                 "max_batch": limits.max_batch,
                 "max_queue": limits.max_queue,
                 "chunk_bytes": limits.chunk_bytes,
                 "max_request_bytes": limits.max_request_bytes,
-                "max_priority": DEFAULT_PRIORITY,
+                "max_priority": self._max_priority(caller),
                 "min_priority": -limits.max_priority,
                 "result_ttl_seconds": config.result_ttl_seconds,
                 "max_result_bytes": config.max_result_bytes,

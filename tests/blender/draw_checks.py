@@ -389,13 +389,13 @@ def jobs_running() -> dict:
 
 def jobs_waiting() -> dict:
     fresh_scene()
-    put_job("texture", methodcaller("queued", 2))
+    put_job("texture", methodcaller("queued", 2, "job-1", 95.0))
     put_job("concept")  # submitting
     put_job("describe", methodcaller("started"), methodcaller("request_cancel"))
     put_job("blockout", methodcaller("queued", 0))
     put_job("connection")
     expected = {
-        "texture": active(0.0, "Waiting in the queue: 2 jobs ahead"),
+        "texture": active(0.0, "Waiting in the queue: 2 jobs ahead, about 2 min"),
         "concept": active(0.0, "Sending the request"),
         "describe": active(0.0, "Cancelling"),
         "blockout": active(0.0, "Next in the queue"),
@@ -413,14 +413,24 @@ def jobs_succeeded() -> dict:
 
 
 def jobs_failed() -> dict:
+    from grpc import StatusCode
+
+    from artforge_client import ArtForgeError
+    from artforge_client.job_state import describe_error
+
     fresh_scene()
     unreachable = "Cannot reach the ArtForge server at 127.0.0.1:9."
-    for kind in ("texture", "concept", "connection"):
+    for kind in ("texture", "connection"):
         put_job(kind, methodcaller("fail", unreachable))
+    # A quota refusal as the worker words it (run_stream): the server's sentence.
+    quota = "quota max_queued_jobs: alice may have 2 jobs queued at once and has 2; one frees when a queued job starts or ends"
+    refused = describe_error(ArtForgeError(StatusCode.RESOURCE_EXHAUSTED, quota), "127.0.0.1:50051")
+    put_job("concept", methodcaller("fail", refused))
     for kind in ("describe", "blockout"):
         put_job(kind, methodcaller("started"), methodcaller("cancelled"))
     module("jobs").tick()
     expected = {kind: done(unreachable, "ERROR") for kind in KINDS} | {k: done("Cancelled", "CANCEL") for k in ("describe", "blockout")}
+    expected["concept"] = done(refused, "ERROR")
     return expect_jobs(draw_all(), expected)
 
 

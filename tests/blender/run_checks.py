@@ -4,7 +4,8 @@ tests/test_blender_extension.py:
     .venv-blender/bin/python tests/blender/run_checks.py CONFIG.json
 
 CONFIG names the extension zip, the server (address, token, and its pid, which one check kills
-mid-job for pytest to start it again), an address where nothing listens, and an output folder.
+mid-job for pytest to start it again), the token of a user with a quota of one queued job, an
+address where nothing listens, and an output folder.
 The extension is installed the way Edit > Preferences > Get Extensions > Install from Disk does
 it (`extensions.package_install_files`: manifest checks, the zip's wheels installed for this
 platform), with BLENDER_USER_RESOURCES pointing at a scratch folder. Each check records
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 from harness import CONFIG, OUT, PACKAGE, check, module, prefs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: helpers shared with the Krita checks
+from host_jobs import Submitted
 
 
 def configure(address: str | None = None, token: str | None = None) -> None:
@@ -710,6 +715,71 @@ def cancel_stops_the_job() -> dict:
     return {**outcome(job), "server_state": jobs_pb2.JobState.Name(state)}
 
 
+# A reply that cannot end before max_tokens (end-of-sequence stays forbidden): the one worker of
+# the test server stays busy until the job is cancelled.
+ENDLESS = json.dumps({"type": "object", "properties": {"story": {"type": "string", "minLength": 100_000}}, "required": ["story"]})
+
+
+def busy_server(client) -> Submitted:
+    """A job that runs until it is stopped, once it has started on the server's one device."""
+    running = Submitted(client.generate_text("Write a long story about a lighthouse.", json_schema=ENDLESS, max_tokens=2048))
+    running.wait("started")
+    return running
+
+
+def a_queued_job_shows_its_place_and_wait() -> dict:
+    """The panel's job behind two others, one running and one waiting (the test server has one
+    device): its progress bar says it has 1 job ahead, and about how long until it starts (the
+    server has measured a job like those: the short description first)."""
+    from artforge_client import Client
+
+    scene_to_describe()
+    bpy.context.scene.artforge.describe_max_tokens = 16
+    assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
+    job = drive("describe")
+    assert not job.failed, outcome(job)
+    with Client(CONFIG["address"], token=CONFIG["token"]) as client:
+        running = busy_server(client)
+        waiting = Submitted(client.generate_text("Name a colour.", max_tokens=8))
+        try:
+            waiting.wait("queued")
+            assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
+            snapshot = drive("describe", timeout=60, until=lambda s: s.phase.value == "queued").state.snapshot()
+            assert bpy.ops.artforge.cancel(kind="describe") == {"FINISHED"}
+        finally:
+            waiting.stop()
+            running.stop()
+    job = drive("describe", timeout=30)
+    assert snapshot.queue_position == 1 and snapshot.message.startswith("Waiting in the queue: 1 job ahead"), snapshot
+    assert job.state.snapshot().phase.value == "cancelled", outcome(job)
+    return {"message": snapshot.message, "position": snapshot.queue_position, "estimated_wait_seconds": snapshot.estimated_wait_seconds}
+
+
+def a_quota_refusal_shows_its_sentence() -> dict:
+    """A user whose quota is one queued job has one waiting: the panel's next job for them is
+    refused, and the panel shows the server's sentence, as the server wrote it."""
+    from artforge_client import Client
+
+    scene_to_describe()
+    bpy.context.scene.artforge.describe_max_tokens = 16
+    with Client(CONFIG["address"], token=CONFIG["token"]) as client, Client(CONFIG["address"], token=CONFIG["quota_token"]) as limited:
+        running = busy_server(client)
+        waiting = Submitted(limited.generate_text("Name a colour.", max_tokens=8))
+        try:
+            waiting.wait("queued")
+            configure(token=CONFIG["quota_token"])
+            assert bpy.ops.artforge.describe_scene() == {"FINISHED"}
+            job = drive("describe", timeout=60, until=lambda s: s.phase.value == "queued")  # finished, unless the quota let it in
+            assert job.failed and job.state.snapshot().phase.value == "failed", outcome(job)
+            server_said = Submitted(limited.generate_text("Name a shape.", max_tokens=8)).refused(10)
+        finally:
+            module("jobs").cancel("describe")
+            configure()
+            waiting.stop()
+            running.stop()
+    return {**outcome(job), "server_code": server_said.code.name, "server_said": server_said.message}
+
+
 def unreachable_server() -> dict:
     scene_to_describe()
     configure(address=CONFIG["dead_address"])
@@ -804,6 +874,8 @@ for step in (
     blockout_replace_and_add,
     blockout_second_run,
     cancel_stops_the_job,
+    a_queued_job_shows_its_place_and_wait,
+    a_quota_refusal_shows_its_sentence,
     unreachable_server,
     wrong_token,
     online_access_respected,

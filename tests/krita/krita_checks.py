@@ -2,7 +2,8 @@
 
 PYTHONPATH holds this folder and the installed plugin. The environment names the server
 (ARTFORGE_ADDRESS, ARTFORGE_TOKEN, and ARTFORGE_SERVER_PID, which the last check kills mid-job
-for pytest to start it again), a server with the embedded text model (ARTFORGE_TEXT_ADDRESS),
+for pytest to start it again), the token of a user with a quota of one queued job on it
+(ARTFORGE_QUOTA_TOKEN), a server with the embedded text model (ARTFORGE_TEXT_ADDRESS),
 an address where nothing listens (ARTFORGE_UNREACHABLE) and the output folder (ARTFORGE_OUT):
 results.json gets one {"name", "ok", "message"} per check, and each generated layer is dumped
 with the request that made it, so pytest can replay the request with its own client and compare
@@ -21,6 +22,7 @@ from array import array
 from pathlib import Path
 
 import artforge_krita
+from host_jobs import Submitted  # tests/, on PYTHONPATH with this folder
 from krita import Krita, Selection
 
 OUT = Path(os.environ.get("ARTFORGE_OUT", "."))
@@ -531,6 +533,87 @@ def progress_resets_on_cancel():
     assert docker.status.text() == "Cancelled", docker.status.text()
     document.close()
     return docker.status.text()
+
+
+def image_job(client, size: int, steps: int) -> Submitted:
+    from artforge_client.v1 import image_pb2
+
+    return Submitted(client.generate_image(image_pb2.GenerateImageRequest(prompt="a storm at sea", width=size, height=size, steps=steps)))
+
+
+def busy_server(client) -> Submitted:
+    """A job of the most steps this server allows, once it has started on its one device: at 512
+    px it runs for minutes here, far longer than the checks need the server busy, and each step
+    is short enough (about 2 s) for their cancel to free the device soon after."""
+    running = image_job(client, 512, 60)
+    running.wait("started")
+    return running
+
+
+def docker_job_phase(docker) -> str:
+    job = docker.controller.job
+    return job.state.snapshot().phase.value if job is not None else "none"
+
+
+@check
+def a_queued_job_shows_its_place_and_wait():
+    """The docker's job behind two others, one running and one waiting (the test server has one
+    device): its status line says it has 1 job ahead, and about how long until it starts (the
+    server has measured jobs like those in the checks above)."""
+    from artforge_client import Client
+
+    docker, document = docker_on_a_document()
+    with Client(os.environ["ARTFORGE_ADDRESS"], token=os.environ["ARTFORGE_TOKEN"]) as client:
+        running = busy_server(client)
+        waiting = image_job(client, 64, 2)
+        try:
+            waiting.wait("queued")
+            docker.action_buttons["generate"].click()
+            settle(docker, lambda: docker_job_phase(docker) != "submitting", 60)
+            status, snapshot = docker.status.text(), docker.controller.job.state.snapshot()
+        finally:
+            docker.cancel()
+            waiting.stop()
+            running.stop()
+    settle(docker, lambda: not docker.controller.busy, 30)
+    document.close()
+    assert snapshot.phase.value == "queued" and snapshot.queue_position == 1, (snapshot, status)
+    assert status == snapshot.message and status.startswith("Waiting in the queue: 1 job ahead"), status
+    return status
+
+
+@check
+def a_quota_refusal_shows_its_sentence():
+    """A user whose quota is one queued job has one waiting: the docker's next job for them is
+    refused, and its status line shows the server's sentence, as the server wrote it."""
+    from grpc import StatusCode
+
+    from artforge_client import Client
+    from artforge_client.job_state import status_sentence
+
+    docker, document = docker_on_a_document()
+    address, quota_token = os.environ["ARTFORGE_ADDRESS"], os.environ["ARTFORGE_QUOTA_TOKEN"]
+    docker.apply_settings(settings(token=quota_token))
+    with Client(address, token=os.environ["ARTFORGE_TOKEN"]) as client, Client(address, token=quota_token) as limited:
+        running = busy_server(client)
+        waiting = image_job(limited, 64, 2)
+        try:
+            waiting.wait("queued")
+            docker.action_buttons["generate"].click()
+            settle(docker, lambda: docker_job_phase(docker) not in ("submitting", "none"), 60)  # finished, unless the quota let it in
+            status, snapshot = docker.status.text(), docker.controller.job.state.snapshot()
+            assert snapshot.phase.value == "failed", (snapshot, status)
+            server_said = image_job(limited, 64, 2).refused()
+        finally:
+            docker.cancel()
+            docker.apply_settings(settings())
+            waiting.stop()
+            running.stop()
+    settle(docker, lambda: not docker.controller.busy, 30)
+    document.close()
+    assert server_said.code is StatusCode.RESOURCE_EXHAUSTED, server_said
+    assert status == status_sentence(StatusCode.RESOURCE_EXHAUSTED, server_said.message, address), (status, server_said.message)
+    return status
 
 
 @check

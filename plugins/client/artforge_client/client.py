@@ -392,3 +392,13 @@ class Client:
 
     def get_job(self, job_id: str) -> jobs_pb2.JobInfo:
         return self._unary(self._stub.GetJob, jobs_pb2.GetJobRequest(job_id=job_id))
+
+    def list_jobs(self, all_users: bool = False, include_finished: bool = False, limit: int = 0) -> jobs_pb2.ListJobsResponse:
+        """The caller's jobs (an admin's: everyone's, with `all_users`): queued in the order they
+        will run, then running, then finished ones if asked."""
+        request = jobs_pb2.ListJobsRequest(all_users=all_users, include_finished=include_finished, limit=limit)
+        return self._unary(self._stub.ListJobs, request)
+
+    def server_stats(self) -> server_pb2.ServerStats:
+        """Per user: jobs in flight, device time, quota headroom (an artist sees their own)."""
+        return self._unary(self._stub.GetServerStats, server_pb2.GetServerStatsRequest())

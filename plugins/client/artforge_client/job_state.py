@@ -5,7 +5,7 @@ cancel, map failures); the host's main thread (a `bpy.app.timers` callback in Bl
 timer in Krita) polls `snapshot()`, drains streamed text with `take_new_text()`, and asks to
 stop with `request_cancel()`. Shared by both plugins.
 
-    idle -> submitting -> queued(position) -> running(progress 0..1, message)
+    idle -> submitting -> queued(position, estimated wait) -> running(progress 0..1, message)
                                            -> succeeded | failed(message) | cancelled
 
 When the server goes away mid-job the stream re-attaches (artforge_client.JobStream): the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -83,6 +84,7 @@ class JobSnapshot:
     label: str = ""
     job_id: str = ""
     queue_position: int | None = None
+    estimated_wait_seconds: float | None = None  # while queued, from the queued event; None: not known
     progress: float = 0.0  # 0..1 while running
     message: str = ""  # what to show under the progress bar, or the failure sentence
     cancel_requested: bool = False
@@ -159,26 +161,30 @@ class JobState:
         if already:
             canceller()
 
-    def queued(self, position: int, job_id: str = "") -> bool:
-        message = "Next in the queue" if position == 0 else f"Waiting in the queue: {position} job{'s' if position != 1 else ''} ahead"
+    def queued(self, position: int, job_id: str = "", estimated_wait_seconds: float = 0.0) -> bool:
+        """The job waits with `position` jobs ahead; `estimated_wait_seconds` is the server's guess
+        of when it starts (JobQueued.estimated_wait_seconds: 0 when it has none yet)."""
+        wait = estimated_wait_seconds if math.isfinite(estimated_wait_seconds) and estimated_wait_seconds > 0 else None
+        message = queue_message(position, wait)
+        queued = {"queue_position": position, "estimated_wait_seconds": wait, "message": message}
         with self._lock:
             if self._snapshot.phase is Phase.RUNNING and self._reconnected:
                 # Not stale: the server restarted and queued the interrupted job again.
-                self._update(phase=Phase.QUEUED, queue_position=position, progress=0.0, message=message)
+                self._update(phase=Phase.QUEUED, progress=0.0, **queued)
                 return True
-            return self._move_locked(Phase.QUEUED, queue_position=position, message=message, job_id=job_id)
+            return self._move_locked(Phase.QUEUED, job_id=job_id, **queued)
 
     def started(self, message: str = "Running", job_id: str = "") -> bool:
         with self._lock:
             self._reconnected = False
-            return self._move_locked(Phase.RUNNING, queue_position=None, progress=0.0, message=message, job_id=job_id)
+            return self._move_locked(Phase.RUNNING, progress=0.0, message=message, job_id=job_id)
 
     def restarted(self, job_id: str = "") -> bool:
         """The job runs again from the start (the server restarted while it ran): what it wrote so far is void."""
         with self._lock:
             self._reconnected = False
             message = "Running again (the server restarted)"
-            if not self._move_locked(Phase.RUNNING, queue_position=None, progress=0.0, message=message, job_id=job_id):
+            if not self._move_locked(Phase.RUNNING, progress=0.0, message=message, job_id=job_id):
                 return False
             self._text, self._text_void, self._again = [], True, True
             return True
@@ -220,7 +226,7 @@ class JobState:
         """One JobEvent from a JobStream; `result` is handed to succeed() on a successful finish."""
         match event.WhichOneof("event"):
             case "queued":
-                return self.queued(event.queued.position, event.job_id)
+                return self.queued(event.queued.position, event.job_id, event.queued.estimated_wait_seconds)
             case "started":
                 if event.started.attempt > 1:
                     return self.restarted(event.job_id)
@@ -268,11 +274,39 @@ class JobState:
             return False
         if not changes.get("job_id"):
             changes.pop("job_id", None)  # events without an id keep the one already known
+        if phase is not Phase.QUEUED:
+            # A place and a wait belong to a queued job only; a progress or text event may be
+            # the first news that it started.
+            changes.update(queue_position=None, estimated_wait_seconds=None)
         self._update(phase=phase, **changes)
         return True
 
     def _update(self, **changes: Any) -> None:
         self._snapshot = replace(self._snapshot, **changes, revision=self._snapshot.revision + 1)
+
+
+def _half_up(value: float) -> int:
+    return math.floor(value + 0.5)  # round() takes halves to even: 150 s would read "2 min", as 90 s does
+
+
+def duration_words(seconds: float) -> str:
+    """A duration (finite, in seconds) as an artist reads it, as precise as an estimate deserves:
+    "8 s", "45 s", "2 min", "1 h 20 min". Anything above 0 is at least "1 s"."""
+    seconds = max(seconds, 0.0)
+    if seconds < 9.5:
+        return f"{max(_half_up(seconds), 1) if seconds > 0 else 0} s"
+    if seconds < 57.5:
+        return f"{_half_up(seconds / 5) * 5} s"
+    if seconds < 59.5 * 60:
+        return f"{_half_up(seconds / 60)} min"
+    hours, minutes = divmod(_half_up(seconds / 300) * 5, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def queue_message(position: int, estimated_wait_seconds: float | None = None) -> str:
+    """What a queued job shows: its place, and when the server expects it to start if it knows."""
+    place = "Next in the queue" if position == 0 else f"Waiting in the queue: {position} job{'s' if position != 1 else ''} ahead"
+    return f"{place}, about {duration_words(estimated_wait_seconds)}" if estimated_wait_seconds else place
 
 
 def _code_from_number(number: int) -> grpc.StatusCode:
@@ -285,6 +319,12 @@ def _sentence(text: str) -> str:
         return ""
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+# How the server begins a quota refusal (RESOURCE_EXHAUSTED): "quota max_queued_jobs: alice may
+# have 2 jobs queued at once and has 2; a place frees when one of them starts, in about 20 s (or is
+# cancelled)". The sentence names the quota and says when it frees, so it is shown as it is.
+QUOTA_PREFIX = "quota "
 
 
 def status_sentence(code: grpc.StatusCode, message: str, address: str) -> str:
@@ -306,6 +346,9 @@ def status_sentence(code: grpc.StatusCode, message: str, address: str) -> str:
         case grpc.StatusCode.NOT_FOUND:
             return f"Not found on the server: {detail}" if detail else "The server does not have that model."
         case grpc.StatusCode.RESOURCE_EXHAUSTED:
+            if detail.lower().startswith(QUOTA_PREFIX):
+                # Not "too busy": the artist is at a limit set for them, which a prefix would blur.
+                return detail
             return f"The server is too busy right now: {detail}" if detail else "The server is too busy right now: try again shortly."
         case grpc.StatusCode.UNIMPLEMENTED:
             return "The server does not support this request: is it an older ArtForge version?"

@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+
+from artforge.service import Service
+from artforge.users import LOCAL, User
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 
 
 class TokenAuth:
-    """Maps tokens to caller names; an empty map means auth is off and every caller is ""."""
+    """Maps a call's token to its user. The users come from the service, which replaces them
+    on reload; with none configured, auth is off and every caller is the local user."""
 
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._names_by_token = {token: name for name, token in tokens.items()}
+    def __init__(self, service: Service) -> None:
+        self.service = service
 
     @property
     def enabled(self) -> bool:
-        return bool(self._names_by_token)
+        return self.service.users.enabled
 
-    def caller(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
-        """The caller's name, "" when auth is off, None when the token is missing or wrong."""
-        if not self.enabled:
-            return ""
+    def caller(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> User | None:
+        """The caller, or None when the token is missing or wrong."""
+        users = self.service.users
+        if not users.enabled:
+            return LOCAL
         header = next((str(v) for k, v in metadata or () if k == "authorization"), "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented:
             return None
-        for token, name in self._names_by_token.items():
-            if hmac.compare_digest(token.encode(), presented.encode()):
-                return name
-        return None
+        return users.by_token(presented)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -12,9 +12,9 @@ from artforge.engines.text import TextRequest
 from artforge.errors import invalid
 from artforge.images import EncodedImage
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, Progress, Queued, Started, TextDelta
-from artforge.jobs.job import DEFAULT_PRIORITY
-from artforge.jobs.scheduler import JobSummary
-from artforge.service import ModelStatus, RequestReader, ServerInfo, SubmitOptions
+from artforge.jobs.scheduler import JobSummary, UserLoad
+from artforge.service import ModelStatus, RequestReader, ServerInfo, ServerStats, SubmitOptions
+from artforge.users import User
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, text_pb2
 
 _PHASES = {
@@ -80,13 +80,8 @@ def request_readers(limits: Limits) -> dict[str, RequestReader]:
     }
 
 
-def submit_options(options: jobs_pb2.JobOptions, output_format: int, limits: Limits) -> SubmitOptions:
-    if not -limits.max_priority <= options.priority <= DEFAULT_PRIORITY:
-        raise invalid(
-            "options.priority",
-            f"{options.priority} is outside -{limits.max_priority}..{DEFAULT_PRIORITY}: "
-            f"a caller may lower its jobs' priority, not raise it above the default {DEFAULT_PRIORITY}",
-        )
+def submit_options(options: jobs_pb2.JobOptions, output_format: int) -> SubmitOptions:
+    """The priority is checked by the service: its range depends on the caller's role."""
     if output_format not in _OUTPUT_FORMATS:
         raise invalid("output_format", f"{output_format} is not a known OutputFormat")
     return SubmitOptions(options.priority, options.keep_on_disconnect, options.label, _OUTPUT_FORMATS[output_format])
@@ -186,7 +181,11 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
     message = jobs_pb2.JobEvent(job_id=job_id, sequence=sequence, elapsed_seconds=elapsed)
     match event:
         case Queued():
-            message.queued.CopyFrom(jobs_pb2.JobQueued(position=event.position, queue_length=event.queue_length))
+            message.queued.CopyFrom(
+                jobs_pb2.JobQueued(
+                    position=event.position, queue_length=event.queue_length, estimated_wait_seconds=event.estimated_wait_seconds
+                )
+            )
         case Started():
             started = jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed)
             started.attempt = event.attempt
@@ -243,6 +242,44 @@ def job_info(job: JobSummary) -> jobs_pb2.JobInfo:
         usage=usage(job.usage),
         error=jobs_pb2.JobError(code=job.error_code.value, message=job.error_message) if job.error_code else None,
         events=job.events,
+        owner=job.owner,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        device=job.device,
+        estimated_wait_seconds=job.estimated_wait_seconds,
+    )
+
+
+def server_stats(stats: ServerStats) -> server_pb2.ServerStats:
+    return server_pb2.ServerStats(
+        users=[user_stats(row.user, row.load) for row in stats.users],
+        queue_length=stats.queue_length,
+        running_jobs=stats.running_jobs,
+        queue_policy=stats.queue_policy,
+        caller=stats.caller.name,
+    )
+
+
+def user_stats(user: User, load: UserLoad) -> server_pb2.UserStats:
+    quota = user.quota
+    return server_pb2.UserStats(
+        user=user.name,
+        role=user.role,
+        weight=user.weight,
+        queued_jobs=load.queued,
+        running_jobs=load.running,
+        device_seconds_last_hour=load.device_seconds_last_hour,
+        quotas=server_pb2.Quotas(
+            max_queued_jobs=quota.max_queued_jobs,
+            max_running_jobs=quota.max_running_jobs,
+            device_seconds_per_hour=quota.device_seconds_per_hour,
+            device_seconds_burst=quota.bucket_seconds,
+            max_image_pixels=quota.max_image_pixels,
+        ),
+        queued_jobs_left=max(quota.max_queued_jobs - load.queued, 0),
+        device_seconds_left=load.device_seconds_left,
+        device_seconds_charged=load.device_seconds_charged,
     )
 
 

@@ -38,13 +38,20 @@ class Server:
 
     def __init__(self, app: App) -> None:
         config = app.config
-        self.service = Service(app, convert.request_readers(config.limits))
-        auth = TokenAuth(config.tokens)
+        self.config = config
+        self.metrics = None
+        if config.metrics_port:
+            from artforge.metrics import Metrics  # prometheus-client, only where metrics are on
+
+            self.metrics = Metrics(app.devices)
+        self.service = Service(app, convert.request_readers(config.limits), observer=self.metrics)
+        auth = TokenAuth(self.service)
         limits = config.limits
-        # The guard runs inside auth: a caller without a valid token learns nothing of its request.
-        interceptors = [AuthInterceptor(auth)] if auth.enabled else []
+        # Metrics see every call, refused ones too. The guard runs inside auth: a caller without a
+        # valid token learns nothing of its request. Auth is always in place: a reload may turn it on.
+        interceptors = [AuthInterceptor(auth), RequestGuard(limits)]
         self.grpc = grpc.aio.server(
-            interceptors=[*interceptors, RequestGuard(limits)],
+            interceptors=[self.metrics.interceptor(), *interceptors] if self.metrics else interceptors,
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limits.max_request_bytes),
@@ -73,6 +80,9 @@ class Server:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.service.start()
+        if self.metrics:
+            port = self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", self.config.metrics_host, port)
         await self.grpc.start()
         await self.service.preload()
         self.service.ready()
@@ -87,3 +97,5 @@ class Server:
         await self.service.drain(stop_now or asyncio.Event())
         await self.grpc.stop(1.0)
         await self.service.stop()
+        if self.metrics:
+            self.metrics.stop()

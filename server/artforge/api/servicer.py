@@ -13,6 +13,7 @@ from artforge.api.auth import TokenAuth
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.jobs.events import Finished
 from artforge.service import Service
+from artforge.users import User
 from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2, service_pb2_grpc, text_pb2
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,19 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
         self.service = service
         self.auth = auth
 
-    def _caller(self, context: grpc.aio.ServicerContext) -> str:
-        # The interceptor has already refused unknown tokens; this names the known ones.
-        return self.auth.caller(context.invocation_metadata()) or ""
+    def _caller(self, context: grpc.aio.ServicerContext) -> User:
+        # The interceptor has already refused unknown tokens; a token dropped by a reload since
+        # then is refused here.
+        user = self.auth.caller(context.invocation_metadata())
+        if user is None:
+            raise ArtForgeError(ErrorCode.UNAUTHENTICATED, "the token is not valid for this server")
+        return user
 
     async def GetServerInfo(self, request: server_pb2.GetServerInfoRequest, context: grpc.aio.ServicerContext) -> server_pb2.ServerInfo:
-        info = await self.service.info()
+        try:
+            info = await self.service.info(self._caller(context))
+        except ArtForgeError as error:
+            await _abort(context, error)
         return convert.server_info(info, auth_required=self.auth.enabled, style_previews=request.include_style_previews)
 
     async def ListModels(self, request: server_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> server_pb2.ListModelsResponse:
@@ -57,7 +65,7 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         """Submit a request as a job and stream its events."""
         try:
-            submit = convert.submit_options(options, output_format, self.service.config.limits)
+            submit = convert.submit_options(options, output_format)
             caller = self._caller(context)
             job_id = await self.service.submit(kind, request.SerializeToString(), submit, caller, context.time_remaining())
         except ArtForgeError as error:
@@ -83,7 +91,11 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
             yield event
 
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
-        async for event in self._follow(context, request.job_id, request.from_sequence, self._caller(context), submitter=False):
+        try:
+            caller = self._caller(context)
+        except ArtForgeError as error:
+            await _abort(context, error)
+        async for event in self._follow(context, request.job_id, request.from_sequence, caller, submitter=False):
             yield event
 
     async def CancelJob(self, request: jobs_pb2.CancelJobRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.JobInfo:
@@ -98,8 +110,24 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
         except ArtForgeError as error:
             await _abort(context, error)
 
+    async def ListJobs(self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext) -> jobs_pb2.ListJobsResponse:
+        try:
+            caller = self._caller(context)
+            jobs, others_queued, others_running = self.service.list_jobs(caller, request.all_users, request.include_finished, request.limit)
+        except ArtForgeError as error:
+            await _abort(context, error)
+        return jobs_pb2.ListJobsResponse(
+            jobs=[convert.job_info(job) for job in jobs], others_queued=others_queued, others_running=others_running
+        )
+
+    async def GetServerStats(self, request: server_pb2.GetServerStatsRequest, context: grpc.aio.ServicerContext) -> server_pb2.ServerStats:
+        try:
+            return convert.server_stats(self.service.stats(self._caller(context)))
+        except ArtForgeError as error:
+            await _abort(context, error)
+
     async def _follow(
-        self, context: grpc.aio.ServicerContext, job_id: str, from_sequence: int, caller: str, submitter: bool
+        self, context: grpc.aio.ServicerContext, job_id: str, from_sequence: int, caller: User, submitter: bool
     ) -> AsyncIterator[jobs_pb2.JobEvent]:
         """Stream a job's events; end the call with the job's outcome as its status.
 

@@ -11,7 +11,7 @@ class Panel:
     title: str
     unit: str
     values: dict[str, float]  # backend -> value
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: neither (the title says what to look for)
     line: list[list[float]] | None = None  # [x, y] points: drawn as a line over x (seconds) instead of bars
 
 
@@ -39,7 +39,8 @@ def write_chart(path: Path, title: str, panels: list[Panel]) -> Path:
         values = [panel.values[n] for n in names]
         bars = ax.bar(names, values, color=colours[: len(names)])
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=2)
-        ax.set_title(f"{panel.title}\n({'higher' if panel.higher_is_better else 'lower'} is better)", fontsize=10)
+        better = "" if panel.higher_is_better is None else f"\n({'higher' if panel.higher_is_better else 'lower'} is better)"
+        ax.set_title(f"{panel.title}{better}", fontsize=10)
         ax.set_ylabel(panel.unit)
         ax.set_ylim(0, max(values, default=1) * 1.18 or 1)
         ax.spines[["top", "right"]].set_visible(False)

@@ -13,6 +13,14 @@ its own server on a free port (or measures the one at --address) and reports, as
 - the server's resident memory (Linux /proc; only for a server the bench started) sampled over
   the run, and its growth after the warm-up (the first fifth of the run).
 
+With `--users N` the bench's server has N users of different weights (`--weights`, cycled) and
+the clients are shared out between them, each user with several clients so that their jobs
+are always queued. Per user it reports jobs done per second, p50/p95 queue wait and the
+device-seconds the server charged them over the run (GetServerStats), and over all users
+Jain's fairness index of device time divided by weight (1.0: every user got exactly their
+weighted share; 1/N: one user got everything). `--policies fair,fifo` runs the same load once
+per queue policy, one server after the other, for a side-by-side comparison.
+
 Every client's choices come from one seeded generator per client, so two runs ask for the same
 jobs in the same order; what the server makes of them is what is measured.
 """
@@ -47,6 +55,17 @@ WARM_UP_SHARE = 0.2
 
 
 @dataclass
+class BenchUser:
+    name: str
+    token: str | None
+    weight: float = 1.0
+
+
+ANONYMOUS = BenchUser("", None)
+ADMIN = BenchUser("bench-admin", "bench-admin-token")
+
+
+@dataclass
 class Tally:
     """What the clients saw, gathered under one lock."""
 
@@ -54,13 +73,18 @@ class Tally:
     errors: Counter = field(default_factory=Counter)  # "kind: CODE"
     unexpected: list[str] = field(default_factory=list)
     waits: dict[str, list[float]] = field(default_factory=dict)  # kind -> queue waits in seconds
+    user_waits: dict[str, list[float]] = field(default_factory=dict)  # user -> queue waits in seconds
+    user_done: Counter = field(default_factory=Counter)  # user -> jobs succeeded before the deadline
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, kind: str, action: str, outcome: str, wait: float | None, error: ArtForgeError | None = None) -> None:
+    def add(self, kind: str, action: str, outcome: str, wait: float | None, error: ArtForgeError | None = None, user: str = "") -> None:
         with self.lock:
             self.outcomes[f"{kind} {outcome}"] += 1
+            if outcome == "succeeded":
+                self.user_done[user] += 1
             if wait is not None:
                 self.waits.setdefault(kind, []).append(wait)
+                self.user_waits.setdefault(user, []).append(wait)
             if error is not None:
                 code = error.code.name
                 self.errors[f"{kind}: {code}"] += 1
@@ -82,7 +106,7 @@ def _image_request(rng: random.Random) -> image_pb2.GenerateImageRequest:
     return image_pb2.GenerateImageRequest(prompt=rng.choice(PROMPTS), width=64, height=64, steps=2, seed=rng.randrange(1 << 31))
 
 
-def _one_job(client: Client, kind: str, action: str, rng: random.Random, tally: Tally, max_tokens: int) -> None:
+def _one_job(client: Client, kind: str, action: str, rng: random.Random, tally: Tally, max_tokens: int, user: str) -> None:
     if kind == "text":
         stream = client.generate_text(rng.choice(PROMPTS), max_tokens=max_tokens, seed=rng.randrange(1 << 31))
     elif kind == "stylize":
@@ -96,31 +120,31 @@ def _one_job(client: Client, kind: str, action: str, rng: random.Random, tally: 
                 wait = event.elapsed_seconds
             if event.HasField("queued") and action == "abandon":
                 stream.disconnect()  # the artist closed the file: the server cancels the job
-                tally.add(kind, action, "abandoned", wait)
+                tally.add(kind, action, "abandoned", wait, user=user)
                 return
             if event.HasField("queued") and action == "cancel":
                 client.cancel(event.job_id)
                 action = "cancelled"
         succeeded = stream.finished is not None and stream.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED
-        tally.add(kind, action, "succeeded" if succeeded else "ended", wait)
+        tally.add(kind, action, "succeeded" if succeeded else "ended", wait, user=user)
     except ArtForgeError as error:
         outcome = "cancelled" if action == "cancelled" and error.code is grpc.StatusCode.CANCELLED else "failed"
-        tally.add(kind, "cancel" if action == "cancelled" else action, outcome, wait, error)
+        tally.add(kind, "cancel" if action == "cancelled" else action, outcome, wait, error, user)
 
 
 def _client_loop(
-    address: str, token: str | None, kinds: list[str], seed: int, deadline: float, tally: Tally, args: argparse.Namespace
+    address: str, user: BenchUser, kinds: list[str], seed: int, deadline: float, tally: Tally, args: argparse.Namespace
 ) -> None:
     rng = random.Random(seed)
-    with Client(address, token=token) as client:
+    with Client(address, token=user.token) as client:
         while time.monotonic() < deadline:
             kind = rng.choice(kinds)
             roll = rng.random()
             action = "abandon" if roll < args.abandon_share else "cancel" if roll < args.abandon_share + args.cancel_share else "keep"
             try:
-                _one_job(client, kind, action, rng, tally, args.max_tokens)
+                _one_job(client, kind, action, rng, tally, args.max_tokens, user.name)
             except ArtForgeError as error:  # refused before any event: a full queue, a bad request
-                tally.add(kind, action, "refused", None, error)
+                tally.add(kind, action, "refused", None, error, user.name)
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -142,8 +166,21 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {**ms, "jobs": len(values)}
 
 
-def _run(address: str, token: str | None, pid: int | None, args: argparse.Namespace) -> dict:
-    with Client(address, token=token) as client:
+def jain_index(values: list[float]) -> float:
+    """(sum x)^2 / (n sum x^2): 1.0 when all are equal, 1/n when one has everything."""
+    squares = sum(x * x for x in values)
+    return sum(values) ** 2 / (len(values) * squares) if squares else 0.0
+
+
+def _charged(address: str) -> dict[str, float]:
+    """Device-seconds the server has charged each user since it started."""
+    with Client(address, token=ADMIN.token) as admin:
+        return {row.user: row.device_seconds_charged for row in admin.server_stats().users}
+
+
+def _run(address: str, users: list[BenchUser], pid: int | None, args: argparse.Namespace) -> dict:
+    """One load run: `users` share the clients (one anonymous user: no auth)."""
+    with Client(address, token=users[0].token) as client:
         info = client.server_info()
     kinds = ["text"] if info.default_text_model else []
     kinds += ["stylize"] if info.stylize_available else []
@@ -151,22 +188,45 @@ def _run(address: str, token: str | None, pid: int | None, args: argparse.Namesp
     if not kinds:
         raise RuntimeError("the server offers neither text, stylize nor images: nothing to load it with")
     tally = Tally()
+    by_user = users != [ANONYMOUS]
+    charged_before = _charged(address) if by_user else {}
     started = time.monotonic()
     deadline = started + args.seconds
     threads = [
-        threading.Thread(target=_client_loop, args=(address, token, kinds, args.seed + i, deadline, tally, args), daemon=True)
+        threading.Thread(
+            target=_client_loop, args=(address, users[i % len(users)], kinds, args.seed + i, deadline, tally, args), daemon=True
+        )
         for i in range(args.clients)
     ]
     for thread in threads:
         thread.start()
     rss: list[list[float]] = []
+    charged_at_deadline = None
     while any(thread.is_alive() for thread in threads):
         if pid is not None and (value := _rss_mb(pid)) is not None:
             rss.append([round(time.monotonic() - started, 1), round(value, 1)])
-        time.sleep(args.sample_seconds)
+        if by_user and charged_at_deadline is None and time.monotonic() >= deadline:  # before the queues drain
+            charged_at_deadline = _charged(address)
+        time.sleep(min(args.sample_seconds, max(deadline - time.monotonic(), 0.05)))
     for thread in threads:
         thread.join()
     warm = [mb for t, mb in rss if t >= args.seconds * WARM_UP_SHARE]
+    per_user = {}
+    if by_user:
+        charged_at_deadline = charged_at_deadline or _charged(address)
+        for user in users:
+            seconds = charged_at_deadline.get(user.name, 0.0) - charged_before.get(user.name, 0.0)
+            waits = _percentiles(tally.user_waits.get(user.name, []))
+            per_user[user.name] = {
+                "weight": user.weight,
+                "jobs_done": tally.user_done[user.name],
+                "jobs_per_second": round(tally.user_done[user.name] / args.seconds, 3),
+                "queue_wait_p50_ms": waits["p50_ms"],
+                "queue_wait_p95_ms": waits["p95_ms"],
+                "device_seconds": round(seconds, 2),
+                "device_seconds_per_weight": round(seconds / user.weight, 2),
+            }
+    fairness = {"jain_index_device_seconds_per_weight": round(jain_index([u["device_seconds_per_weight"] for u in per_user.values()]), 4)}
     return {
         "kinds": kinds,
         "elapsed_seconds": round(time.monotonic() - started, 1),
@@ -180,19 +240,49 @@ def _run(address: str, token: str | None, pid: int | None, args: argparse.Namesp
         "rss_after_warm_up_mb": {"first": warm[0], "last": warm[-1], "max": max(warm), "growth": round(warm[-1] - warm[0], 1)}
         if warm
         else None,
+        **({"users": per_user, **fairness} if by_user else {}),
     }
 
 
+def bench_users(count: int, weights: str) -> list[BenchUser]:
+    cycle = [float(weight) for weight in weights.split(",")]
+    return [BenchUser(f"artist-{i + 1}", f"artist-{i + 1}-token", cycle[i % len(cycle)]) for i in range(count)]
+
+
+def _users_config(users: list[BenchUser]) -> str:
+    tables = [f'[users.{ADMIN.name}]\ntoken = "{ADMIN.token}"\nrole = "admin"\n']
+    tables += [f'[users.{user.name}]\ntoken = "{user.token}"\nweight = {user.weight}\n' for user in users]
+    return "\n".join(tables)
+
+
+def _run_own_server(users: list[BenchUser], policy: str, args: argparse.Namespace) -> dict:
+    """Start a server (the --config, plus the bench's users), load it, stop it."""
+    with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
+        serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
+        config = Path(args.config).read_text() if args.config else ""
+        if users != [ANONYMOUS]:
+            config += "\n" + _users_config(users)
+        if config:
+            (Path(workdir) / "artforge.toml").write_text(config)
+            serve_args += ["--config", str(Path(workdir) / "artforge.toml")]
+        env = {"ARTFORGE_QUEUE": policy} if policy else None
+        with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log", env=env) as process:
+            return _run(process.address, users, process.process.pid, args)
+
+
 def bench_load(args: argparse.Namespace) -> dict:
+    if args.users and args.address:
+        message = "--users needs servers the bench starts (it gives them its users): leave out --address"
+        raise ArtForgeError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    users = bench_users(args.users, args.weights) if args.users else [ANONYMOUS]
     if args.address:
-        result = _run(args.address, args.token, None, args)
+        result = _run(args.address, [BenchUser("", args.token)], None, args)
         server = args.address
+    elif args.users:
+        result = {"by_policy": {policy: _run_own_server(users, policy, args) for policy in args.policies.split(",")}}
+        server = "started by the bench, once per queue policy"
     else:
-        with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
-            serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
-            serve_args += ["--config", args.config] if args.config else []
-            with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log") as process:
-                result = _run(process.address, None, process.process.pid, args)
+        result = _run_own_server(users, "", args)
         server = "started by the bench"
     return {
         **report("load"),
@@ -204,14 +294,19 @@ def bench_load(args: argparse.Namespace) -> dict:
             "cancel_share": args.cancel_share,
             "max_tokens": args.max_tokens,
             "seed": args.seed,
+            **({"users": args.users, "weights": args.weights, "policies": args.policies} if args.users else {}),
         },
         **result,
     }
 
 
 def chart(result: dict) -> tuple[str, list[Panel]]:
-    """Queue waits per kind of job, what became of the jobs, and the server's memory over the run."""
-    title = f"{result['settings']['clients']} clients for {result['settings']['seconds']:g} s on {result['machine']['cpus']} CPUs"
+    """Queue waits per kind of job, what became of the jobs, and the server's memory over the run;
+    with users, per policy: device-seconds per weight for each user, and Jain's index."""
+    settings = result["settings"]
+    title = f"{settings['clients']} clients for {settings['seconds']:g} s on {result['machine']['cpus']} CPUs"
+    if "by_policy" in result:
+        return f"{title}, {settings['users']} users (weights {settings['weights']})", _policy_panels(result["by_policy"])
     panels = [
         Panel(f"queue wait, {kind}", "ms", {"p50": w["p50_ms"], "p95": w["p95_ms"], "p99": w["p99_ms"]}, False)
         for kind, w in result["queue_wait"].items()
@@ -223,3 +318,17 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
     if result["rss_mb"]:
         panels.append(Panel("server memory (RSS)", "MB", {}, False, line=result["rss_mb"]))
     return title, panels
+
+
+def _policy_panels(by_policy: dict[str, dict]) -> list[Panel]:
+    panels = []
+    for policy, run in by_policy.items():
+        # "3 w2": artist-3, of weight 2.
+        label = {name: f"{name.rsplit('-', 1)[-1]} w{user['weight']:g}" for name, user in run["users"].items()}
+        shares = {label[name]: user["device_seconds_per_weight"] for name, user in run["users"].items()}
+        panels.append(Panel(f"{policy}: device-s per weight\n(equal bars: shares follow weights)", "s", shares, None))
+        waits = {label[name]: user["queue_wait_p95_ms"] / 1000 for name, user in run["users"].items()}
+        panels.append(Panel(f"{policy}: p95 queue wait", "s", waits, False))
+    jain = {policy: run["jain_index_device_seconds_per_weight"] for policy, run in by_policy.items()}
+    panels.append(Panel("Jain's index (1 = fair)", "", jain, True))
+    return panels

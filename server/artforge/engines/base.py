@@ -76,11 +76,24 @@ class JobResult:
     images: list[ImageOutput] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a checked request asks of a device, known before it runs. `units`: a measure the
+    scheduler learns seconds per unit of from finished jobs (to estimate waits and charge
+    users fairly); `pixels`: an image job's output pixels, batch included (per-user quotas)."""
+
+    units: float
+    pixels: int = 0
+
+
 class Engine(Protocol):
     kind: str
 
     def prepare(self, request: Any) -> Any:
         """Check a request and make it ready to run (INVALID_ARGUMENT naming the field), before it queues."""
+
+    def work(self, request: Any) -> Work:
+        """The work a prepared request asks for."""
 
     def run(self, request: Any, job: JobContext) -> JobResult: ...
 

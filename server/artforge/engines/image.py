@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from artforge.config import Limits
-from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
+from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance, Work
 from artforge.engines.image_checks import check_pixels, image_defaults
 from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
@@ -120,6 +120,13 @@ class ImageEngine:
 
     def request_limits(self) -> dict[str, int]:
         return {"max_loras": self.limits.max_loras_per_request}
+
+    def work(self, request: PreparedImage) -> Work:
+        """Pixels times steps, in 512 x 512 steps: the UNet's time grows with both."""
+        defaults = image_defaults(self.registry.get(request.model, "image"))
+        width, height = request.width or defaults.native_size, request.height or defaults.native_size
+        pixels = width * height * request.batch_size
+        return Work(pixels * (request.steps or defaults.steps) / 512**2, pixels)
 
     @property
     def schedulers(self) -> list[str]:

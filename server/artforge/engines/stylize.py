@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from artforge.config import Limits
-from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance
+from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance, Work
 from artforge.engines.style_catalog import PREVIEW_SIZE, reference_picture, style_names
 from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import encode_png, provenance_text, resize, to_rgb
@@ -253,6 +253,10 @@ class StylizeEngine:
 
     def request_limits(self) -> dict[str, int]:
         return {"max_blend_styles": MAX_BLEND}
+
+    def work(self, request: PreparedStylize) -> Work:
+        pixels = request.width * request.height
+        return Work(pixels / 512**2, pixels)
 
     def available(self) -> bool:
         """True when the built-in style models are fetched (ServerInfo.stylize_available)."""

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 
 from artforge.config import Limits, TaskEntry
-from artforge.engines.base import JobContext, JobResult, Usage
+from artforge.engines.base import JobContext, JobResult, Usage, Work
 from artforge.errors import invalid, shown
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry, ModelSpec
@@ -194,6 +194,10 @@ class TextEngine:
         self._models: LoadedModels[LoadedText] = LoadedModels(max_loaded)
         self._vocabularies: dict[str, Vocabulary] = {}
         self._vocabulary_lock = threading.Lock()
+
+    def work(self, request: PreparedText) -> Work:
+        """Tokens to generate; the prompt runs in parallel, far cheaper per token."""
+        return Work(request.max_tokens + len(request.prompt_ids) / 16)
 
     def request_limits(self) -> dict[str, int]:
         return {

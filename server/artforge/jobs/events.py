@@ -27,6 +27,7 @@ class JobState(enum.Enum):
 class Queued:
     position: int
     queue_length: int
+    estimated_wait_seconds: float = 0.0  # 0: not known yet
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from artforge.engines.base import Engine, ImageOutput, Usage
+from artforge.engines.base import Engine, ImageOutput, Usage, Work
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.images import EncodedImage, encode_output, encode_png
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
 from artforge.jobs.store import JobStore, StoredJob
 
-# The default, and for now the highest a caller may ask for: a caller may lower its jobs'
-# priority, but not put them ahead of other callers' (until callers have roles).
+# The default, and the highest an artist may ask for; only admins go higher (a higher band).
 DEFAULT_PRIORITY = 0
 
 
@@ -61,12 +60,15 @@ class Job:
         self.results = stored.results
         self.engine = engine
         self.request = request  # dropped once the job has finished
+        self.work = engine.work(request) if request is not None else Work(0.0)
+        self.charged = 0.0  # device-seconds the queue policy charged its owner when it started
         self.store = store
         self.chunk_bytes = chunk_bytes
         self.keep_on_disconnect = False
         self.state = JobState.QUEUED
         self.device = ""
         self.position = -1  # last announced queue position
+        self.estimated_wait_seconds = 0.0
         self.started_at = 0.0
         self.events: list[tuple[float, Event]] = list(events or [])  # (seconds since submission, event)
         self.visible = len(self.events)  # events on disk, which watchers may see
@@ -180,7 +182,18 @@ class Job:
     def _post(self, event: Event) -> None:
         self._loop.call_soon_threadsafe(self.append, event)
 
-    def announce_position(self, position: int, queue_length: int) -> None:
+    def prepared(self, request: Any) -> None:
+        """The request checked again after a restart: the job can run."""
+        self.request = request
+        self.work = self.engine.work(request)
+
+    def last_position(self) -> int:
+        """The last place in the queue announced before a restart (0 if none)."""
+        return next((event.position for _, event in reversed(self.events) if isinstance(event, Queued)), 0)
+
+    def announce_position(self, position: int, queue_length: int, estimated_wait_seconds: float) -> None:
+        """A new place in the queue is an event; a new estimate alone is not (it changes often)."""
+        self.estimated_wait_seconds = estimated_wait_seconds
         if position != self.position:
             self.position = position
-            self.append(Queued(position, queue_length))
+            self.append(Queued(position, queue_length, estimated_wait_seconds))

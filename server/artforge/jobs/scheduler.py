@@ -24,10 +24,14 @@ from typing import Any
 
 from artforge.engines.base import ImageOutput, JobResult, Usage
 from artforge.errors import ArtForgeError, ErrorCode, shown
+from artforge.jobs.costs import CostModel
 from artforge.jobs.events import Event, Finished, ImageChunk, JobState
 from artforge.jobs.job import Job
+from artforge.jobs.observer import JobObserver, NoObserver
 from artforge.jobs.queue import QueuePolicy
+from artforge.jobs.quotas import QuotaExceeded, QuotaLedger
 from artforge.jobs.store import JobStore, StoredJob
+from artforge.users import User
 
 log = logging.getLogger(__name__)
 
@@ -47,36 +51,67 @@ ImageFilter = Callable[[list[ImageOutput]], list[ImageOutput]]
 
 @dataclass
 class JobSummary:
-    """What GetJob and CancelJob show of a job, in flight or finished."""
+    """What GetJob, CancelJob and ListJobs show of a job, in flight or finished: never its
+    request (prompts) or results."""
 
     id: str
     kind: str
     model: str
     label: str
+    owner: str
     priority: int
     state: JobState
     position: int  # while queued
     events: int
     usage: Usage
+    submitted_at: float
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    device: str = ""
+    estimated_wait_seconds: float = 0.0  # while queued; 0: not known
     error_code: ErrorCode | None = None
     error_message: str = ""
 
 
-def _summary(job: Job | StoredJob, finished: Event | None, position: int = 0) -> JobSummary:
+def _summary(job: Job | StoredJob, finished: Event | None) -> JobSummary:
     done = finished if isinstance(finished, Finished) else None
+    usage = done.usage if done else Usage()
+    in_flight = isinstance(job, Job)
+    queued = job.state is JobState.QUEUED
+    if in_flight:
+        started_at = job.started_at if not queued else 0.0
+    else:
+        started_at = job.submitted_at + usage.queued_seconds if done and usage.run_seconds else 0.0
     return JobSummary(
         job.id,
         job.kind,
         job.model,
         job.label,
+        job.owner,
         job.priority,
         job.state,
-        position,
-        job.visible if isinstance(job, Job) else job.events,
-        done.usage if done else Usage(),
+        max(job.position, 0) if in_flight and queued else 0,
+        job.visible if in_flight else job.events,
+        usage,
+        job.submitted_at,
+        started_at,
+        0.0 if in_flight else job.finished_at or 0.0,
+        job.device if in_flight and job.state is JobState.RUNNING else "",
+        job.estimated_wait_seconds if in_flight and queued else 0.0,
         done.error_code if done else None,
         done.error_message if done else "",
     )
+
+
+@dataclass
+class UserLoad:
+    """A user's jobs in flight and device time, for GetServerStats."""
+
+    queued: int
+    running: int
+    device_seconds_last_hour: float
+    device_seconds_left: float  # the quota's bucket less the estimates of unfinished jobs
+    device_seconds_charged: float  # since the server started: estimates corrected to measured
 
 
 def _execute(job: Job, image_filter: ImageFilter | None) -> JobResult:
@@ -99,12 +134,22 @@ class Scheduler:
         max_queue: int,
         result_ttl_seconds: float,
         max_result_bytes: int,
+        users: Callable[[str], User],
+        costs: CostModel,
         image_filter: ImageFilter | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
-        """`image_filter` sees every image result before it is sent (the optional safety check)."""
+        """`users`: a job owner's user (role, quotas); `costs`: device-seconds estimates, which
+        the policy also uses; `image_filter` sees every image result before it is sent (the
+        optional safety check); `observer` is told of every job's lifecycle (metrics)."""
         self.devices = devices
         self.store = store
         self.policy = policy
+        self.users = users
+        self.costs = costs
+        self.quotas = QuotaLedger()
+        self.observer = observer or NoObserver()
+        self.charged: Counter[str] = Counter()  # device-seconds per user since the start, as the policy charged them
         self.max_queue = max_queue
         self.result_ttl_seconds = result_ttl_seconds
         self.max_result_bytes = max_result_bytes
@@ -141,13 +186,25 @@ class Scheduler:
     def queue_length(self) -> int:
         return len(self.policy)
 
-    def submit(self, job: Job, stored: StoredJob) -> None:
-        """Commit a new job to the store and queue it (RESOURCE_EXHAUSTED when the queue is full)."""
+    def submit(self, job: Job, stored: StoredJob, user: User) -> None:
+        """Commit a new job to the store and queue it (RESOURCE_EXHAUSTED when the queue is full
+        or the user is over a quota)."""
         if len(self.policy) >= self.max_queue:
+            self.observer.refused(user.name, "max_queue")
             raise ArtForgeError(ErrorCode.RESOURCE_EXHAUSTED, f"the queue is full ({self.max_queue} jobs waiting); try again shortly")
+        mine = [other for other in self.jobs.values() if other.owner == user.name]
+        queued = [other for other in mine if other.state is JobState.QUEUED]
+        waits = [other.estimated_wait_seconds for other in queued if other.estimated_wait_seconds]
+        pending = sum(self.costs.estimate(other) for other in mine)
+        try:
+            self.quotas.check(user, job.work.pixels, len(queued), pending, min(waits, default=None))
+        except QuotaExceeded as refusal:
+            self.observer.refused(user.name, refusal.quota)
+            raise
         self.store.add(stored)
         self.queue(job)
-        log.info("job %s queued: %s %s %s", job.id, job.kind, job.model, shown(job.label))
+        self.observer.submitted(user.name, job.kind, job.model)
+        log.info("job %s queued: %s %s for %s %s", job.id, job.kind, job.model, user.name, shown(job.label))
 
     def queue(self, job: Job) -> None:
         """Queue a job the store already holds (a new one, or one resumed after a restart)."""
@@ -164,22 +221,53 @@ class Scheduler:
         self.jobs[job.id] = job
         self._finish(job, JobResult(), code, message)
 
-    def summary(self, job_id: str, caller: str = "") -> JobSummary:
+    def summary(self, job_id: str, caller: User) -> JobSummary:
         job = self.jobs.get(job_id)
         if job is not None:
             self._check_owner(job.owner, job_id, caller)
-            return _summary(job, job.finished, max(job.position, 0) if job.state is JobState.QUEUED else 0)
+            return _summary(job, job.finished)
         stored = self._stored(job_id, caller)
         return _summary(stored, self.store.last_event(job_id))
 
-    def cancel(self, job_id: str, caller: str = "", message: str = "cancelled by the client") -> JobSummary:
+    def cancel(self, job_id: str, caller: User) -> JobSummary:
         job = self.jobs.get(job_id)
         if job is not None:
             self._check_owner(job.owner, job_id, caller)
-            self._cancel(job, JobState.CANCELLED, message)
+            by = "by the client" if job.owner == caller.name or not job.owner else f"by {caller.name} (admin)"
+            self._cancel(job, JobState.CANCELLED, f"cancelled {by}")
         return self.summary(job_id, caller)
 
-    async def watch(self, job_id: str, from_sequence: int, caller: str = "") -> AsyncIterator[tuple[int, float, Event]]:
+    def list(self, caller: User, all_users: bool, include_finished: bool, limit: int) -> tuple[list[JobSummary], int, int]:
+        """Jobs in the order they will run (queued), then running, then finished ones if asked
+        (newest first): the caller's own, or everyone's for an admin asking for all. With them,
+        how many queued and running jobs of others were left out."""
+        mine = (lambda owner: True) if all_users else (lambda owner: owner == caller.name)
+        in_flight = [*self.policy, *self.running.values()]
+        listed = [_summary(job, None) for job in in_flight if mine(job.owner)][:limit]
+        if include_finished and len(listed) < limit:
+            owner = None if all_users else caller.name
+            listed += [_summary(stored, self.store.last_event(stored.id)) for stored in self.store.finished(limit - len(listed), owner)]
+        others_queued = sum(1 for job in self.policy if not mine(job.owner))
+        others_running = sum(1 for job in self.running.values() if not mine(job.owner))
+        return listed, others_queued, others_running
+
+    def load(self, user: User) -> UserLoad:
+        mine = [job for job in self.jobs.values() if job.owner == user.name]
+        queued = sum(1 for job in mine if job.state is JobState.QUEUED)
+        pending = sum(self.costs.estimate(job) for job in mine)
+        return UserLoad(
+            queued,
+            len(mine) - queued,
+            self.quotas.last_hour(user),
+            self.quotas.device_seconds_left(user, pending),
+            self.charged[user.name],
+        )
+
+    def owners(self) -> set[str]:
+        """Users with jobs in flight."""
+        return {job.owner for job in self.jobs.values()}
+
+    async def watch(self, job_id: str, from_sequence: int, caller: User) -> AsyncIterator[tuple[int, float, Event]]:
         """A job's events from `from_sequence` on: live while it is in flight, from the store after.
 
         OUT_OF_RANGE (before any event) when `from_sequence` is past its end."""
@@ -222,7 +310,7 @@ class Scheduler:
         elif not job.keep_on_disconnect:
             self._cancel(job, JobState.CANCELLED, "the client disconnected")
 
-    def _stored(self, job_id: str, caller: str) -> StoredJob:
+    def _stored(self, job_id: str, caller: User) -> StoredJob:
         stored = self.store.job(job_id)
         if stored is None:
             kept = f"finished jobs are kept {self.result_ttl_seconds:g} s"
@@ -233,9 +321,9 @@ class Scheduler:
         return stored
 
     @staticmethod
-    def _check_owner(owner: str, job_id: str, caller: str) -> None:
-        if owner and caller != owner:
-            raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"job_id: job {job_id} belongs to another caller")
+    def _check_owner(owner: str, job_id: str, caller: User) -> None:
+        if owner and caller.name != owner and not caller.is_admin:
+            raise ArtForgeError(ErrorCode.PERMISSION_DENIED, f"job_id: job {job_id} belongs to another user")
 
     def _expire(self, job: Job) -> None:
         self._cancel(job, JobState.DEADLINE_EXCEEDED, "the deadline passed")
@@ -249,19 +337,34 @@ class Scheduler:
             self._announce_positions()
 
     def _announce_positions(self) -> None:
-        length = len(self.policy)
-        for position, job in enumerate(self.policy):
-            job.announce_position(position, length)
+        """Each queued job's place in the policy's order and its estimated wait: the device time
+        of the jobs ahead and the rest of the running ones, spread over the devices; 0 unless
+        every one of those is of a kind and model this server has measured."""
+        queued = list(self.policy)
+        now = time.time()
+        known = all(self.costs.measured(job) for job in self.running.values())
+        ahead = sum(max(self.costs.estimate(job) - (now - job.started_at), 0.0) for job in self.running.values())
+        for position, job in enumerate(queued):
+            job.announce_position(position, len(queued), ahead / len(self.devices) if known else 0.0)
+            known = known and self.costs.measured(job)
+            ahead += self.costs.estimate(job)
+        self.observer.queue_depths(dict(Counter(job.owner for job in queued)))
 
     # -- running ----------------------------------------------------------------------------
 
     async def _next_job(self) -> Job:
-        while not (self.dispatching and len(self.policy)):
+        while not (self.dispatching and (job := self.policy.pop(self._runnable))):
             self._wake.clear()
             await self._wake.wait()
-        job = self.policy.pop()
+        job.charged = self.costs.estimate(job)
+        self.charged[job.owner] += job.charged
         self._announce_positions()
         return job
+
+    def _runnable(self, job: Job) -> bool:
+        """Under its owner's running-jobs quota."""
+        cap = self.users(job.owner).quota.max_running_jobs
+        return not cap or sum(1 for other in self.running.values() if other.owner == job.owner) < cap
 
     async def _worker(self, device: str) -> None:
         loop = asyncio.get_running_loop()
@@ -275,6 +378,7 @@ class Scheduler:
             if self._crash_label and job.label == self._crash_label:
                 os.kill(os.getpid(), signal.SIGKILL)
             self.running[device] = job
+            self.observer.started(job.kind, job.model, device, job.started_at - job.submitted_at)
             try:
                 result = await loop.run_in_executor(self._threads[device], _execute, job, self.image_filter)
             except ArtForgeError as exc:
@@ -287,6 +391,7 @@ class Scheduler:
                 self._finish(job, result)
             finally:
                 self.running.pop(device, None)
+                self._wake.set()  # a user under a running-jobs quota may start another
 
     def _finish(self, job: Job, result: JobResult, code: ErrorCode | None = None, message: str = "") -> None:
         if job.state.finished:  # stopped at shutdown before its engine returned
@@ -304,12 +409,35 @@ class Scheduler:
         else:
             state = JobState.FAILED
         job.append(Finished(state, usage, result.text, result.finish_reason, code, message))
+        if job.started_at:
+            self._account(job, usage.run_seconds, learn=state is JobState.SUCCEEDED)
+        self.observer.finished(
+            job.owner,
+            job.kind,
+            job.model,
+            state.name.lower(),
+            job.device,
+            usage.run_seconds,
+            usage.time_to_first_token_seconds,
+            usage.completion_tokens,
+            len(result.images) if state is JobState.SUCCEEDED else 0,
+        )
         job.request = None  # the payload (prompts, input images) is not kept past the finish
         if job.deadline_timer is not None:
             job.deadline_timer.cancel()
         self.store.after_commit(lambda: self._retire(job))
         done = f"{usage.completion_tokens} tokens" if job.kind == "text" else f"{job.results} images"
         log.info("job %s %s: %s in %.2f s %s", job.id, state.name.lower(), done, usage.run_seconds, message)
+
+    def _account(self, job: Job, device_seconds: float, learn: bool) -> None:
+        """Charge a finished job's measured device time: to its owner's quota, to the fair
+        share (correcting the estimate charged at its start); learn estimates from it if it
+        did all its work (`learn`: it succeeded)."""
+        self.policy.settle(job, device_seconds)
+        self.charged[job.owner] += device_seconds - job.charged
+        self.quotas.charge(self.users(job.owner), device_seconds)
+        if learn:
+            self.costs.learn(job, device_seconds)
 
     def _retire(self, job: Job) -> None:
         """The finished event is on disk: the store answers for the job from now on."""

@@ -207,6 +207,13 @@ class JobStore:
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE state IN (?, ?) ORDER BY seq", states).fetchall()
         return [_stored(row) for row in rows]
 
+    def finished(self, limit: int, owner: str | None = None) -> list[StoredJob]:
+        """Finished jobs still kept (not dropped), newest first; only `owner`'s when given."""
+        where = "state NOT IN (?, ?) AND dropped IS NULL" + (" AND owner = ?" if owner is not None else "")
+        states = (JobState.QUEUED.value, JobState.RUNNING.value, *([owner] if owner is not None else []))
+        query = f"SELECT {_COLUMNS} FROM jobs WHERE {where} ORDER BY finished_at DESC LIMIT ?"
+        return [_stored(row) for row in self._db.execute(query, (*states, limit)).fetchall()]
+
     def events(self, job_id: str, from_sequence: int = 0, limit: int = -1) -> list[tuple[int, float, Event]]:
         rows = self._db.execute(
             "SELECT sequence, elapsed, kind, body, blob FROM events WHERE job_id = ? AND sequence >= ? ORDER BY sequence LIMIT ?",

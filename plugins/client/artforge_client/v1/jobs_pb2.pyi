@@ -1,8 +1,9 @@
 from . import pixels_pb2 as _pixels_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -59,12 +60,14 @@ class JobEvent(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., queued: _Optional[_Union[JobQueued, _Mapping]] = ..., started: _Optional[_Union[JobStarted, _Mapping]] = ..., progress: _Optional[_Union[JobProgress, _Mapping]] = ..., text: _Optional[_Union[TextDelta, _Mapping]] = ..., image_header: _Optional[_Union[_pixels_pb2.ImageResultHeader, _Mapping]] = ..., image_chunk: _Optional[_Union[_pixels_pb2.ImageDataChunk, _Mapping]] = ..., finished: _Optional[_Union[JobFinished, _Mapping]] = ...) -> None: ...
 
 class JobQueued(_message.Message):
-    __slots__ = ("position", "queue_length")
+    __slots__ = ("position", "queue_length", "estimated_wait_seconds")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     position: int
     queue_length: int
-    def __init__(self, position: _Optional[int] = ..., queue_length: _Optional[int] = ...) -> None: ...
+    estimated_wait_seconds: float
+    def __init__(self, position: _Optional[int] = ..., queue_length: _Optional[int] = ..., estimated_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
     __slots__ = ("model", "backend", "device", "seed", "attempt")
@@ -153,7 +156,7 @@ class JobFinished(_message.Message):
     def __init__(self, state: _Optional[_Union[JobState, str]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
-    __slots__ = ("job_id", "state", "kind", "model", "label", "priority", "queue_position", "usage", "error", "events")
+    __slots__ = ("job_id", "state", "kind", "model", "label", "priority", "queue_position", "usage", "error", "events", "owner", "submitted_at", "started_at", "finished_at", "device", "estimated_wait_seconds")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +167,12 @@ class JobInfo(_message.Message):
     USAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     kind: str
@@ -174,7 +183,33 @@ class JobInfo(_message.Message):
     usage: Usage
     error: JobError
     events: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., events: _Optional[int] = ...) -> None: ...
+    owner: str
+    submitted_at: float
+    started_at: float
+    finished_at: float
+    device: str
+    estimated_wait_seconds: float
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., kind: _Optional[str] = ..., model: _Optional[str] = ..., label: _Optional[str] = ..., priority: _Optional[int] = ..., queue_position: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., events: _Optional[int] = ..., owner: _Optional[str] = ..., submitted_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., device: _Optional[str] = ..., estimated_wait_seconds: _Optional[float] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("all_users", "include_finished", "limit")
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FINISHED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    all_users: bool
+    include_finished: bool
+    limit: int
+    def __init__(self, all_users: _Optional[bool] = ..., include_finished: _Optional[bool] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "others_queued", "others_running")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    OTHERS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobInfo]
+    others_queued: int
+    others_running: int
+    def __init__(self, jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., others_queued: _Optional[int] = ..., others_running: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "from_sequence")

@@ -181,3 +181,59 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class GetServerStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Quotas(_message.Message):
+    __slots__ = ("max_queued_jobs", "max_running_jobs", "device_seconds_per_hour", "device_seconds_burst", "max_image_pixels")
+    MAX_QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_BURST_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    max_queued_jobs: int
+    max_running_jobs: int
+    device_seconds_per_hour: float
+    device_seconds_burst: float
+    max_image_pixels: int
+    def __init__(self, max_queued_jobs: _Optional[int] = ..., max_running_jobs: _Optional[int] = ..., device_seconds_per_hour: _Optional[float] = ..., device_seconds_burst: _Optional[float] = ..., max_image_pixels: _Optional[int] = ...) -> None: ...
+
+class UserStats(_message.Message):
+    __slots__ = ("user", "role", "weight", "queued_jobs", "running_jobs", "device_seconds_last_hour", "quotas", "queued_jobs_left", "device_seconds_left", "device_seconds_charged")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_LAST_HOUR_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_JOBS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SECONDS_CHARGED_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    role: str
+    weight: float
+    queued_jobs: int
+    running_jobs: int
+    device_seconds_last_hour: float
+    quotas: Quotas
+    queued_jobs_left: int
+    device_seconds_left: float
+    device_seconds_charged: float
+    def __init__(self, user: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., queued_jobs: _Optional[int] = ..., running_jobs: _Optional[int] = ..., device_seconds_last_hour: _Optional[float] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., queued_jobs_left: _Optional[int] = ..., device_seconds_left: _Optional[float] = ..., device_seconds_charged: _Optional[float] = ...) -> None: ...
+
+class ServerStats(_message.Message):
+    __slots__ = ("users", "queue_length", "running_jobs", "queue_policy", "caller")
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_POLICY_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    users: _containers.RepeatedCompositeFieldContainer[UserStats]
+    queue_length: int
+    running_jobs: int
+    queue_policy: str
+    caller: str
+    def __init__(self, users: _Optional[_Iterable[_Union[UserStats, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., queue_policy: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...

@@ -77,6 +77,16 @@ class ArtForgeStub:
                 request_serializer=artforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=artforge_dot_v1_dot_jobs__pb2.JobInfo.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/artforge.v1.ArtForge/ListJobs',
+                request_serializer=artforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=artforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.GetServerStats = channel.unary_unary(
+                '/artforge.v1.ArtForge/GetServerStats',
+                request_serializer=artforge_dot_v1_dot_server__pb2.GetServerStatsRequest.SerializeToString,
+                response_deserializer=artforge_dot_v1_dot_server__pb2.ServerStats.FromString,
+                _registered_method=True)
 
 
 class ArtForgeServicer:
@@ -138,6 +148,21 @@ class ArtForgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Studio RPCs. Admins list every job and may cancel any (CancelJob); an artist lists their
+        own jobs and gets PERMISSION_DENIED for anyone else's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServerStats(self, request, context):
+        """Per user: jobs queued and running, device time in the last hour, quota headroom.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtForgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +205,16 @@ def add_ArtForgeServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=artforge_dot_v1_dot_jobs__pb2.GetJobRequest.FromString,
                     response_serializer=artforge_dot_v1_dot_jobs__pb2.JobInfo.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=artforge_dot_v1_dot_jobs__pb2.ListJobsRequest.FromString,
+                    response_serializer=artforge_dot_v1_dot_jobs__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'GetServerStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerStats,
+                    request_deserializer=artforge_dot_v1_dot_server__pb2.GetServerStatsRequest.FromString,
+                    response_serializer=artforge_dot_v1_dot_server__pb2.ServerStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +433,60 @@ class ArtForge:
             '/artforge.v1.ArtForge/GetJob',
             artforge_dot_v1_dot_jobs__pb2.GetJobRequest.SerializeToString,
             artforge_dot_v1_dot_jobs__pb2.JobInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artforge.v1.ArtForge/ListJobs',
+            artforge_dot_v1_dot_jobs__pb2.ListJobsRequest.SerializeToString,
+            artforge_dot_v1_dot_jobs__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/artforge.v1.ArtForge/GetServerStats',
+            artforge_dot_v1_dot_server__pb2.GetServerStatsRequest.SerializeToString,
+            artforge_dot_v1_dot_server__pb2.ServerStats.FromString,
             options,
             channel_credentials,
             insecure,
