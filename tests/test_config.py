@@ -293,3 +293,12 @@ def test_users_sharing_a_token_or_a_name_are_refused(tmp_path):
 
 def test_an_unknown_queue_policy_is_named(tmp_path):
     assert "'lottery' is not one of fair, fifo" in config_error(tmp_path, '[server]\nqueue = "lottery"\n').message
+
+
+def test_devices_resolve_with_several_cpu_workers():
+    from artforge.runtimes.devices import is_cpu, resolve_devices
+
+    assert resolve_devices(["cpu:0", "cpu:1", "cpu:0"]) == ["cpu:0", "cpu:1"]
+    assert is_cpu("cpu") and is_cpu("cpu:3") and not is_cpu("cuda:0") and not is_cpu("cpu:x")
+    with pytest.raises(ArtForgeError, match="'cpu:x' is not available here; available: cpu, cpu:N"):
+        resolve_devices(["cpu:x"])

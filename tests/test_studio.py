@@ -396,3 +396,53 @@ def test_sighup_reloads_the_users_file_and_keeps_queued_jobs(models_dir, tmp_pat
             assert job.state == SUCCEEDED, "a job queued before the reload still ran"
     finally:
         stop_server(server)
+
+
+# -- several devices ----------------------------------------------------------------------------
+
+
+def started_on(stream) -> str:
+    """The device a job started on (its stream read to the end)."""
+    device = next(event.started.device for event in stream if event.HasField("started"))
+    stream.wait()
+    return device
+
+
+def test_two_devices_prefer_the_one_with_the_model_and_cap_a_users_running_jobs(models_dir, tmp_path):
+    tiny = build_all(REPO / ".cache" / "tiny-models")
+    users = USERS + '\n[users.ivy]\ntoken = "ivy-token"\nmax_running_jobs = 1\n'
+    config = studio_config(tiny["tiny-sd15"], users).replace("[limits]", '[server]\ndevices = ["cpu:0", "cpu:1"]\n\n[limits]', 1)
+    config = config.replace("max_tokens = 512", "max_tokens = 8192")  # a text job that outlasts any image job here
+    server = start_server(models_dir, tmp_path, config=config)  # the text model is preloaded on both, the image model on none
+    try:
+        with server.client(token=TOKENS["root"]) as root, server.client(token="ivy-token") as ivy:
+            small = image_pb2.GenerateImageRequest(prompt="moss", width=64, height=64, steps=1)
+            # A text job takes the device first in line, the image job the other one; the text job
+            # is cancelled once the image job has finished, so its device is idle last.
+            text = running(busy(root, max_tokens=4096))
+            text_device = next(job.device for job in root.list_jobs(all_users=True).jobs if job.state == RUNNING)
+            image_device = started_on(root.generate_image(small))
+            assert image_device != text_device
+            text.cancel()
+            with pytest.raises(ArtForgeError) as cancelled:
+                text.wait()
+            assert cancelled.value.code == grpc.StatusCode.CANCELLED
+            # Both idle now, and the text job's device, the last to finish, is first in line for
+            # the next job (idle workers are woken in the order they began to wait): an image job
+            # goes to the device that has the image model loaded even so.
+            assert started_on(root.generate_image(small)) == image_device
+
+            # Ivy may run one job at a time: her second waits though a device is free...
+            mine = [running(busy(ivy, max_tokens=512))]
+            mine.append(busy(ivy, max_tokens=16))
+            wait_queued(root, 1)
+            states = {job.state for job in root.list_jobs(all_users=True).jobs if job.owner == "ivy"}
+            assert states == {RUNNING, QUEUED}
+            # ...and another user's job takes that free device.
+            assert started_on(short(root)) != ""
+            assert [job.state for job in root.list_jobs(all_users=True).jobs if job.owner == "ivy"] == [QUEUED, RUNNING]
+            for job in root.list_jobs(all_users=True).jobs:
+                root.cancel(job.job_id)
+            del mine
+    finally:
+        stop_server(server)

@@ -5,7 +5,7 @@ A config file looks like this (every key optional):
     [server]
     host = "127.0.0.1"
     port = 50051
-    devices = ["auto"]          # or ["cpu"], ["cuda:0", "cuda:1"]
+    devices = ["auto"]          # or ["cpu"], ["cuda:0", "cuda:1"], ["cpu:0", "cpu:1"]
     result_ttl_seconds = 600
     log_level = "info"
     data_dir = "~/.local/share/artforge/server"   # the job store: jobs, their events and results

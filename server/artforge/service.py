@@ -200,6 +200,7 @@ class Service:
             for device in self.app.devices:
                 try:
                     await self.scheduler.run_on_device(device, engine.preload, name, device)
+                    self.scheduler.ran(device, engine.kind, name)
                     log.info("preloaded %s on %s", name, device)
                 except Exception as exc:  # a missing preload model must not stop the server
                     log.warning("could not preload %s on %s: %s", name, device, exc)

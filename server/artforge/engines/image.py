@@ -34,6 +34,7 @@ from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
+from artforge.runtimes.devices import is_cpu
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.onnx import CUDA
@@ -163,7 +164,7 @@ class ImageEngine:
             if job is not None and not self.exports.find(key):
                 job.progress("exporting_model", message=f"exporting {spec.name} to ONNX once (minutes for a full-size model)")
             # A float32 pipeline on the CPU is what the export is made from: that is this one on a CPU.
-            return self._export(spec, key, loaded if device == "cpu" else None)
+            return self._export(spec, key, loaded if is_cpu(device) else None)
 
         choice = choose_backend(spec.backend, spec.name, _onnx_unavailable(device), export)
         if choice.export is not None:

@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +42,9 @@ DEADLINE_SLACK_SECONDS = 0.25
 SWEEP_SECONDS = 30.0
 # Events of a finished job are read from the store this many at a time.
 REPLAY_PAGE = 64
+# Models each device ran last, taken as still loaded there (engines keep a few per device):
+# a job goes to an idle device that has its model rather than one that would load it.
+RECENT_MODELS = 4
 # Test-only: a job with this label kills the server (SIGKILL) each time it starts running, so
 # tests can crash a worker mid-job the way a driver fault or the OOM killer would.
 CRASH_LABEL_ENV = "ARTFORGE_TEST_CRASH_LABEL"
@@ -160,6 +163,7 @@ class Scheduler:
         self._readers: Counter[str] = Counter()  # watchers per job id: their results are not dropped
         self._wake = asyncio.Event()
         self._threads = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artforge-{d}") for d in devices}
+        self._recent: dict[str, OrderedDict[tuple[str, str], None]] = {d: OrderedDict() for d in devices}
         self._tasks: list[asyncio.Task] = []
         self._crash_label = os.environ.get(CRASH_LABEL_ENV, "")
 
@@ -175,6 +179,14 @@ class Scheduler:
     def hold(self) -> None:
         """Start no more jobs (the server is stopping); running ones go on."""
         self.dispatching = False
+
+    def ran(self, device: str, kind: str, model: str) -> None:
+        """`model` was loaded (preloaded, or ran a job) on `device`."""
+        recent = self._recent[device]
+        recent.pop((kind, model), None)
+        recent[(kind, model)] = None
+        while len(recent) > RECENT_MODELS:
+            recent.popitem(last=False)
 
     async def run_on_device(self, device: str, fn: Any, *args: Any) -> Any:
         """Run `fn` on a device's thread (for preloading models where jobs will use them)."""
@@ -352,10 +364,14 @@ class Scheduler:
 
     # -- running ----------------------------------------------------------------------------
 
-    async def _next_job(self) -> Job:
-        while not (self.dispatching and (job := self.policy.pop(self._runnable))):
+    async def _next_job(self, device: str) -> Job:
+        def runnable(job: Job) -> bool:
+            return self._runnable(job) and self._suits(job, device)
+
+        while not (self.dispatching and (job := self.policy.pop(runnable))):
             self._wake.clear()
             await self._wake.wait()
+        self._wake.set()  # this device is busy now: a job another idle device left to it may suit that one
         job.charged = self.costs.estimate(job)
         self.charged[job.owner] += job.charged
         self._announce_positions()
@@ -366,11 +382,20 @@ class Scheduler:
         cap = self.users(job.owner).quota.max_running_jobs
         return not cap or sum(1 for other in self.running.values() if other.owner == job.owner) < cap
 
+    def _suits(self, job: Job, device: str) -> bool:
+        """`device` may take the job: it has the job's model, or no idle device has it (an idle
+        device's worker is about to look for a job too)."""
+        model = (job.kind, job.model)
+        if model in self._recent[device]:
+            return True
+        return not any(model in self._recent[other] for other in self.devices if other != device and other not in self.running)
+
     async def _worker(self, device: str) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            job = await self._next_job()
+            job = await self._next_job(device)
             job.device = device
+            self.ran(device, job.kind, job.model)
             job.state = JobState.RUNNING
             job.started_at = time.time()
             job.attempts += 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from artforge.errors import ArtForgeError, ErrorCode
+from artforge.runtimes.devices import is_cpu
 from artforge.runtimes.loaded import LoadedModels
 
 if TYPE_CHECKING:  # imported where used: onnxruntime is an optional extra
@@ -41,7 +42,7 @@ def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:
     """The execution providers for an ArtForge device name ("cpu", "cuda", "cuda:N")."""
     import onnxruntime as ort
 
-    if device == "cpu":
+    if is_cpu(device):
         return [CPU]
     if device == "cuda" or device.startswith("cuda:"):
         index = device.partition(":")[2] or "0"
@@ -70,7 +71,7 @@ def session_options(device: str) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.use_deterministic_compute = True
     options.log_severity_level = 3  # errors only; ORT's warnings about unused initializers are noise
-    options.intra_op_num_threads = cpu_threads() if device == "cpu" else min(4, cpu_threads())
+    options.intra_op_num_threads = cpu_threads() if is_cpu(device) else min(4, cpu_threads())
     options.inter_op_num_threads = 1
     return options
 
