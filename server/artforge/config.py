@@ -344,14 +344,18 @@ def read_users(values: Any, source: str) -> list[UserEntry]:
     return users
 
 
-def load_users_file(path: Path) -> list[UserEntry]:
-    """The `[auth] users_file`: only `[users.NAME]` tables (re-read on SIGHUP)."""
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise _config_error(str(path), "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise _config_error(str(path), f"not valid TOML ({exc})") from None
+
+
+def load_users_file(path: Path) -> list[UserEntry]:
+    """The `[auth] users_file`: only `[users.NAME]` tables (re-read on SIGHUP)."""
+    data = _read_toml(path)
     unknown = sorted(set(data) - {"users"})
     if unknown:
         raise _config_error(str(path), f"unknown section(s) {', '.join(unknown)}; a users file holds only [users.NAME] tables")
@@ -368,13 +372,7 @@ def load_config(
     config = Config()
     path = path or (Path(env["ARTFORGE_CONFIG"]) if env.get("ARTFORGE_CONFIG") else None)
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise _config_error(str(path), "file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise _config_error(str(path), f"not valid TOML ({exc})") from None
-        apply_file(config, data, str(path))
+        apply_file(config, _read_toml(path), str(path))
     for var, name in ENV_VARS.items():
         if env.get(var):
             setattr(config, name, _coerce(Config, name, env[var], var))
