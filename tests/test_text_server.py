@@ -245,15 +245,20 @@ def test_clients_are_served_in_queue_order_with_positions(client):
     red = running(busy(client))
     green_stream = client.generate_text("Say green.", max_tokens=3)
     green = iter(green_stream)
-    assert next(green).queued == jobs_pb2.JobQueued(position=0, queue_length=1), "first in line behind the running red job"
+    green_queued = next(green).queued
+    assert (green_queued.position, green_queued.queue_length) == (0, 1), "first in line behind the running red job"
     blue_stream = client.generate_text("Say blue.", max_tokens=3)
     blue = iter(blue_stream)
-    assert next(blue).queued == jobs_pb2.JobQueued(position=1, queue_length=2)
+    blue_queued = next(blue).queued
+    assert (blue_queued.position, blue_queued.queue_length) == (1, 2)
+    if green_queued.estimated_wait_seconds:  # once the server has measured jobs like these
+        assert blue_queued.estimated_wait_seconds > green_queued.estimated_wait_seconds, "green runs before blue"
     red.cancel()
     # One device: a job starts only once the one before it has finished.
     until_started(green)
     assert client.get_job(red.job_id).state == jobs_pb2.JOB_STATE_CANCELLED
-    assert [e.queued for e in until_started(blue)] == [jobs_pb2.JobQueued(position=0, queue_length=1)], "blue moves up as green starts"
+    moves = [(e.queued.position, e.queued.queue_length) for e in until_started(blue)]
+    assert moves == [(0, 1)], "blue moves up as green starts"
     assert client.get_job(green_stream.job_id).state == jobs_pb2.JOB_STATE_SUCCEEDED
     assert blue_stream.wait().state == jobs_pb2.JOB_STATE_SUCCEEDED
 
