@@ -117,11 +117,10 @@ class _Band:
 
     ring: list[str] = field(default_factory=list)
     queues: dict[str, _OrderedJobs] = field(default_factory=dict)
-    cursor: int = 0
-    visiting: str | None = None  # the user whose turn it is, once their quantum is added
+    cursor: int = 0  # the user whose turn is next
 
     def copy(self) -> _Band:
-        return _Band(list(self.ring), {user: jobs.copy() for user, jobs in self.queues.items()}, self.cursor, self.visiting)
+        return _Band(list(self.ring), {user: jobs.copy() for user, jobs in self.queues.items()}, self.cursor)
 
 
 class FairShare:
@@ -130,7 +129,8 @@ class FairShare:
     Bands first: an admin's job with a priority above 0 is in band `priority`, which runs
     before lower bands; every other job is in band 0. Within a band, users take turns around a
     ring; each turn adds QUANTUM_SECONDS x weight to the user's deficit, and the user's next job
-    starts once the deficit covers its estimated device-seconds, which are then taken from it.
+    starts once the deficit covers its estimated device-seconds, which are then taken from it
+    (one job a turn).
     When the job finishes, the difference between the measured and the estimated time is taken
     too, so over time every user is charged what their jobs really used, and shares follow the
     weights. Within a user, jobs run by their own priority, then in order of arrival: a user's
@@ -158,7 +158,7 @@ class FairShare:
         user = job.owner
         if user not in band.queues:
             band.queues[user] = _OrderedJobs()
-            # A user who joins goes last in the current round: just before the turn in progress.
+            # A user who joins goes last in the current round: just before the next turn.
             band.ring.insert(band.cursor, user)
             band.cursor += 1 if len(band.ring) > 1 else 0
         band.queues[user].add(job, next(self._arrivals))
@@ -168,7 +168,7 @@ class FairShare:
         for level in sorted(self._bands, reverse=True):
             job = self._take(self._bands[level], self._deficit, runnable)
             if job is not None:
-                self._after_take(level, job)
+                self.remove(job)
                 return job
         return None
 
@@ -181,16 +181,15 @@ class FairShare:
         while True:
             user = band.ring[band.cursor]
             head = heads[user]
+            band.cursor = (band.cursor + 1) % len(band.ring)
             if head is not None:
-                if band.visiting != user:
-                    deficit[user] = deficit.get(user, 0.0) + QUANTUM_SECONDS * self._weight(user)
-                    band.visiting = user
+                deficit[user] = deficit.get(user, 0.0) + QUANTUM_SECONDS * self._weight(user)
                 cost = self._estimate(head)
                 if deficit[user] >= cost:
+                    # One job a turn: credit (a job that took less than its estimate) is spent on
+                    # later turns, not in a burst that others wait behind.
                     deficit[user] -= cost
                     return head
-            band.visiting = None
-            band.cursor = (band.cursor + 1) % len(band.ring)
             unserved += 1
             if unserved == len(band.ring):  # a whole round and nobody could start: skip the rounds to come
                 self._skip_rounds(heads, deficit)
@@ -208,35 +207,29 @@ class FairShare:
             for user in rounds:
                 deficit[user] = deficit.get(user, 0.0) + skip * QUANTUM_SECONDS * self._weight(user)
 
-    def _after_take(self, level: int, job: Job) -> None:
-        band = self._bands[level]
-        user = job.owner
-        band.queues[user].remove(job)
-        self._length -= 1
-        if not band.queues[user]:
-            self._leave(band, user, self._deficit)
-        if not band.ring:
-            del self._bands[level]
-
     @staticmethod
-    def _leave(band: _Band, user: str, deficit: dict[str, float]) -> None:
-        index = band.ring.index(user)
-        del band.ring[index]
-        del band.queues[user]
-        if index < band.cursor or band.cursor == len(band.ring):
-            band.cursor = max(band.cursor - 1, 0) if index < band.cursor else 0
-        if band.visiting == user:
-            band.visiting = None
-        deficit[user] = 0.0
+    def _take_out(band: _Band, job: Job, deficit: dict[str, float]) -> bool:
+        """Take a job out of its band; a user left with none leaves the ring. False if not there."""
+        user = job.owner
+        if user not in band.queues or not band.queues[user].remove(job):
+            return False
+        if not band.queues[user]:
+            index = band.ring.index(user)
+            del band.ring[index]
+            del band.queues[user]
+            if index < band.cursor:
+                band.cursor -= 1
+            elif band.cursor == len(band.ring):  # the last of the round left: the next round begins
+                band.cursor = 0
+            deficit[user] = 0.0
+        return True
 
     def remove(self, job: Job) -> bool:
         level = self.band_of(job)
         band = self._bands.get(level)
-        if band is None or job.owner not in band.queues or not band.queues[job.owner].remove(job):
+        if band is None or not self._take_out(band, job, self._deficit):
             return False
         self._length -= 1
-        if not band.queues[job.owner]:
-            self._leave(band, job.owner, self._deficit)
         if not band.ring:
             del self._bands[level]
         return True
@@ -255,7 +248,5 @@ class FairShare:
             band = self._bands[level].copy()
             while band.ring:
                 job = self._take(band, deficit, _always)
-                band.queues[job.owner].remove(job)
-                if not band.queues[job.owner]:
-                    self._leave(band, job.owner, deficit)
+                self._take_out(band, job, deficit)
                 yield job

@@ -204,10 +204,8 @@ class Scheduler:
         if len(self.policy) >= self.max_queue:
             self.observer.refused(user.name, "max_queue")
             raise ArtForgeError(ErrorCode.RESOURCE_EXHAUSTED, f"the queue is full ({self.max_queue} jobs waiting); try again shortly")
-        mine = [other for other in self.jobs.values() if other.owner == user.name]
-        queued = [other for other in mine if other.state is JobState.QUEUED]
+        queued, _, pending = self._in_flight(user)
         waits = [other.estimated_wait_seconds for other in queued if other.estimated_wait_seconds]
-        pending = sum(self.costs.estimate(other) for other in mine)
         try:
             self.quotas.check(user, job.work.pixels, len(queued), pending, min(waits, default=None))
         except QuotaExceeded as refusal:
@@ -263,13 +261,18 @@ class Scheduler:
         others_running = sum(1 for job in self.running.values() if not mine(job.owner))
         return listed, others_queued, others_running
 
-    def load(self, user: User) -> UserLoad:
+    def _in_flight(self, user: User) -> tuple[list[Job], list[Job], float]:
+        """A user's queued jobs, their running ones, and the estimated device-seconds of all of them."""
         mine = [job for job in self.jobs.values() if job.owner == user.name]
-        queued = sum(1 for job in mine if job.state is JobState.QUEUED)
-        pending = sum(self.costs.estimate(job) for job in mine)
+        queued = [job for job in mine if job.state is JobState.QUEUED]
+        running = [job for job in mine if job.state is JobState.RUNNING]
+        return queued, running, sum(self.costs.estimate(job) for job in queued + running)
+
+    def load(self, user: User) -> UserLoad:
+        queued, running, pending = self._in_flight(user)
         return UserLoad(
-            queued,
-            len(mine) - queued,
+            len(queued),
+            len(running),
             self.quotas.last_hour(user),
             self.quotas.device_seconds_left(user, pending),
             self.charged[user.name],
