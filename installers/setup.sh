@@ -34,7 +34,7 @@ if [[ "${ARTFORGE_GPU:-0}" == 1 || "${ARTFORGE_TORCH_INDEX:-}" == */cu* ]]; then
 fi
 .venv/bin/python -m pip uninstall --quiet --yes "${other[@]}" 2>/dev/null || true
 echo "installing ArtForge (ONNX Runtime for $flavour)" >&2
-"${pip[@]}" -e ".[$flavour,bench,dev]"
+"${pip[@]}" -e ".[$flavour,bench,cluster,dev]"
 
 echo "fetching the embedded models" >&2
 .venv/bin/artforge models fetch

@@ -218,7 +218,22 @@ def test_bench_load_with_users_compares_queue_policies(models_dir, tmp_path):
         assert 1 / 3 <= run["jain_index_device_seconds_per_weight"] <= 1.0
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     refused = artforge("bench", "load", "--users", "2", "--address", "127.0.0.1:1", timeout=60)
-    assert refused.returncode == 1 and "--users needs servers the bench starts" in refused.stderr
+    assert refused.returncode == 1 and "--users and --cluster need servers the bench starts" in refused.stderr
+
+
+def test_bench_load_on_a_ray_cluster_runs_each_worker_count(models_dir, tmp_path):
+    # Structure only: jobs per second are measured, not asserted. One worker count keeps it short.
+    out = tmp_path / "cluster.json"
+    args = ("bench", "load", "--models-dir", str(models_dir), "--cluster", "1", "--clients", "2", "--seconds", "4")
+    result = artforge(*args, "--abandon-share", "0", "--cancel-share", "0", "--max-tokens", "16", "-o", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert list(report["by_workers"]) == ["1"] and report["speedup_over_first"] == {"1": 1.0}
+    run = report["by_workers"]["1"]
+    assert run["unexpected_error_count"] == 0 and run["jobs_done"] > 0, run["unexpected_errors"]
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    both = artforge("bench", "load", "--users", "2", "--cluster", "1", timeout=60)
+    assert both.returncode == 1 and "--users and --cluster: one comparison at a time" in both.stderr
 
 
 def test_bench_image_measures_a_diffusers_folder(tmp_path):

@@ -295,6 +295,30 @@ def test_an_unknown_queue_policy_is_named(tmp_path):
     assert "'lottery' is not one of fair, fifo" in config_error(tmp_path, '[server]\nqueue = "lottery"\n').message
 
 
+def test_a_cluster_table_and_its_autoscaling_range(tmp_path):
+    text = '[cluster]\nengine = "ray"\naddress = "10.0.0.1:6379"\nworkers = 2\ngpus_per_worker = 1\n'
+    cluster = load_config(write(tmp_path, text), env={}).cluster
+    assert (cluster.engine, cluster.address, cluster.initial_workers, cluster.autoscaling) == ("ray", "10.0.0.1:6379", 2, False)
+    cluster = load_config(write(tmp_path, text + "min_workers = 3\nmax_workers = 8\n"), env={}).cluster
+    assert (cluster.initial_workers, cluster.autoscaling) == (3, True), "the start count is raised to the minimum"
+    assert load_config(None, env={}).cluster.engine == "", "no cluster: jobs run on the server's own devices"
+
+
+@pytest.mark.parametrize(
+    ("table", "problem"),
+    [
+        ('engine = "slurm"', "engine 'slurm' is not one of '', 'ray'"),
+        ("workers = 0", "workers 0 must be 1 or more (or set max_workers to autoscale)"),
+        ("min_workers = 3\nmax_workers = 2", "min_workers 3 must be 0 to max_workers (2)"),
+        ("cpus_per_worker = -1", "cpus_per_worker and gpus_per_worker must be 0 or more"),
+        ("nodes = 4", "unknown key(s) nodes"),
+    ],
+)
+def test_a_bad_cluster_table_names_the_problem(tmp_path, table, problem):
+    error = config_error(tmp_path, f"[cluster]\n{table}\n")
+    assert "[cluster]" in error.message and problem in error.message
+
+
 def test_devices_resolve_with_several_cpu_workers():
     from artforge.runtimes.devices import is_cpu, resolve_devices
 

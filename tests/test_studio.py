@@ -8,6 +8,7 @@ ListJobs' queue order, never by sleeping.
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -325,7 +326,9 @@ def test_cli_jobs_cancel_and_stats(studio, clients, capsys):
     assert main(["jobs", "--all", *address, "--token", TOKENS["alice"]]) == 1
     assert "PERMISSION_DENIED" in capsys.readouterr().err
     assert main(["stats", *address, "--token", TOKENS["root"]]) == 0
-    assert "quinn  artist" in capsys.readouterr().out
+    stats = capsys.readouterr().out
+    assert "quinn  artist" in stats
+    assert re.search(r"^cpu\s+yes\s+\S.*smollm2-135m-instruct\s+CPU, ", stats, re.MULTILINE), "the device, busy, with its model"
     assert main(["cancel", job_id, *address, "--token", TOKENS["root"]]) == 0
     assert root.get_job(job_id).state == CANCELLED
     blocker.cancel()

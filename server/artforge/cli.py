@@ -312,6 +312,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
             ]
         )
     print(_table(rows))
+    workers = [["WORKER", "BUSY", "MODELS", "DESCRIPTION"]]
+    workers += [[w.name, "yes" if w.busy else "no", ", ".join(w.loaded_models) or "-", w.description] for w in stats.workers]
+    print()
+    print(_table(workers))
     return 0
 
 
@@ -579,6 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
     load_options.add_argument("--users", type=int, default=0, help="give the bench's server this many users; clients are shared out")
     load_options.add_argument("--weights", default="1,2", help="the users' weights, cycled (with --users)")
     load_options.add_argument("--policies", default="fair", help="queue policies run one after the other (with --users): fair,fifo")
+    load_options.add_argument(
+        "--cluster", default="", help="worker counts run one after the other on a local Ray cluster of one-CPU nodes: 1,2"
+    )
     image_options = bench.add_argument_group("image (in process)")
     image_options.add_argument("--arch", choices=["sd15", "sd21", "sdxl"], default="sd21", help="full-size shapes, random weights")
     image_options.add_argument("--size", type=int, default=512)

@@ -119,6 +119,38 @@ class UserEntry:
     max_image_pixels: int = 0
 
 
+CLUSTER_ENGINES = ("", "ray")
+
+
+@dataclass
+class ClusterConfig:
+    """`[cluster]`: where jobs run. Without it (engine ""), on this process's devices; with
+    engine "ray", on a Ray Serve deployment of ArtForge workers, while this server stays the
+    front door (TLS, tokens, the queue, quotas, the job store, metrics)."""
+
+    engine: str = ""
+    address: str = "auto"  # the Ray cluster to join: "auto" (a local `ray start`), or "HOST:PORT"
+    workers: int = 1  # Serve replicas, one per device (with autoscaling: how many to start with)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0  # 1 on GPU nodes: one worker per GPU
+    app_name: str = "artforge"  # the Serve application (one per gateway)
+    # Autoscaling, on when max_workers > 0: the gateway sets the worker count between these from
+    # its jobs in flight (queued and running); it scales down after scale_down_seconds below.
+    min_workers: int = 0
+    max_workers: int = 0
+    scale_down_seconds: float = 60.0
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_workers > 0
+
+    @property
+    def initial_workers(self) -> int:
+        """The workers deployed first. Serve cannot deploy none, so an autoscaled deployment
+        starts with one and the gateway scales it down to `min_workers` once idle."""
+        return max(1, min(max(self.workers, self.min_workers), self.max_workers)) if self.autoscaling else self.workers
+
+
 @dataclass
 class Limits:
     max_tokens: int = 2048
@@ -176,6 +208,7 @@ class Config:
     models: list[ModelEntry] = field(default_factory=list)
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
     def address(self) -> str:
@@ -306,6 +339,8 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
                 setattr(config, keys[key], _coerce(Config, keys[key], value, f"{where} {key}"))
         elif section == "limits":
             config.limits = _dataclass_from(Limits, values, where)
+        elif section == "cluster":
+            config.cluster = _read_cluster(values, where)
         elif section == "model":
             entries = _table(values, where).items()
             config.models = [_dataclass_from(ModelEntry, v, f"{source} [model.{n}]", name=n) for n, v in entries]
@@ -314,8 +349,24 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
         elif section == "tasks":
             config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in _table(values, where).items()}
         else:
-            known = [*_FILE_KEYS, "limits", "model", "users", "tasks"]
+            known = [*_FILE_KEYS, "limits", "cluster", "model", "users", "tasks"]
             raise _config_error(source, f"unknown section [{section}]; known: {', '.join(known)}")
+
+
+def _read_cluster(values: Any, where: str) -> ClusterConfig:
+    cluster = _dataclass_from(ClusterConfig, values, where)
+    if cluster.engine not in CLUSTER_ENGINES:
+        raise _config_error(where, f"engine {cluster.engine!r} is not one of {', '.join(repr(e) for e in CLUSTER_ENGINES)}")
+    if cluster.autoscaling:
+        if not 0 <= cluster.min_workers <= cluster.max_workers:
+            raise _config_error(where, f"min_workers {cluster.min_workers} must be 0 to max_workers ({cluster.max_workers})")
+        if cluster.scale_down_seconds < 0:
+            raise _config_error(where, f"scale_down_seconds {cluster.scale_down_seconds:g} must be 0 or more")
+    elif cluster.workers < 1:
+        raise _config_error(where, f"workers {cluster.workers} must be 1 or more (or set max_workers to autoscale)")
+    if cluster.cpus_per_worker < 0 or cluster.gpus_per_worker < 0:
+        raise _config_error(where, "cpus_per_worker and gpus_per_worker must be 0 or more")
+    return cluster
 
 
 ROLES = ("artist", "admin")

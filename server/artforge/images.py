@@ -86,6 +86,12 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
+def encode_preview(pixels: np.ndarray) -> EncodedImage:
+    """A step preview (small float32 H x W x 3 in 0..1) as an 8-bit PNG."""
+    height, width, channels = pixels.shape
+    return EncodedImage(encode_png(pixels, 8, {}), "png", "uint8", width, height, channels)
+
+
 def encode_png(pixels: np.ndarray, bits: int, text: dict[str, str]) -> bytes:
     """A PNG of float32 H x W x C pixels at 8 or 16 bits per channel, with tEXt chunks."""
     height, width, channels = pixels.shape

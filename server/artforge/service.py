@@ -25,19 +25,16 @@ from artforge.engines.text import TextTask
 from artforge.errors import ArtForgeError, ErrorCode, invalid
 from artforge.jobs.costs import CostModel
 from artforge.jobs.events import Event, JobState
-from artforge.jobs.job import DEFAULT_PRIORITY, Job, new_job_id
+from artforge.jobs.job import DEFAULT_PRIORITY, MAX_ATTEMPTS, Job, new_job_id
 from artforge.jobs.observer import JobObserver
 from artforge.jobs.queue import FairShare, PriorityFifo, QueuePolicy
+from artforge.jobs.runner import LocalRunner, Runner, WorkerStatus
 from artforge.jobs.scheduler import JobSummary, Scheduler, UserLoad
 from artforge.jobs.store import JobStore, StoredJob
 from artforge.models.registry import ModelSpec
-from artforge.runtimes.devices import describe_device
 from artforge.users import User, Users
 
 log = logging.getLogger(__name__)
-
-# A job the server stopped under this many times (crash, kill, power loss) is not run again.
-MAX_ATTEMPTS = 2
 
 RequestReader = Callable[[bytes], Any]  # a request's bytes -> the engine's request (INVALID_ARGUMENT when bad)
 
@@ -48,13 +45,6 @@ class SubmitOptions:
     keep_on_disconnect: bool = False
     label: str = ""
     output_format: str = "png8"
-
-
-@dataclass
-class DeviceStatus:
-    name: str
-    description: str
-    busy: bool
 
 
 @dataclass
@@ -80,6 +70,7 @@ class ServerStats:
     running_jobs: int
     queue_policy: str
     caller: User
+    workers: list[WorkerStatus] = field(default_factory=list)
 
 
 # ListJobs returns at most this many jobs, whatever the caller asks.
@@ -90,7 +81,7 @@ DEFAULT_LISTED_JOBS = 100
 @dataclass
 class ServerInfo:
     version: str
-    devices: list[DeviceStatus]
+    devices: list[WorkerStatus]  # on a cluster: its workers
     limits: dict[str, int | float]  # by the names of ServerInfo.limits in the API
     tasks: list[TextTask]
     default_text_model: str
@@ -132,8 +123,10 @@ class Service:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = JobStore(config.data_dir)
         costs = CostModel()
+        runner = self._runner()
+        await runner.start()
         self._scheduler = Scheduler(
-            self.app.devices,
+            runner,
             self._store,
             self._policy(costs),
             max_queue=config.limits.max_queue,
@@ -147,6 +140,14 @@ class Service:
         self._scheduler.start()
         await self._resume()
         self.accepting = not self.stopping
+
+    def _runner(self) -> Runner:
+        """Jobs run on this process's devices, or on a Ray cluster's workers (`[cluster] engine = "ray"`)."""
+        if self.config.cluster.engine == "ray":
+            from artforge.cluster.dispatch import RayRunner  # ray, only where a cluster is configured
+
+            return RayRunner(self.config, self.readers, in_flight=lambda: len(self.scheduler.jobs))
+        return LocalRunner(self.app.devices)
 
     def _policy(self, costs: CostModel) -> QueuePolicy:
         if self.config.queue == "fifo":
@@ -194,16 +195,14 @@ class Service:
             log.info("job %s resumed: it was %s", job.id, "queued" if was_queued else "running (it starts again)")
 
     async def preload(self) -> None:
-        """Load the configured models on every device, on the threads that will run them."""
+        """Load the configured models where jobs will run (every device; a cluster's workers
+        load them as they start)."""
         for name in self.config.preload:
             engine = self.app.image if any(spec.name == name for spec in self.app.registry.list("image")) else self.app.text
-            for device in self.app.devices:
-                try:
-                    await self.scheduler.run_on_device(device, engine.preload, name, device)
-                    self.scheduler.ran(device, engine.kind, name)
-                    log.info("preloaded %s on %s", name, device)
-                except Exception as exc:  # a missing preload model must not stop the server
-                    log.warning("could not preload %s on %s: %s", name, device, exc)
+            try:
+                await self.scheduler.runner.preload(engine, name)
+            except Exception as exc:  # a missing preload model must not stop the server
+                log.warning("could not preload %s: %s", name, exc)
 
     def ready(self) -> None:
         """Models are loaded: run jobs (resumed ones first, in their order)."""
@@ -314,7 +313,8 @@ class Service:
             shown = [caller]
         scheduler = self.scheduler
         rows = [UserStats(user, scheduler.load(user)) for user in shown]
-        return ServerStats(rows, scheduler.queue_length, len(scheduler.running), scheduler.policy.name, caller)
+        workers = scheduler.runner.workers(scheduler.running)
+        return ServerStats(rows, scheduler.queue_length, len(scheduler.running), scheduler.policy.name, caller, workers)
 
     # -- what the server offers ---------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class Service:
         busy = self.scheduler.running
         return ServerInfo(
             version=__version__,
-            devices=[DeviceStatus(d, describe_device(d), d in busy) for d in app.devices],
+            devices=self.scheduler.runner.workers(busy),
             limits={
                 "max_tokens": limits.max_tokens,
                 "default_max_tokens": limits.default_max_tokens,

@@ -13,7 +13,7 @@ from artforge.errors import invalid
 from artforge.images import EncodedImage
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, Progress, Queued, Started, TextDelta
 from artforge.jobs.scheduler import JobSummary, UserLoad
-from artforge.service import ModelStatus, RequestReader, ServerInfo, ServerStats, SubmitOptions
+from artforge.service import ModelStatus, RequestReader, ServerInfo, ServerStats, SubmitOptions, WorkerStatus
 from artforge.users import User
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2, text_pb2
 
@@ -22,6 +22,7 @@ _PHASES = {
     "generating": jobs_pb2.JobProgress.PHASE_GENERATING,
     "postprocessing": jobs_pb2.JobProgress.PHASE_POSTPROCESSING,
     "exporting_model": jobs_pb2.JobProgress.PHASE_EXPORTING_MODEL,
+    "restarting": jobs_pb2.JobProgress.PHASE_RESTARTING,
 }
 _MODEL_KINDS = {
     "text": server_pb2.MODEL_KIND_TEXT,
@@ -188,7 +189,7 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
             )
         case Started():
             started = jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed)
-            started.attempt = event.attempt
+            started.attempt, started.worker = event.attempt, event.worker
             message.started.CopyFrom(started)
         case Progress():
             message.progress.CopyFrom(
@@ -258,6 +259,13 @@ def server_stats(stats: ServerStats) -> server_pb2.ServerStats:
         running_jobs=stats.running_jobs,
         queue_policy=stats.queue_policy,
         caller=stats.caller.name,
+        workers=[device(worker) for worker in stats.workers],
+    )
+
+
+def device(worker: WorkerStatus) -> server_pb2.Device:
+    return server_pb2.Device(
+        name=worker.name, description=worker.description, busy=worker.busy, node=worker.node, loaded_models=worker.loaded_models
     )
 
 
@@ -305,7 +313,7 @@ def server_info(info: ServerInfo, *, auth_required: bool, style_previews: bool) 
     return server_pb2.ServerInfo(
         server_version=info.version,
         api_version="v1",
-        devices=[server_pb2.Device(name=d.name, description=d.description, busy=d.busy) for d in info.devices],
+        devices=[device(worker) for worker in info.devices],
         limits=server_pb2.Limits(**info.limits),
         tasks=[server_pb2.TextTask(name=t.name, description=t.description) for t in info.tasks],
         default_text_model=info.default_text_model,

@@ -21,6 +21,11 @@ Jain's fairness index of device time divided by weight (1.0: every user got exac
 weighted share; 1/N: one user got everything). `--policies fair,fifo` runs the same load once
 per queue policy, one server after the other, for a side-by-side comparison.
 
+With `--cluster 1,2` the bench runs the same load once per worker count on a local Ray cluster
+it starts (a head node and that many one-CPU nodes on this machine, `ray.cluster_utils.Cluster`),
+its server the gateway (`[cluster] engine = "ray"`), and reports jobs per second for each and
+the speed-up over the first; the load starts once every worker runs.
+
 Every client's choices come from one seeded generator per client, so two runs ask for the same
 jobs in the same order; what the server makes of them is what is measured.
 """
@@ -255,11 +260,12 @@ def _users_config(users: list[BenchUser]) -> str:
     return "\n".join(tables)
 
 
-def _run_own_server(users: list[BenchUser], policy: str, args: argparse.Namespace) -> dict:
-    """Start a server (the --config, plus the bench's users), load it, stop it."""
+def _run_own_server(users: list[BenchUser], policy: str, args: argparse.Namespace, extra_config: str = "", workers: int = 0) -> dict:
+    """Start a server (the --config, plus the bench's users and `extra_config`), load it once it
+    has `workers` cluster workers (0: no cluster), stop it."""
     with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
         serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
-        config = Path(args.config).read_text() if args.config else ""
+        config = (Path(args.config).read_text() if args.config else "") + extra_config
         if users != [ANONYMOUS]:
             config += "\n" + _users_config(users)
         if config:
@@ -267,13 +273,44 @@ def _run_own_server(users: list[BenchUser], policy: str, args: argparse.Namespac
             serve_args += ["--config", str(Path(workdir) / "artforge.toml")]
         env = {"ARTFORGE_QUEUE": policy} if policy else None
         with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log", env=env) as process:
+            if workers:
+                _wait_for_workers(process.address, users[0].token, workers)
             return _run(process.address, users, process.process.pid, args)
 
 
+WORKERS_TIMEOUT = 600  # each worker starts a process and loads its models
+
+
+def _wait_for_workers(address: str, token: str | None, count: int) -> None:
+    deadline = time.monotonic() + WORKERS_TIMEOUT
+    with Client(address, token=token) as client:
+        while len(client.server_info().devices) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not run {count} workers within {WORKERS_TIMEOUT} s")
+            time.sleep(1.0)
+
+
+def _run_on_cluster(workers: int, args: argparse.Namespace) -> dict:
+    """A local Ray cluster of `workers` one-CPU nodes, with the bench's server as its gateway."""
+    from ray.cluster_utils import Cluster  # ray, only for --cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        config = f'\n[cluster]\nengine = "ray"\naddress = "{cluster.address}"\nworkers = {workers}\ncpus_per_worker = 1\n'
+        return _run_own_server([ANONYMOUS], "", args, config, workers)
+    finally:
+        cluster.shutdown()
+
+
 def bench_load(args: argparse.Namespace) -> dict:
-    if args.users and args.address:
-        message = "--users needs servers the bench starts (it gives them its users): leave out --address"
+    if (args.users or args.cluster) and args.address:
+        message = "--users and --cluster need servers the bench starts: leave out --address"
         raise ArtForgeError(grpc.StatusCode.INVALID_ARGUMENT, message)
+    if args.users and args.cluster:
+        raise ArtForgeError(grpc.StatusCode.INVALID_ARGUMENT, "--users and --cluster: one comparison at a time")
     users = bench_users(args.users, args.weights) if args.users else [ANONYMOUS]
     if args.address:
         result = _run(args.address, [BenchUser("", args.token)], None, args)
@@ -281,6 +318,13 @@ def bench_load(args: argparse.Namespace) -> dict:
     elif args.users:
         result = {"by_policy": {policy: _run_own_server(users, policy, args) for policy in args.policies.split(",")}}
         server = "started by the bench, once per queue policy"
+    elif args.cluster:
+        counts = [int(count) for count in args.cluster.split(",")]
+        runs = {str(count): _run_on_cluster(count, args) for count in counts}
+        base = runs[str(counts[0])]["jobs_done"]
+        speedups = {count: round(run["jobs_done"] / base, 2) if base else None for count, run in runs.items()}
+        result = {"by_workers": runs, "speedup_over_first": speedups}
+        server = "a gateway started by the bench on a local Ray cluster, once per worker count"
     else:
         result = _run_own_server(users, "", args)
         server = "started by the bench"
@@ -295,6 +339,7 @@ def bench_load(args: argparse.Namespace) -> dict:
             "max_tokens": args.max_tokens,
             "seed": args.seed,
             **({"users": args.users, "weights": args.weights, "policies": args.policies} if args.users else {}),
+            **({"cluster_workers": args.cluster} if args.cluster else {}),
         },
         **result,
     }
@@ -307,6 +352,8 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
     title = f"{settings['clients']} clients for {settings['seconds']:g} s on {result['machine']['cpus']} CPUs"
     if "by_policy" in result:
         return f"{title}, {settings['users']} users (weights {settings['weights']})", _policy_panels(result["by_policy"])
+    if "by_workers" in result:
+        return f"{title}, Ray cluster of one-CPU workers", _worker_panels(result)
     panels = [
         Panel(f"queue wait, {kind}", "ms", {"p50": w["p50_ms"], "p95": w["p95_ms"], "p99": w["p99_ms"]}, False)
         for kind, w in result["queue_wait"].items()
@@ -318,6 +365,19 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
     if result["rss_mb"]:
         panels.append(Panel("server memory (RSS)", "MB", {}, False, line=result["rss_mb"]))
     return title, panels
+
+
+def _worker_panels(result: dict) -> list[Panel]:
+    runs = result["by_workers"]
+    label = {count: f"{count} worker{'' if count == '1' else 's'}" for count in runs}
+    done = {label[count]: run["jobs_done"] / run["elapsed_seconds"] for count, run in runs.items()}
+    speedup = {label[count]: value or 0.0 for count, value in result["speedup_over_first"].items()}
+    waits = {label[count]: max((w["p50_ms"] for w in run["queue_wait"].values()), default=0.0) / 1000 for count, run in runs.items()}
+    return [
+        Panel("jobs done per second", "jobs/s", done, True),
+        Panel("speed-up over the first", "x", speedup, True),
+        Panel("p50 queue wait (slowest kind)", "s", waits, False),
+    ]
 
 
 def _policy_panels(by_policy: dict[str, dict]) -> list[Panel]:

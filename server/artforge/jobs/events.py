@@ -36,12 +36,13 @@ class Started:
     backend: str
     device: str
     seed: int
-    attempt: int = 1  # 2 when a server restart interrupted the first run
+    attempt: int = 1  # 2 when a server restart or a lost worker interrupted the first run
+    worker: str = ""  # on a cluster: the worker that runs it
 
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "loading_model", "exporting_model", "generating", "postprocessing"
+    phase: str  # "loading_model", "exporting_model", "generating", "postprocessing", "restarting"
     step: int = 0
     total_steps: int = 0
     message: str = ""

@@ -22,12 +22,14 @@ import numpy as np
 
 from artforge.engines.base import Engine, ImageOutput, Usage, Work
 from artforge.errors import ArtForgeError, ErrorCode
-from artforge.images import EncodedImage, encode_output, encode_png
+from artforge.images import EncodedImage, encode_output, encode_preview
 from artforge.jobs.events import Event, Finished, ImageChunk, ImageHeader, JobState, Progress, Queued, Started, TextDelta
 from artforge.jobs.store import JobStore, StoredJob
 
 # The default, and the highest an artist may ask for; only admins go higher (a higher band).
 DEFAULT_PRIORITY = 0
+# A job whose run was cut this many times (a server crash or kill, a lost cluster worker) is not run again.
+MAX_ATTEMPTS = 2
 
 
 def new_job_id() -> str:
@@ -157,11 +159,7 @@ class Job:
         self._post(Started(model, backend, self.device, seed, self.attempts))
 
     def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
-        encoded = None
-        if preview is not None:
-            height, width, channels = preview.shape
-            encoded = EncodedImage(encode_png(preview, 8, {}), "png", "uint8", width, height, channels)
-        self._post(Progress(phase, step, total, message, encoded))
+        self._post(Progress(phase, step, total, message, encode_preview(preview) if preview is not None else None))
 
     def image(self, output: ImageOutput) -> None:
         """Encode one result in the requested format, write it to its file, then queue its header

@@ -25,7 +25,8 @@ def _always(job: Job) -> bool:
 class QueuePolicy(Protocol):
     name: str
 
-    def push(self, job: Job) -> None: ...
+    def push(self, job: Job, ahead: bool = False) -> None:
+        """Queue a job; `ahead`: before the jobs of its priority (it ran, and its worker was lost)."""
 
     def pop(self, runnable: Runnable = _always) -> Job | None:
         """The job to run next among those `runnable` allows; None when there is none."""
@@ -40,6 +41,10 @@ class QueuePolicy(Protocol):
 
     def __iter__(self) -> Iterator[Job]:
         """The queued jobs in the order they would run: their announced positions."""
+
+
+# Arrival numbers of jobs queued `ahead`: below every other, in the order they came back.
+_AHEAD = -(1 << 62)
 
 
 class _OrderedJobs:
@@ -83,8 +88,8 @@ class PriorityFifo:
         self._jobs = _OrderedJobs()
         self._arrivals = itertools.count()
 
-    def push(self, job: Job) -> None:
-        self._jobs.add(job, next(self._arrivals))
+    def push(self, job: Job, ahead: bool = False) -> None:
+        self._jobs.add(job, next(self._arrivals) + (_AHEAD if ahead else 0))
 
     def pop(self, runnable: Runnable = _always) -> Job | None:
         job = self._jobs.first(runnable)
@@ -153,7 +158,7 @@ class FairShare:
     def band_of(job: Job) -> int:
         return max(job.priority, 0)  # only admins may give a priority above 0
 
-    def push(self, job: Job) -> None:
+    def push(self, job: Job, ahead: bool = False) -> None:
         band = self._bands.setdefault(self.band_of(job), _Band())
         user = job.owner
         if user not in band.queues:
@@ -161,7 +166,7 @@ class FairShare:
             # A user who joins goes last in the current round: just before the next turn.
             band.ring.insert(band.cursor, user)
             band.cursor += 1 if len(band.ring) > 1 else 0
-        band.queues[user].add(job, next(self._arrivals))
+        band.queues[user].add(job, next(self._arrivals) + (_AHEAD if ahead else 0))
         self._length += 1
 
     def pop(self, runnable: Runnable = _always) -> Job | None:

@@ -1,10 +1,9 @@
-"""Running jobs: the queue (through its policy), one worker per device, cancel, deadlines,
+"""Running jobs: the queue (through its policy), one worker per runner slot, cancel, deadlines,
 retention, and the drain at shutdown. The job store keeps what this holds in memory.
 
-Each device has one worker coroutine and one thread: the worker takes the next job from the
-policy and runs its engine on the device's thread, so a model stays on the thread (and the
-GPU) it was loaded on while the event loop keeps serving other calls. Only jobs in flight are
-held here; a finished job is read back from the store.
+Each slot of the runner (a device here, or a cluster worker) has one worker coroutine: it takes
+the next job the policy offers that suits the slot and has the runner run it. Only jobs in
+flight are held here; a finished job is read back from the store.
 """
 
 from __future__ import annotations
@@ -16,20 +15,19 @@ import logging
 import os
 import signal
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from artforge.engines.base import ImageOutput, JobResult, Usage
+from artforge.engines.base import JobResult, Usage
 from artforge.errors import ArtForgeError, ErrorCode, shown
 from artforge.jobs.costs import CostModel
-from artforge.jobs.events import Event, Finished, ImageChunk, JobState
-from artforge.jobs.job import Job
+from artforge.jobs.events import Event, Finished, ImageChunk, JobState, Progress
+from artforge.jobs.job import MAX_ATTEMPTS, Job
 from artforge.jobs.observer import JobObserver, NoObserver
 from artforge.jobs.queue import QueuePolicy
 from artforge.jobs.quotas import QuotaExceeded, QuotaLedger
+from artforge.jobs.runner import ImageFilter, Runner, WorkerLost
 from artforge.jobs.store import JobStore, StoredJob
 from artforge.users import User
 
@@ -42,14 +40,9 @@ DEADLINE_SLACK_SECONDS = 0.25
 SWEEP_SECONDS = 30.0
 # Events of a finished job are read from the store this many at a time.
 REPLAY_PAGE = 64
-# Models each device ran last, taken as still loaded there (engines keep a few per device):
-# a job goes to an idle device that has its model rather than one that would load it.
-RECENT_MODELS = 4
 # Test-only: a job with this label kills the server (SIGKILL) each time it starts running, so
 # tests can crash a worker mid-job the way a driver fault or the OOM killer would.
 CRASH_LABEL_ENV = "ARTFORGE_TEST_CRASH_LABEL"
-
-ImageFilter = Callable[[list[ImageOutput]], list[ImageOutput]]
 
 
 @dataclass
@@ -117,20 +110,10 @@ class UserLoad:
     device_seconds_charged: float  # since the server started: estimates corrected to measured
 
 
-def _execute(job: Job, image_filter: ImageFilter | None) -> JobResult:
-    """On the device thread: run the engine, filter (safety) and encode its images."""
-    result = job.engine.run(job.request, job)
-    images = image_filter(result.images) if image_filter and result.images else result.images
-    if not job.is_cancelled():
-        for output in images:
-            job.image(output)
-    return result
-
-
 class Scheduler:
     def __init__(
         self,
-        devices: list[str],
+        runner: Runner,
         store: JobStore,
         policy: QueuePolicy,
         *,
@@ -145,7 +128,7 @@ class Scheduler:
         """`users`: a job owner's user (role, quotas); `costs`: device-seconds estimates, which
         the policy also uses; `image_filter` sees every image result before it is sent (the
         optional safety check); `observer` is told of every job's lifecycle (metrics)."""
-        self.devices = devices
+        self.runner = runner
         self.store = store
         self.policy = policy
         self.users = users
@@ -158,17 +141,15 @@ class Scheduler:
         self.max_result_bytes = max_result_bytes
         self.image_filter = image_filter
         self.jobs: dict[str, Job] = {}  # in flight: queued or running
-        self.running: dict[str, Job] = {}  # by device
+        self.running: dict[str, Job] = {}  # by runner slot
         self.dispatching = False  # until dispatch(): jobs wait while the server loads its models
         self._readers: Counter[str] = Counter()  # watchers per job id: their results are not dropped
         self._wake = asyncio.Event()
-        self._threads = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artforge-{d}") for d in devices}
-        self._recent: dict[str, OrderedDict[tuple[str, str], None]] = {d: OrderedDict() for d in devices}
         self._tasks: list[asyncio.Task] = []
         self._crash_label = os.environ.get(CRASH_LABEL_ENV, "")
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(d), name=f"worker-{d}") for d in self.devices]
+        self._tasks = [asyncio.create_task(self._worker(slot), name=f"worker-{slot}") for slot in self.runner.slots]
         self._tasks.append(asyncio.create_task(self._sweeper(), name="retention"))
 
     def dispatch(self) -> None:
@@ -179,18 +160,6 @@ class Scheduler:
     def hold(self) -> None:
         """Start no more jobs (the server is stopping); running ones go on."""
         self.dispatching = False
-
-    def ran(self, device: str, kind: str, model: str) -> None:
-        """`model` was loaded (preloaded, or ran a job) on `device`."""
-        recent = self._recent[device]
-        recent.pop((kind, model), None)
-        recent[(kind, model)] = None
-        while len(recent) > RECENT_MODELS:
-            recent.popitem(last=False)
-
-    async def run_on_device(self, device: str, fn: Any, *args: Any) -> Any:
-        """Run `fn` on a device's thread (for preloading models where jobs will use them)."""
-        return await asyncio.get_running_loop().run_in_executor(self._threads[device], fn, *args)
 
     # -- submitting and controlling jobs ----------------------------------------------------
 
@@ -360,21 +329,22 @@ class Scheduler:
         known = all(self.costs.measured(job) for job in self.running.values())
         ahead = sum(max(self.costs.estimate(job) - (now - job.started_at), 0.0) for job in self.running.values())
         for position, job in enumerate(queued):
-            job.announce_position(position, len(queued), ahead / len(self.devices) if known else 0.0)
+            job.announce_position(position, len(queued), ahead / len(self.runner.slots) if known else 0.0)
             known = known and self.costs.measured(job)
             ahead += self.costs.estimate(job)
         self.observer.queue_depths(dict(Counter(job.owner for job in queued)))
 
     # -- running ----------------------------------------------------------------------------
 
-    async def _next_job(self, device: str) -> Job:
+    async def _next_job(self, slot: str) -> Job:
         def runnable(job: Job) -> bool:
-            return self._runnable(job) and self._suits(job, device)
+            idle = [other for other in self.runner.slots if other not in self.running]
+            return self._runnable(job) and self.runner.suits(job, slot, idle)
 
         while not (self.dispatching and (job := self.policy.pop(runnable))):
             self._wake.clear()
             await self._wake.wait()
-        self._wake.set()  # this device is busy now: a job another idle device left to it may suit that one
+        self._wake.set()  # this slot is busy now: a job another idle slot left to it may suit that one
         job.charged = self.costs.estimate(job)
         self.charged[job.owner] += job.charged
         self._announce_positions()
@@ -385,30 +355,23 @@ class Scheduler:
         cap = self.users(job.owner).quota.max_running_jobs
         return not cap or sum(1 for other in self.running.values() if other.owner == job.owner) < cap
 
-    def _suits(self, job: Job, device: str) -> bool:
-        """`device` may take the job: it has the job's model, or no idle device has it (an idle
-        device's worker is about to look for a job too)."""
-        model = (job.kind, job.model)
-        if model in self._recent[device]:
-            return True
-        return not any(model in self._recent[other] for other in self.devices if other != device and other not in self.running)
-
-    async def _worker(self, device: str) -> None:
-        loop = asyncio.get_running_loop()
+    async def _worker(self, slot: str) -> None:
         while True:
-            job = await self._next_job(device)
-            job.device = device
-            self.ran(device, job.kind, job.model)
+            await self.runner.ready(slot)
+            job = await self._next_job(slot)
+            job.device = slot
             job.state = JobState.RUNNING
             job.started_at = time.time()
             job.attempts += 1
             self.store.set_state(job.id, JobState.RUNNING, job.attempts)  # on disk first: a crash now counts
             if self._crash_label and job.label == self._crash_label:
                 os.kill(os.getpid(), signal.SIGKILL)
-            self.running[device] = job
-            self.observer.started(job.kind, job.model, device, job.started_at - job.submitted_at)
+            self.running[slot] = job
+            self.observer.started(job.kind, job.model, slot, job.started_at - job.submitted_at)
             try:
-                result = await loop.run_in_executor(self._threads[device], _execute, job, self.image_filter)
+                result = await self.runner.run(slot, job, self.image_filter)
+            except WorkerLost as lost:
+                self._run_again(job, lost)
             except ArtForgeError as exc:
                 self._finish(job, JobResult(), exc.code, exc.message)
             except Exception as exc:  # an engine bug or a device failure: report it, keep serving
@@ -418,8 +381,29 @@ class Scheduler:
             else:
                 self._finish(job, result)
             finally:
-                self.running.pop(device, None)
+                self.running.pop(slot, None)
                 self._wake.set()  # a user under a running-jobs quota may start another
+
+    def _run_again(self, job: Job, lost: WorkerLost) -> None:
+        """The worker running `job` died: queue it again ahead of its user's other jobs, to run
+        from the start on another worker, unless it has run out of attempts. The lost run is
+        not charged to its owner."""
+        if job.is_cancelled():
+            self._finish(job, JobResult())
+            return
+        if job.attempts >= MAX_ATTEMPTS:
+            message = f"the job's worker was lost {job.attempts} times ({lost}); it is not run again"
+            self._finish(job, JobResult(), ErrorCode.ABORTED, message)
+            return
+        log.warning("job %s: worker %s was lost (%s); it runs again", job.id, lost.worker, lost.why)
+        self.policy.settle(job, 0.0)
+        self.charged[job.owner] -= job.charged
+        why = f"the worker running this job was lost ({lost.worker}: {lost.why}); it starts again on another worker"
+        job.append(Progress("restarting", message=why))
+        job.state, job.started_at, job.position = JobState.QUEUED, 0.0, -1
+        self.store.set_state(job.id, JobState.QUEUED, job.attempts)
+        self.policy.push(job, ahead=True)
+        self._announce_positions()
 
     def _finish(self, job: Job, result: JobResult, code: ErrorCode | None = None, message: str = "") -> None:
         if job.state.finished:  # stopped at shutdown before its engine returned
@@ -508,8 +492,8 @@ class Scheduler:
         if self.running and not stop_now.is_set():  # engines stop at their next step or token
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._until(lambda: not self.running or stop_now.is_set()), 30)
-        for device, job in list(self.running.items()):  # stopped at once, or an engine that did not stop
-            self.running.pop(device)
+        for slot, job in list(self.running.items()):  # stopped at once, or an engine that did not stop
+            self.running.pop(slot)
             self._finish(job, JobResult())
 
     async def _until(self, condition: Callable[[], bool]) -> None:
@@ -517,10 +501,9 @@ class Scheduler:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        """After drain(): stop the workers and close the store (device threads are left to exit)."""
+        """After drain(): stop the workers and the runner, and close the store."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for thread in self._threads.values():
-            thread.shutdown(wait=False, cancel_futures=True)
+        await self.runner.stop()
         self.store.close()

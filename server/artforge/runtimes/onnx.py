@@ -31,11 +31,14 @@ CUDA = "CUDAExecutionProvider"
 
 
 def cpu_threads() -> int:
-    """The cores this process may run on (cgroup/affinity aware where the OS tells us)."""
+    """The cores this process may run on (cgroup/affinity aware where the OS tells us), or fewer
+    where OMP_NUM_THREADS says so, as torch does (Ray sets it to a worker's `num_cpus`)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    wanted = os.environ.get("OMP_NUM_THREADS", "")
+    return min(cores, int(wanted)) if wanted.isdigit() and int(wanted) > 0 else cores
 
 
 def providers_for(device: str) -> list[str | tuple[str, dict[str, str]]]:

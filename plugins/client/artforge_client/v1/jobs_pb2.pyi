@@ -70,18 +70,20 @@ class JobQueued(_message.Message):
     def __init__(self, position: _Optional[int] = ..., queue_length: _Optional[int] = ..., estimated_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
-    __slots__ = ("model", "backend", "device", "seed", "attempt")
+    __slots__ = ("model", "backend", "device", "seed", "attempt", "worker")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     device: str
     seed: int
     attempt: int
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+    worker: str
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("phase", "step", "total_steps", "preview", "message")
@@ -92,11 +94,13 @@ class JobProgress(_message.Message):
         PHASE_GENERATING: _ClassVar[JobProgress.Phase]
         PHASE_POSTPROCESSING: _ClassVar[JobProgress.Phase]
         PHASE_EXPORTING_MODEL: _ClassVar[JobProgress.Phase]
+        PHASE_RESTARTING: _ClassVar[JobProgress.Phase]
     PHASE_UNSPECIFIED: JobProgress.Phase
     PHASE_LOADING_MODEL: JobProgress.Phase
     PHASE_GENERATING: JobProgress.Phase
     PHASE_POSTPROCESSING: JobProgress.Phase
     PHASE_EXPORTING_MODEL: JobProgress.Phase
+    PHASE_RESTARTING: JobProgress.Phase
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]

@@ -83,14 +83,18 @@ class Limits(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ..., min_priority: _Optional[int] = ..., max_history_messages: _Optional[int] = ..., max_history_chars: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_chars: _Optional[int] = ..., max_json_schema_chars: _Optional[int] = ..., max_json_schema_depth: _Optional[int] = ..., max_loras: _Optional[int] = ..., max_blend_styles: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_result_bytes: _Optional[int] = ..., drain_seconds: _Optional[float] = ...) -> None: ...
 
 class Device(_message.Message):
-    __slots__ = ("name", "description", "busy")
+    __slots__ = ("name", "description", "busy", "node", "loaded_models")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     BUSY_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_MODELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     busy: bool
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., busy: _Optional[bool] = ...) -> None: ...
+    node: str
+    loaded_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., busy: _Optional[bool] = ..., node: _Optional[str] = ..., loaded_models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TextTask(_message.Message):
     __slots__ = ("name", "description")
@@ -225,15 +229,17 @@ class UserStats(_message.Message):
     def __init__(self, user: _Optional[str] = ..., role: _Optional[str] = ..., weight: _Optional[float] = ..., queued_jobs: _Optional[int] = ..., running_jobs: _Optional[int] = ..., device_seconds_last_hour: _Optional[float] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., queued_jobs_left: _Optional[int] = ..., device_seconds_left: _Optional[float] = ..., device_seconds_charged: _Optional[float] = ...) -> None: ...
 
 class ServerStats(_message.Message):
-    __slots__ = ("users", "queue_length", "running_jobs", "queue_policy", "caller")
+    __slots__ = ("users", "queue_length", "running_jobs", "queue_policy", "caller", "workers")
     USERS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POLICY_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     users: _containers.RepeatedCompositeFieldContainer[UserStats]
     queue_length: int
     running_jobs: int
     queue_policy: str
     caller: str
-    def __init__(self, users: _Optional[_Iterable[_Union[UserStats, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., queue_policy: _Optional[str] = ..., caller: _Optional[str] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, users: _Optional[_Iterable[_Union[UserStats, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., queue_policy: _Optional[str] = ..., caller: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...

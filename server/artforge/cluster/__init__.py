@@ -1,0 +1,1 @@
+"""ArtForge on a Ray cluster: the worker deployment and the gateway's runner for it."""
