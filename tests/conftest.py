@@ -21,12 +21,17 @@ from artforge_client import Client
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 300  # the first start converts the GGUF (about 40 s here)
 
-# Limits the tests probe; small enough that "over the limit" requests are cheap to build.
+# Limits the tests probe; small enough that "over the limit" requests are cheap to build. One
+# text job at a time on a device: these servers test the queue, and a job that waits for the
+# device is what they look at (test_text_batching tests jobs sharing it).
 TEST_CONFIG = """
 [limits]
 max_tokens = 512
 max_prompt_chars = 200000
 max_queue = 8
+
+[text]
+batch_size = 1
 """
 
 

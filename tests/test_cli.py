@@ -184,6 +184,21 @@ def test_bench_text_compares_both_backends_side_by_side(models_dir, tmp_path):
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_bench_text_runs_clients_at_once_on_each_batch_size(models_dir, tmp_path):
+    out = tmp_path / "concurrency.json"
+    args = ("bench", "text", "--models-dir", str(models_dir), "--backends", "onnx", "--batch-sizes", "1,2", "--concurrency", "1,2")
+    result = artforge(*args, "--runs", "1", "--max-tokens", "8", "-o", str(out), timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert list(report["backends"]) == ["onnx, batch 1", "onnx, batch 2"]
+    for size, figures in zip((1, 2), report["backends"].values(), strict=True):
+        assert figures["batch_size"] == size and list(figures["concurrency"]) == ["1", "2"]
+        two = figures["concurrency"]["2"]
+        assert two["completion_tokens"] >= 2 and two["aggregate_tokens_per_second"] > 0 and two["ttft_ms"] > 0
+        assert len(two["rounds"]) == 1 and "over_one_client" in two
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_bench_load_drives_many_clients_and_reads_the_servers_memory(models_dir, tmp_path):
     # Structure and outcomes only, never timings. With seed 1 and these shares, whatever the
     # machine's speed, the three clients' first jobs are a kept text job, an abandoned one and a

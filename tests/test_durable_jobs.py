@@ -25,6 +25,7 @@ from tests.test_text_server import LONG_PROMPT, busy, until_started
 from tests.tiny_pipelines import build_all, build_tiny_sd15_large_images
 
 SUCCEEDED = jobs_pb2.JOB_STATE_SUCCEEDED
+ENDLESS_TOKENS = 8000  # with the prompt, within SmolLM2's 8192-token context
 
 
 def kill(server) -> None:
@@ -128,10 +129,12 @@ def test_a_job_that_kills_its_server_twice_ends_failed_and_the_queue_goes_on(mod
 
 
 def test_sigterm_during_a_text_job_finishes_it_and_keeps_the_queued_one(models_dir, tmp_path):
-    config = TEST_CONFIG + "\n[server]\ndrain_seconds = 5\n"  # time enough to submit while it drains
+    # Time enough to submit while it drains; and a running job of 8000 tokens, which no CPU
+    # makes within the drain (512 took under 5 s on a fast run here, and then it succeeded).
+    config = TEST_CONFIG.replace("max_tokens = 512", f"max_tokens = {ENDLESS_TOKENS}") + "\n[server]\ndrain_seconds = 5\n"
     server = start_server(models_dir, tmp_path, config=config)
     with server.client(reattach_timeout=0) as client:  # see the stream end as it does, without re-attaching
-        running = busy(client, max_tokens=512)
+        running = busy(client, max_tokens=ENDLESS_TOKENS)
         events = iter(running)
         until_started(events)
         waiting = client.generate_text(LONG_PROMPT, max_tokens=8, seed=5)

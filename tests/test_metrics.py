@@ -56,10 +56,11 @@ def test_lifecycle_calls_become_series_with_their_labels():
     metrics.started("text", "smollm2", "cpu", queue_wait_seconds=0.2)
     metrics.started("text", "smollm2", "cpu", queue_wait_seconds=40.0)
     metrics.started("image", "sd15", "cpu", queue_wait_seconds=3.0)
-    metrics.finished("alice", "text", "smollm2", "succeeded", "cpu", 1.5, 0.03, 24, 0)
-    metrics.finished("alice", "text", "smollm2", "cancelled", "cpu", 0.5, 0.0, 3, 0)
-    metrics.finished("bob", "image", "sd15", "succeeded", "cpu", 70.0, 0.0, 0, 2)
-    metrics.finished("bob", "text", "smollm2", "cancelled", "", 0.0, 0.0, 0, 0)  # cancelled while queued
+    metrics.finished("alice", "text", "smollm2", "succeeded", 1.5, 0.03, 24, 0)
+    metrics.finished("alice", "text", "smollm2", "cancelled", 0.5, 0.0, 3, 0)
+    metrics.finished("bob", "image", "sd15", "succeeded", 70.0, 0.0, 0, 2)
+    metrics.finished("bob", "text", "smollm2", "cancelled", 0.0, 0.0, 0, 0)  # cancelled while queued
+    metrics.device_busy("cpu", 71.5)  # the two text jobs ran side by side, in a batch
 
     assert value("artforge_jobs_submitted_total", {"user": "alice", "kind": "text", "model": "smollm2"}) == 2
     assert value("artforge_jobs_submitted_total", {"user": "bob", "kind": "image", "model": "sd15"}) == 1
@@ -89,7 +90,7 @@ def test_lifecycle_calls_become_series_with_their_labels():
     assert value("artforge_time_to_first_token_seconds_count", {"model": "sd15"}) is None
     assert value("artforge_generated_tokens_total", {"model": "smollm2"}) == 27
     assert value("artforge_generated_images_total", {"model": "sd15"}) == 2
-    assert value("artforge_device_busy_seconds_total", {"device": "cpu"}) == pytest.approx(72.0)
+    assert value("artforge_device_busy_seconds_total", {"device": "cpu"}) == pytest.approx(71.5)
     # No CUDA device, no device memory series.
     assert not [m for m in metrics.registry.collect() if m.name == "artforge_device_memory_bytes"]
 
@@ -116,7 +117,8 @@ def test_queue_depths_are_the_whole_picture():
 
 def test_lifecycle_calls_never_raise():
     metrics = Metrics(["cpu"])
-    metrics.finished("alice", "text", "smollm2", "succeeded", "cpu", -1.0, -1.0, -5, -1)  # nothing counts down
+    metrics.finished("alice", "text", "smollm2", "succeeded", -1.0, -1.0, -5, -1)  # nothing counts down
+    metrics.device_busy("cpu", -1.0)
     metrics.queue_depths({"alice": None})  # a gauge refuses None: logged, not raised
     labels = {"user": "alice", "kind": "text", "model": "smollm2", "state": "succeeded"}
     assert metrics.registry.get_sample_value("artforge_jobs_finished_total", labels) == 1

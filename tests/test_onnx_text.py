@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
-from artforge.config import EMBEDDED_TEXT_MODEL, Limits
+from artforge.config import EMBEDDED_TEXT_MODEL, Limits, TextServing
 from artforge.engines.text import TextEngine
 from artforge.models.gguf import hf_folder_for_gguf
 from artforge.models.registry import ModelRegistry
@@ -41,7 +41,7 @@ PARAGRAPH = (
 
 
 def engine_for(models_dir: Path, default: str) -> TextEngine:
-    return TextEngine(ModelRegistry(models_dir, [], {"text": default}), Limits(), {}, max_loaded=2)
+    return TextEngine(ModelRegistry(models_dir, [], {"text": default}), Limits(), {}, max_loaded=2, serving=TextServing())
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def prompt_ids(engine: TextEngine, text: str) -> list[int]:
 def test_fp32_export_greedy_gives_the_same_first_32_tokens_as_pytorch(smol, smol_folder):
     folder = smol.export(EMBEDDED_TEXT_MODEL, "cpu", precision="fp32")
     ids = prompt_ids(smol, "Describe a lighthouse on a cliff at night.")
-    onnx_tokens = list(islice(OnnxTextModel(folder, "cpu").generate(ids, GREEDY, 32), 32))
+    onnx_tokens = list(islice(OnnxTextModel(folder, "cpu", TextServing()).generate(ids, GREEDY, 32), 32))
     torch_tokens = list(islice(TorchTextModel(smol_folder, "cpu").generate(ids, GREEDY), 32))
     assert onnx_tokens == torch_tokens
 
@@ -152,10 +152,11 @@ EXPORTER = """
 import logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from artforge.config import Limits
+from artforge.config import Limits, TextServing
 from artforge.engines.text import TextEngine
 from artforge.models.registry import ModelRegistry
-print(TextEngine(ModelRegistry(Path(sys.argv[1]), [], {"text": "tiny-llama"}), Limits(), {}, max_loaded=1).export("tiny-llama"))
+registry = ModelRegistry(Path(sys.argv[1]), [], {"text": "tiny-llama"})
+print(TextEngine(registry, Limits(), {}, max_loaded=1, serving=TextServing()).export("tiny-llama"))
 """
 
 

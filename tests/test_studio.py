@@ -75,6 +75,9 @@ backend = "torch"
 
 [images]
 default_model = "tiny-sd15"
+
+[text]
+batch_size = 1  # one job at a time on the device: who goes next is what these tests look at
 {users}
 """
 

@@ -22,7 +22,7 @@ class App:
         self.devices = resolve_devices(config.devices)
         defaults = {"text": config.default_text_model, "image": config.default_image_model}
         self.registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
-        self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models)
+        self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models, config.text)
         self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety)
         self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
         self.engines = (self.text, self.image, self.stylize)

@@ -401,7 +401,7 @@ def cmd_onnx(args: argparse.Namespace) -> int:
     defaults = {"text": config.default_text_model, "image": config.default_image_model}
     registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
     engines = {
-        "text": TextEngine(registry, config.limits, config.tasks, config.max_loaded_models),
+        "text": TextEngine(registry, config.limits, config.tasks, config.max_loaded_models, config.text),
         "image": ImageEngine(registry, config.limits, config.max_loaded_models),
     }
     device = args.device or resolve_devices(config.devices)[0]
@@ -572,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
     text_options.add_argument("--models-dir", help="models folder for the server the bench starts")
     text_options.add_argument("--runs", type=int, default=5)
     text_options.add_argument("--max-tokens", type=int, default=128)
+    text_options.add_argument("--concurrency", default="", help="client counts run one after the other, jobs sent at once: 1,4,8")
+    text_options.add_argument("--batch-sizes", default="", help="a server per [text] batch_size, one after the other: 1,8")
     load_options = bench.add_argument_group("load (many clients through a server; --address, --token, --models-dir as for text)")
     load_options.add_argument("--clients", type=int, default=8)
     load_options.add_argument("--seconds", type=float, default=60)

@@ -50,6 +50,11 @@ A config file looks like this (every key optional):
     safety = false              # run the NSFW detector on every image result, blur what it flags; no previews
     max_loaded_loras = 4        # LoRA adapters kept loaded per pipeline, least recently used deleted first
 
+    [text]
+    batch_size = 8              # text jobs decoded together on a device (ONNX Runtime, CPU); 1: one at a time
+    batch_memory_mb = 1024      # their keys and values; a job that would pass it waits for room
+    prefix_cache_mb = 256       # keys and values of recent prompts, reused by jobs that start alike; 0: off
+
     [limits]
     max_tokens = 2048
 
@@ -152,6 +157,16 @@ class ClusterConfig:
 
 
 @dataclass
+class TextServing:
+    """`[text]`: how text jobs share a device. With ONNX Runtime on a CPU, up to `batch_size`
+    text jobs decode together (continuous batching); elsewhere they run one at a time."""
+
+    batch_size: int = 8  # text jobs decoded at once on one device; 1: one at a time
+    batch_memory_mb: int = 1024  # the batch's keys and values; a job that would pass it waits for room
+    prefix_cache_mb: int = 256  # keys and values of recent prompts, for jobs that start the same way; 0: off
+
+
+@dataclass
 class Limits:
     max_tokens: int = 2048
     default_max_tokens: int = 256
@@ -208,6 +223,7 @@ class Config:
     models: list[ModelEntry] = field(default_factory=list)
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    text: TextServing = field(default_factory=TextServing)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     @property
@@ -339,6 +355,8 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
                 setattr(config, keys[key], _coerce(Config, keys[key], value, f"{where} {key}"))
         elif section == "limits":
             config.limits = _dataclass_from(Limits, values, where)
+        elif section == "text":
+            config.text = _read_text(values, where)
         elif section == "cluster":
             config.cluster = _read_cluster(values, where)
         elif section == "model":
@@ -349,8 +367,17 @@ def apply_file(config: Config, data: Mapping[str, Any], source: str) -> None:
         elif section == "tasks":
             config.tasks = {n: _dataclass_from(TaskEntry, v, f"{source} [tasks.{n}]") for n, v in _table(values, where).items()}
         else:
-            known = [*_FILE_KEYS, "limits", "cluster", "model", "users", "tasks"]
+            known = [*_FILE_KEYS, "limits", "text", "cluster", "model", "users", "tasks"]
             raise _config_error(source, f"unknown section [{section}]; known: {', '.join(known)}")
+
+
+def _read_text(values: Any, where: str) -> TextServing:
+    text = _dataclass_from(TextServing, values, where)
+    if text.batch_size < 1:
+        raise _config_error(where, f"batch_size {text.batch_size} must be 1 or more (1: one text job at a time)")
+    if text.batch_memory_mb < 1 or text.prefix_cache_mb < 0:
+        raise _config_error(where, "batch_memory_mb must be 1 or more, prefix_cache_mb 0 (off) or more")
+    return text
 
 
 def _read_cluster(values: Any, where: str) -> ClusterConfig:

@@ -120,10 +120,10 @@ class Metrics:
         )
         self.generated_tokens = Counter("artforge_generated_tokens", "Completion tokens generated.", ["model"], registry=registry)
         self.generated_images = Counter("artforge_generated_images", "Images generated.", ["model"], registry=registry)
-        self.device_busy = Counter("artforge_device_busy_seconds", "Seconds the device ran jobs.", ["device"], registry=registry)
+        self.busy_seconds = Counter("artforge_device_busy_seconds", "Seconds the device ran jobs.", ["device"], registry=registry)
         self.queue_depth = Gauge("artforge_queue_depth", "Jobs waiting in the queue, per user.", ["user"], registry=registry)
         for device in devices:  # present from the first scrape, so rate() sees the first job too
-            self.device_busy.labels(device)
+            self.busy_seconds.labels(device)
         cuda_devices = [device for device in devices if device.startswith("cuda")]
         if cuda_devices:
             registry.register(DeviceMemoryCollector(cuda_devices))
@@ -174,7 +174,6 @@ class Metrics:
         kind: str,
         model: str,
         state: str,
-        device: str,
         run_seconds: float,
         time_to_first_token_seconds: float,
         completion_tokens: int,
@@ -185,13 +184,17 @@ class Metrics:
         self.jobs_finished.labels(user, kind, model, state).inc()
         if run_seconds > 0:
             self.run_seconds.labels(kind, model).observe(run_seconds)
-            self.device_busy.labels(device).inc(run_seconds)
         if time_to_first_token_seconds > 0:
             self.time_to_first_token.labels(model).observe(time_to_first_token_seconds)
         if completion_tokens > 0:
             self.generated_tokens.labels(model).inc(completion_tokens)
         if images > 0:
             self.generated_images.labels(model).inc(images)
+
+    @_never_raises
+    def device_busy(self, device: str, seconds: float) -> None:
+        if seconds > 0:
+            self.busy_seconds.labels(device).inc(seconds)
 
     @_never_raises
     def queue_depths(self, depths: dict[str, int]) -> None:

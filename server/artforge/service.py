@@ -147,7 +147,7 @@ class Service:
             from artforge.cluster.dispatch import RayRunner  # ray, only where a cluster is configured
 
             return RayRunner(self.config, self.readers, in_flight=lambda: len(self.scheduler.jobs))
-        return LocalRunner(self.app.devices)
+        return LocalRunner(self.app.devices, self.config.text.batch_size)
 
     def _policy(self, costs: CostModel) -> QueuePolicy:
         if self.config.queue == "fifo":

@@ -12,6 +12,12 @@ server at --address. It measures what a client sees, next to what the server cou
 
 Each figure is the median of --runs runs after one warm-up run. Greedy decoding and fixed
 prompts make every run do the same work.
+
+With --concurrency 1,4,8, each count of clients then sends --runs rounds of jobs at once (one
+job per client a round, each client its own prompt after the same system prompt, as artists
+of one studio would): the aggregate tokens per second of a round (every client's tokens over
+the time from the first submission to the last token) and each client's time to first token,
+medians over the rounds.
 """
 
 from __future__ import annotations
@@ -19,16 +25,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 from artforge.bench import report
 from artforge.bench.chart import Panel
+from artforge.config import TextServing
 from artforge.launch import ServerProcess
 from artforge_client import Client
 
 SHORT_PROMPT = "Name a colour."
 LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
+SUBJECTS = ["a lighthouse keeper", "a glassblower", "a cartographer", "a beekeeper", "a puppeteer", "a ferry pilot", "a potter"]
 
 
 def _run(client: Client, prompt: str, model: str, max_tokens: int) -> dict[str, float]:
@@ -80,36 +89,104 @@ def _bench_server(client: Client, args: argparse.Namespace) -> dict:
     }
 
 
+def _round(address: str, token: str | None, args: argparse.Namespace, clients: int, round_: int) -> dict:
+    """`clients` jobs submitted at once, each from a client of its own."""
+    runs: list[dict] = [{} for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+
+    def client_run(index: int) -> None:
+        subject = SUBJECTS[(index + round_) % len(SUBJECTS)]
+        prompt = f"Write a long, detailed story about {subject} who paints the sea every day (story {round_ * clients + index})."
+        with Client(address, token=token) as client:
+            client.server_info()  # connected before the clock starts
+            start.wait()
+            runs[index] = _run(client, prompt, args.model, args.max_tokens)
+
+    threads = [threading.Thread(target=client_run, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    tokens = sum(run["completion_tokens"] for run in runs)
+    return {
+        "aggregate_tokens_per_second": tokens / wall,
+        "ttft_ms": statistics.median(run["ttft_ms_client"] for run in runs),
+        "ttft_ms_worst": max(run["ttft_ms_client"] for run in runs),
+        "tokens_per_second_per_client": statistics.median(run["completion_tokens"] / run["end_to_end_seconds"] for run in runs),
+        "completion_tokens": tokens,
+        "seconds": wall,
+    }
+
+
+def _bench_concurrency(address: str, token: str | None, args: argparse.Namespace) -> dict[str, dict]:
+    by_clients = {}
+    for clients in (int(count) for count in args.concurrency.split(",")):
+        rounds = [_round(address, token, args, clients, round_) for round_ in range(args.runs)]
+        by_clients[str(clients)] = {
+            **{key: _median(rounds, key) for key in rounds[0]},
+            "rounds": rounds,
+        }
+    single = by_clients.get("1", {}).get("aggregate_tokens_per_second")
+    if single:
+        for result in by_clients.values():
+            result["over_one_client"] = round(result["aggregate_tokens_per_second"] / single, 2)
+    return by_clients
+
+
+def _bench_one(address: str, token: str | None, args: argparse.Namespace) -> tuple[list[str], dict]:
+    """The server's devices and its figures: one client, then each concurrency."""
+    with Client(address, token=token) as client:
+        devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
+        result = _bench_server(client, args)
+    if args.concurrency:
+        result["concurrency"] = _bench_concurrency(address, token, args)
+    return devices, result
+
+
+def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespace) -> tuple[list[str], dict]:
+    """A server of its own on a free port, on `backend` and with `[text] batch_size` (0: the default)."""
+    with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
+        serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
+        if batch_size:
+            config = Path(workdir) / "artforge.toml"
+            config.write_text(f"[text]\nbatch_size = {batch_size}\n")
+            serve_args += ["--config", str(config)]
+        # One server at a time, never two at once: they would share the cores.
+        with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log", env={"ARTFORGE_BACKEND": backend}) as server:
+            devices, result = _bench_one(server.address, None, args)
+    if result["backend"] != backend:
+        raise RuntimeError(f"asked for backend {backend}, but the server ran {result['backend']}; see its log")
+    result["batch_size"] = batch_size or TextServing().batch_size
+    return devices, result
+
+
 def bench_text(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     devices: list[str] = []
     if args.address:
-        with Client(args.address, token=args.token) as client:
-            devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
-            result = _bench_server(client, args)
-            results[result["backend"]] = result
+        devices, result = _bench_one(args.address, args.token, args)
+        results[result["backend"]] = result
     else:
+        sizes = [int(size) for size in args.batch_sizes.split(",")] if args.batch_sizes else [0]
         for backend in args.backends.split(","):
-            with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
-                serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
-                log = Path(workdir) / "server.log"
-                # One server per backend, never two at once: they would share the cores.
-                with ServerProcess(*serve_args, log_path=log, env={"ARTFORGE_BACKEND": backend}) as server, server.client() as client:
-                    devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
-                    result = _bench_server(client, args)
-            if result["backend"] != backend:
-                raise RuntimeError(f"asked for backend {backend}, but the server ran {result['backend']}; see its log")
-            results[backend] = result
+            for size in sizes:
+                label = f"{backend}, batch {size}" if size else backend
+                devices, results[label] = _bench_started_server(backend, size, args)
     first = next(iter(results.values()))
     report_ = {
         **report("text", devices=devices),
-        "server": args.address or "started by the bench, one per backend",
+        "server": args.address or "started by the bench, one per backend (and batch size)",
         "model": first["model"],
         "settings": {
             "runs": args.runs,
             "max_tokens": args.max_tokens,
             "decoding": "greedy",
             "long_prompt_tokens": first["long_prompt_tokens"],
+            "concurrency": args.concurrency,
+            "batch_sizes": args.batch_sizes,
         },
         "backends": results,
     }
@@ -126,7 +203,14 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
     """The chart of a text bench report: tokens/s and time to first token, per backend."""
     backends = result["backends"]
     title = f"{result['model']} on {result['machine']['cpus']} CPUs: {', '.join(result['machine']['devices'])}"
-    return title, [
+    panels = [
         Panel("generation, prompt included", "tokens/s", {b: r["tokens_per_second"] for b, r in backends.items()}, True),
         Panel("time to first token, short prompt", "ms", {b: r["short_prompt_ttft_ms"] for b, r in backends.items()}, False),
     ]
+    if result["settings"].get("concurrency"):
+        by_clients = {f"{b} x{n}": c for b, r in backends.items() for n, c in r["concurrency"].items()}
+        panels += [
+            Panel("clients at once: all tokens", "tokens/s", {k: c["aggregate_tokens_per_second"] for k, c in by_clients.items()}, True),
+            Panel("clients at once: time to first token", "ms", {k: c["ttft_ms"] for k, c in by_clients.items()}, False),
+        ]
+    return title, panels

@@ -71,6 +71,7 @@ class RayRunner:
         self.in_flight = in_flight
         self.cluster = config.cluster
         self.slots = [f"ray-{index}" for index in range(max(self.cluster.workers, self.cluster.max_workers))]
+        self.devices = self.slots  # a worker is one device (its name is known once it runs a job)
         self._target = self.cluster.initial_workers  # the worker count last asked of Serve
         self._below_since: float | None = None  # since when fewer workers would do
         self._dashboard = ""
@@ -165,6 +166,9 @@ class RayRunner:
         actors = list_actors(filters=[("class_name", "=", replica_class), ("state", "=", "ALIVE")])
         nodes = {node["NodeID"]: node["NodeManagerAddress"] for node in ray.nodes()}
         return live, {actor.name.rsplit("#", 1)[-1]: (actor.node_id, nodes.get(actor.node_id, "?")) for actor in actors}
+
+    def device_of(self, slot: str) -> str:
+        return slot
 
     async def ready(self, slot: str) -> None:
         index = self.slots.index(slot)

@@ -6,8 +6,7 @@ worker at a time (`max_ongoing_requests = 1`): the gateway's queue decides what 
 Serve's. A job travels as the request bytes the job store keeps; the worker reads and checks them
 with the gateway's own readers and engines' checks (prepared requests hold per-process objects,
 such as a compiled grammar), then streams the engine's events back as it reports them, then the
-result. A
-cancelled call (the client's cancel or deadline, seen by the gateway) sets the job's cancel
+result. A cancelled call (the client's cancel or deadline, seen by the gateway) sets the job's cancel
 flag, and the engine stops at its next token or step, as it does in-process.
 
 Each call names its model as Serve's multiplexed model id, so Serve's router sends a job to a

@@ -97,6 +97,10 @@ class Engine(Protocol):
 
     def run(self, request: Any, job: JobContext) -> JobResult: ...
 
+    def batches(self, request: Any, device: str) -> bool:
+        """The job would join a batch of jobs running on `device` (text decoding), so it may
+        start beside them rather than wait for the device."""
+
     def request_limits(self) -> dict[str, int]:
         """The limits this engine checks requests against, by their ServerInfo.limits names."""
 

@@ -122,6 +122,9 @@ class ImageEngine:
     def request_limits(self) -> dict[str, int]:
         return {"max_loras": self.limits.max_loras_per_request}
 
+    def batches(self, request: PreparedImage, device: str) -> bool:
+        return False  # a diffusion job has its device to itself
+
     def work(self, request: PreparedImage) -> Work:
         """Pixels times steps, in 512 x 512 steps: the UNet's time grows with both."""
         defaults = image_defaults(self.registry.get(request.model, "image"))

@@ -254,6 +254,9 @@ class StylizeEngine:
     def request_limits(self) -> dict[str, int]:
         return {"max_blend_styles": MAX_BLEND}
 
+    def batches(self, request: PreparedStylize, device: str) -> bool:
+        return False  # one image at a time through the style network
+
     def work(self, request: PreparedStylize) -> Work:
         pixels = request.width * request.height
         return Work(pixels / 512**2, pixels)

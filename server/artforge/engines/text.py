@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from artforge.config import Limits, TaskEntry
+from artforge.config import Limits, TaskEntry, TextServing
 from artforge.engines.base import JobContext, JobResult, Usage, Work
 from artforge.errors import invalid, shown
 from artforge.models.gguf import hf_folder_for_gguf
@@ -184,9 +184,10 @@ class LoadedText:
 class TextEngine:
     kind = "text"
 
-    def __init__(self, registry: ModelRegistry, limits: Limits, tasks: dict[str, TaskEntry], max_loaded: int) -> None:
+    def __init__(self, registry: ModelRegistry, limits: Limits, tasks: dict[str, TaskEntry], max_loaded: int, serving: TextServing) -> None:
         self.registry = registry
         self.limits = limits
+        self.serving = serving
         self.cache_dir = registry.models_dir / ".cache"
         self.tasks = dict(BUILTIN_TASKS)
         self.tasks.update({n: TextTask(n, t.description, t.system_prompt) for n, t in tasks.items()})
@@ -198,6 +199,11 @@ class TextEngine:
     def work(self, request: PreparedText) -> Work:
         """Tokens to generate; the prompt runs in parallel, far cheaper per token."""
         return Work(request.max_tokens + len(request.prompt_ids) / 16)
+
+    def batches(self, request: PreparedText, device: str) -> bool:
+        """Its model is loaded on `device` on a runtime that decodes jobs together."""
+        loaded = self._models.on(device, request.model)
+        return loaded is not None and getattr(loaded.model, "batches", False)
 
     def request_limits(self) -> dict[str, int]:
         return {
@@ -235,7 +241,7 @@ class TextEngine:
         choice = choose_backend(spec.backend, spec.name, genai_missing(), export)
         if choice.export is not None:
             try:
-                return LoadedText(OnnxTextModel(choice.export, device), choice)
+                return LoadedText(OnnxTextModel(choice.export, device, self.serving), choice)
             except Exception as exc:  # a broken export must not take the model down with it
                 choice = fallback(spec.backend, spec.name, exc)
         return LoadedText(TorchTextModel(self.folder(spec), device), choice)

@@ -23,14 +23,17 @@ class JobObserver(Protocol):
         kind: str,
         model: str,
         state: str,
-        device: str,
         run_seconds: float,
         time_to_first_token_seconds: float,
         completion_tokens: int,
         images: int,
     ) -> None:
         """`state`: "succeeded", "failed", "cancelled" or "deadline_exceeded"; `run_seconds`:
-        device time (0 for a job that never started)."""
+        from its start to its end (0 for a job that never started)."""
+
+    def device_busy(self, device: str, seconds: float) -> None:
+        """`device` ran jobs for `seconds`, from its first job's start to its last one's end:
+        jobs that shared it (a text batch) count once."""
 
     def queue_depths(self, depths: dict[str, int]) -> None:
         """Queued jobs per user: the whole picture (a user left out has none)."""
@@ -47,6 +50,9 @@ class NoObserver:
         pass
 
     def finished(self, *args: object) -> None:
+        pass
+
+    def device_busy(self, device: str, seconds: float) -> None:
         pass
 
     def queue_depths(self, depths: dict[str, int]) -> None:

@@ -2,8 +2,9 @@
 
 The scheduler owns the job lifecycle (queue, store, cancel, deadlines, accounting); a runner
 only executes. It offers slots, one per job that may run at once, and says which slot suits a
-job (the one whose device already holds its model). `LocalRunner` runs engines on one thread
-per device here; `artforge.cluster.dispatch.RayRunner` runs them on Ray Serve workers.
+job (the one whose device already holds its model). `LocalRunner` runs engines on threads of
+this process, one job per device plus the jobs that join a batch there (text decoding);
+`artforge.cluster.dispatch.RayRunner` runs them on Ray Serve workers.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class WorkerStatus:
 
 class Runner(Protocol):
     slots: list[str]  # one per job that may run at once
+    devices: list[str]  # what the slots run on: devices, or cluster workers
+
+    def device_of(self, slot: str) -> str:
+        """The device a job in `slot` runs on."""
 
     async def start(self) -> None:
         """Get ready to run jobs (join a cluster): before the scheduler starts."""
@@ -91,13 +96,22 @@ def store_images(job: Job, result: JobResult, image_filter: ImageFilter | None) 
 
 
 class LocalRunner:
-    """One thread per device in this process, so a model stays on the thread (and the GPU) it
-    was loaded on while the event loop serves other calls."""
+    """Threads of this process. Each device has a main slot, which takes any job, and `lanes - 1`
+    more, which take only jobs that join a batch running on it (Engine.batches: text decoding);
+    each slot has its own thread, so a lane's job waits on its batch while the main slot's job
+    runs. A model loads on the main slot's thread, so it stays on the thread (and the GPU) it
+    was loaded on."""
 
-    def __init__(self, devices: list[str]) -> None:
-        self.slots = devices
-        self._threads = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artforge-{d}") for d in devices}
+    def __init__(self, devices: list[str], lanes: int = 1) -> None:
+        self.devices = devices
+        self._devices = {device: device for device in devices}
+        self._devices.update({f"{device}+{lane}": device for device in devices for lane in range(1, lanes)})
+        self.slots = list(self._devices)
+        self._threads = {slot: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"artforge-{slot}") for slot in self.slots}
         self._recent: dict[str, OrderedDict[tuple[str, str], None]] = {d: OrderedDict() for d in devices}
+
+    def device_of(self, slot: str) -> str:
+        return self._devices[slot]
 
     async def start(self) -> None:
         return
@@ -106,23 +120,32 @@ class LocalRunner:
         return
 
     def suits(self, job: Job, slot: str, idle: list[str]) -> bool:
-        """The device has the job's model, or no other idle device has it (an idle device's
-        worker is about to look for a job too)."""
+        """A lane: the job joins a batch on its device. The main slot: the device has the job's
+        model, or no other idle device has it (an idle device's worker is about to look for a
+        job too)."""
+        device = self._devices[slot]
+        batches = job.engine.batches(job.request, device)
+        if slot != device:
+            return batches
+        if batches and any(self._devices[other] == device and other != device for other in idle):
+            return False  # left to an idle lane: the main slot stays free for a job that cannot batch
         model = (job.kind, job.model)
-        return model in self._recent[slot] or not any(model in self._recent[other] for other in idle if other != slot)
+        idle_devices = {self._devices[other] for other in idle} - {device}
+        return model in self._recent[device] or not any(model in self._recent[other] for other in idle_devices)
 
     async def run(self, slot: str, job: Job, image_filter: ImageFilter | None) -> JobResult:
-        self._ran(slot, job.kind, job.model)
+        self._ran(self._devices[slot], job.kind, job.model)
         return await self._on(slot, execute, job, image_filter)
 
     async def preload(self, engine: Engine, model: str) -> None:
-        for device in self.slots:
+        for device in self.devices:
             await self._on(device, engine.preload, model, device)
             self._ran(device, engine.kind, model)
             log.info("preloaded %s on %s", model, device)
 
     def workers(self, busy: dict[str, Job]) -> list[WorkerStatus]:
-        return [WorkerStatus(d, describe_device(d), d in busy, loaded_models=[m for _, m in self._recent[d]]) for d in self.slots]
+        running = {self._devices[slot] for slot in busy}
+        return [WorkerStatus(d, describe_device(d), d in running, loaded_models=[m for _, m in self._recent[d]]) for d in self.devices]
 
     async def stop(self) -> None:
         for thread in self._threads.values():  # left to exit: an engine may still be finishing a step

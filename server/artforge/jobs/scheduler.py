@@ -142,6 +142,7 @@ class Scheduler:
         self.image_filter = image_filter
         self.jobs: dict[str, Job] = {}  # in flight: queued or running
         self.running: dict[str, Job] = {}  # by runner slot
+        self._busy_since: dict[str, float] = {}  # device -> since when it runs jobs (monotonic)
         self.dispatching = False  # until dispatch(): jobs wait while the server loads its models
         self._readers: Counter[str] = Counter()  # watchers per job id: their results are not dropped
         self._wake = asyncio.Event()
@@ -329,7 +330,7 @@ class Scheduler:
         known = all(self.costs.measured(job) for job in self.running.values())
         ahead = sum(max(self.costs.estimate(job) - (now - job.started_at), 0.0) for job in self.running.values())
         for position, job in enumerate(queued):
-            job.announce_position(position, len(queued), ahead / len(self.runner.slots) if known else 0.0)
+            job.announce_position(position, len(queued), ahead / len(self.runner.devices) if known else 0.0)
             known = known and self.costs.measured(job)
             ahead += self.costs.estimate(job)
         self.observer.queue_depths(dict(Counter(job.owner for job in queued)))
@@ -359,15 +360,18 @@ class Scheduler:
         while True:
             await self.runner.ready(slot)
             job = await self._next_job(slot)
-            job.device = slot
+            job.device = self.runner.device_of(slot)
             job.state = JobState.RUNNING
             job.started_at = time.time()
             job.attempts += 1
             self.store.set_state(job.id, JobState.RUNNING, job.attempts)  # on disk first: a crash now counts
             if self._crash_label and job.label == self._crash_label:
                 os.kill(os.getpid(), signal.SIGKILL)
+            device = job.device
+            if not self._running_on(device):
+                self._busy_since[device] = time.monotonic()
             self.running[slot] = job
-            self.observer.started(job.kind, job.model, slot, job.started_at - job.submitted_at)
+            self.observer.started(job.kind, job.model, device, job.started_at - job.submitted_at)
             try:
                 result = await self.runner.run(slot, job, self.image_filter)
             except WorkerLost as lost:
@@ -382,7 +386,12 @@ class Scheduler:
                 self._finish(job, result)
             finally:
                 self.running.pop(slot, None)
+                if not self._running_on(device) and (since := self._busy_since.pop(device, None)) is not None:
+                    self.observer.device_busy(device, time.monotonic() - since)
                 self._wake.set()  # a user under a running-jobs quota may start another
+
+    def _running_on(self, device: str) -> bool:
+        return any(self.runner.device_of(slot) == device for slot in self.running)
 
     def _run_again(self, job: Job, lost: WorkerLost) -> None:
         """The worker running `job` died: queue it again ahead of its user's other jobs, to run
@@ -428,7 +437,6 @@ class Scheduler:
             job.kind,
             job.model,
             state.name.lower(),
-            job.device,
             usage.run_seconds,
             usage.time_to_first_token_seconds,
             usage.completion_tokens,

@@ -53,6 +53,11 @@ class LoadedModels(Generic[T]):
             loaded[name] = item
         return item
 
+    def on(self, device: str, name: str) -> T | None:
+        """`name` if it is loaded on `device`, without loading it or touching the LRU order."""
+        with self._lock:
+            return self._devices.get(device, {}).get(name)
+
     def find(self, name: str) -> T | None:
         """`name` as loaded on any device (the first found), without touching the LRU order."""
         with self._lock:

@@ -1,14 +1,15 @@
-"""Causal language models on ONNX Runtime GenAI: the builder's export, one token at a time.
+"""Causal language models on ONNX Runtime: the onnxruntime-genai builder's export.
 
 The export is made by onnxruntime-genai's model builder from a Hugging Face folder (a GGUF is
 dequantized to one first, see artforge.models.gguf): int4 weights (MatMulNBits) for serving,
 fp32 for checking parity with PyTorch. It runs in a subprocess, so an exporter crash or its
 memory peak never reaches the server.
 
-Serving keeps the PyTorch path's behaviour by sharing its sampling: GenAI runs the model and
-hands over the logits of the last position; penalties, temperature, top-p and the seeded
+Serving keeps the PyTorch path's behaviour by sharing its sampling: the runtime runs the model
+and hands over the logits of the last position; penalties, temperature, top-p and the seeded
 generator are artforge.runtimes.sampling's, as on PyTorch, so stop strings, seeds and cancel
-work the same.
+work the same. On CPUs the export runs on plain ONNX Runtime, many jobs in one batch
+(artforge.runtimes.onnx_batch); on CUDA on GenAI's Generator, one job at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from artforge.config import TextServing
 from artforge.runtimes.onnx import cpu_threads
+from artforge.runtimes.onnx_batch import ContinuousBatch, KvLayout
 from artforge.runtimes.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
@@ -80,31 +83,54 @@ def export_text_model(source: Path, target: Path, precision: str = "int4", devic
 
 
 class OnnxTextModel:
+    """An export served by ONNX Runtime: on a CPU, through a ContinuousBatch (jobs decode together,
+    with a prefix cache); on CUDA, one job at a time through GenAI's Generator (batching there
+    needs GenAI's PagedAttention export, not made yet)."""
+
     backend = "onnx"
 
-    def __init__(self, folder: Path, device: str) -> None:
-        import onnxruntime_genai as og
-
-        config = og.Config(str(folder))
+    def __init__(self, folder: Path, device: str, serving: TextServing) -> None:
+        self.context_length = int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
+        self.batch: ContinuousBatch | None = None
         if execution_provider(device) == "cuda":
+            import onnxruntime_genai as og
+
+            config = og.Config(str(folder))
             config.clear_providers()
             config.append_provider("cuda")
             config.set_provider_option("cuda", "device_id", device.partition(":")[2] or "0")
-        else:
-            # Measured on SmolLM2 int4 (2 cores): the default thread setting gives ~105 tokens/s,
-            # naming the cores explicitly ~133, with time to first token down from ~100 to ~55 ms.
-            options = {"intra_op_num_threads": cpu_threads()}
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
-        self.model = og.Model(config)
-        self.context_length = int(json.loads((folder / "genai_config.json").read_text())["model"]["context_length"])
+            self.model = og.Model(config)
+            return
+        import onnxruntime as ort
 
-    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int | None = None) -> Iterator[int]:
+        options = ort.SessionOptions()
+        # Measured on SmolLM2 int4 (2 cores): naming the cores explicitly gave ~133 tokens/s
+        # against ~105 with the default thread setting.
+        options.intra_op_num_threads = cpu_threads()
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        mb = 1 << 20
+        layout = KvLayout.of(folder)
+        self.batch = ContinuousBatch(
+            session, layout, self.context_length, serving.batch_size, serving.batch_memory_mb * mb, serving.prefix_cache_mb * mb
+        )
+
+    @property
+    def batches(self) -> bool:
+        """Jobs on this model share the device's decode steps."""
+        return self.batch is not None and self.batch.max_rows > 1
+
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Iterator[int]:
         """Yield token ids, one per step, for as long as the caller keeps asking (up to max_new_tokens)."""
+        if self.batch is not None:
+            return self.batch.generate(prompt_ids, sampling, max_new_tokens)
+        return self._generate_one(prompt_ids, sampling, max_new_tokens)
+
+    def _generate_one(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Iterator[int]:
         import numpy as np
         import onnxruntime_genai as og
 
         # The key/value cache is allocated for the whole sequence up front: size it to the job.
-        length = min(self.context_length, len(prompt_ids) + (max_new_tokens or self.context_length))
+        length = min(self.context_length, len(prompt_ids) + max_new_tokens)
         params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=length)
         generator = og.Generator(self.model, params)
