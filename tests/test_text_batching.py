@@ -204,12 +204,17 @@ def test_a_full_batch_queues_the_next_job_until_one_leaves(client, metrics_port)
     assert queued.wait().state == SUCCEEDED
     for stream in full[1:]:
         stream.cancel()
+    for stream in full:
         with pytest.raises(ArtForgeError):
             stream.wait()
     deadline = time.monotonic() + 30
     while (busy := device_busy_seconds(metrics_port) - busy_before) == 0 and time.monotonic() < deadline:
         time.sleep(0.1)  # counted once the device is idle, just after the last job's end is sent
     assert 0 < busy <= time.monotonic() - began, "jobs that shared the device count its time once"
+    # Each is charged its share of the steps it shared, not the whole time it ran.
+    usages = [stream.finished.usage for stream in [*full, queued]]
+    assert all(0 < usage.device_seconds < usage.run_seconds for usage in usages)
+    assert sum(usage.device_seconds for usage in usages) <= busy
     devices = client.server_info().devices
     assert [device.name for device in devices] == ["cpu"], "lanes are slots of one device, not devices"
 

@@ -175,6 +175,7 @@ def usage(u: Usage) -> jobs_pb2.Usage:
         tokens_per_second=u.tokens_per_second,
         queued_seconds=u.queued_seconds,
         run_seconds=u.run_seconds,
+        device_seconds=u.device_seconds,
     )
 
 

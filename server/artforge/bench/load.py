@@ -363,7 +363,7 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
         outcomes[key.split(" ", 1)[1]] += count
     panels.append(Panel("jobs, every kind", "count", dict(sorted(outcomes.items())) or {"none": 0}, True))
     if result["rss_mb"]:
-        panels.append(Panel("server memory (RSS)", "MB", {}, False, line=result["rss_mb"]))
+        panels.append(Panel("server memory (RSS)", "MB", {}, None, lines={"RSS": result["rss_mb"]}))
     return title, panels
 
 

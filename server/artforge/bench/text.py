@@ -208,9 +208,12 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
         Panel("time to first token, short prompt", "ms", {b: r["short_prompt_ttft_ms"] for b, r in backends.items()}, False),
     ]
     if result["settings"].get("concurrency"):
-        by_clients = {f"{b} x{n}": c for b, r in backends.items() for n, c in r["concurrency"].items()}
+
+        def over_clients(key: str) -> dict[str, list[list[float]]]:
+            return {b: [[int(n), c[key]] for n, c in r["concurrency"].items()] for b, r in backends.items()}
+
         panels += [
-            Panel("clients at once: all tokens", "tokens/s", {k: c["aggregate_tokens_per_second"] for k, c in by_clients.items()}, True),
-            Panel("clients at once: time to first token", "ms", {k: c["ttft_ms"] for k, c in by_clients.items()}, False),
+            Panel("clients at once: all their tokens", "tokens/s", {}, True, over_clients("aggregate_tokens_per_second"), "clients"),
+            Panel("clients at once: time to first token", "ms", {}, False, over_clients("ttft_ms"), "clients"),
         ]
     return title, panels

@@ -35,6 +35,9 @@ class Usage:
     tokens_per_second: float = 0.0
     queued_seconds: float = 0.0
     run_seconds: float = 0.0
+    # The device time charged for it: its run time, or its share of the steps of a batch it
+    # ran in (text jobs decoded together). 0 from an engine: the scheduler uses run_seconds.
+    device_seconds: float = 0.0
 
 
 @dataclass

@@ -28,6 +28,7 @@ from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, k
 from artforge.runtimes.constrained import MAX_SCHEMA_CHARS, MAX_SCHEMA_DEPTH, JsonConstraint, SchemaError, guidance_tokenizer
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
+from artforge.runtimes.onnx_batch import Generation
 from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
 from artforge.runtimes.sampling import Sampling
 from artforge.runtimes.torch_text import TorchTextModel
@@ -379,5 +380,6 @@ class TextEngine:
             completion_tokens=tokens,
             time_to_first_token_seconds=(first_token_at - start) if first_token_at else 0.0,
             tokens_per_second=tokens / elapsed if elapsed > 0 else 0.0,
+            device_seconds=steps.device_seconds if isinstance(steps, Generation) else 0.0,
         )
         return JobResult(text=decoder.final_text, finish_reason=finish_reason, usage=usage)

@@ -421,6 +421,7 @@ class Scheduler:
         usage = result.usage
         usage.queued_seconds = max(0.0, (job.started_at or now) - job.submitted_at)
         usage.run_seconds = now - job.started_at if job.started_at else 0.0
+        usage.device_seconds = usage.device_seconds or usage.run_seconds
         if job.is_cancelled():  # an accepted cancel wins, even over a job that just completed
             state = job.cancel_state
             code = ErrorCode.CANCELLED if state is JobState.CANCELLED else ErrorCode.DEADLINE_EXCEEDED
@@ -431,7 +432,7 @@ class Scheduler:
             state = JobState.FAILED
         job.append(Finished(state, usage, result.text, result.finish_reason, code, message))
         if job.started_at:
-            self._account(job, usage.run_seconds, learn=state is JobState.SUCCEEDED)
+            self._account(job, usage.device_seconds, learn=state is JobState.SUCCEEDED)
         self.observer.finished(
             job.owner,
             job.kind,

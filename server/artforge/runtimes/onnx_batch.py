@@ -30,6 +30,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ class _Sequence:
     length: int = 0  # tokens in its rows of the buffer
     last: int = 0  # the token it feeds the next step
     produced: int = 0
+    seconds: float = 0.0  # its prompt's run, and its share of each step it was in
 
     @property
     def needs(self) -> int:
@@ -204,6 +206,34 @@ class _Sequence:
     def finish(self, why: object) -> None:
         self.closed = True
         self.out.put(why)
+
+
+class Generation(Iterator[int]):
+    """One job's tokens from a batch. Closing it (what a job that stops reading does) takes its
+    sequence out of the batch at the next step."""
+
+    def __init__(self, sequence: _Sequence) -> None:
+        self._sequence = sequence
+        self._ended = False
+
+    def __next__(self) -> int:
+        if self._ended:
+            raise StopIteration
+        item = self._sequence.out.get()
+        if item is _END or isinstance(item, BaseException):
+            self._ended = True
+            if isinstance(item, BaseException):
+                raise item
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._sequence.closed = True
+
+    @property
+    def device_seconds(self) -> float:
+        """The device time it used: its prompt's run and its share of each step it was in."""
+        return self._sequence.seconds
 
 
 class ContinuousBatch:
@@ -228,7 +258,7 @@ class ContinuousBatch:
         self._thread: threading.Thread | None = None
         self._buffer: KvBuffer | None = None
 
-    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Iterator[int]:
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Generation:
         """Token ids as the batch makes them, up to `max_new_tokens`; closing it leaves the batch."""
         sequence = _Sequence(np.asarray(prompt_ids, np.int64), Sampler(sampling), max_new_tokens)
         with self._lock:
@@ -236,13 +266,7 @@ class ContinuousBatch:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="artforge-text-batch", daemon=True)
                 self._thread.start()
-        try:
-            while (item := sequence.out.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            sequence.closed = True
+        return Generation(sequence)
 
     @property
     def memory_bytes(self) -> int:
@@ -324,7 +348,9 @@ class ContinuousBatch:
             if cached is not None:
                 buffer.write(row, cached)
             mask = np.ones((1, len(prompt)), np.int64)
+            started = time.perf_counter()
             logits = self._forward(buffer, row, 1, prompt[None, start:], mask)
+            sequence.seconds += time.perf_counter() - started
             sequence.length = len(prompt)
             if self.prefix is not None and not self.prefix.covers(prompt):
                 self.prefix.add(prompt, buffer.read(row, len(prompt)))
@@ -349,6 +375,7 @@ class ContinuousBatch:
         for row, sequence in enumerate(active):
             tokens[row, 0] = sequence.last
             mask[row, : sequence.length + 1] = 1
+        started = time.perf_counter()
         try:
             logits = self._forward(buffer, 0, rows, tokens, mask)
         except Exception as exc:  # the device failed: every job in the batch fails with it
@@ -356,7 +383,9 @@ class ContinuousBatch:
             for sequence in active:
                 sequence.finish(exc)
             return
+        share = (time.perf_counter() - started) / len(active)
         for row, sequence in enumerate(active):
+            sequence.seconds += share
             if sequence.closed:
                 continue
             sequence.length += 1

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from artforge.config import TextServing
 from artforge.runtimes.onnx import cpu_threads
-from artforge.runtimes.onnx_batch import ContinuousBatch, KvLayout
+from artforge.runtimes.onnx_batch import ContinuousBatch, Generation, KvLayout
 from artforge.runtimes.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
@@ -119,8 +119,8 @@ class OnnxTextModel:
         """Jobs on this model share the device's decode steps."""
         return self.batch is not None and self.batch.max_rows > 1
 
-    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Iterator[int]:
-        """Yield token ids, one per step, for as long as the caller keeps asking (up to max_new_tokens)."""
+    def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Iterator[int] | Generation:
+        """Token ids, one per step, for as long as the caller keeps asking (up to max_new_tokens)."""
         if self.batch is not None:
             return self.batch.generate(prompt_ids, sampling, max_new_tokens)
         return self._generate_one(prompt_ids, sampling, max_new_tokens)
