@@ -39,6 +39,9 @@ def server(models_dir, tmp_path_factory):
 max_tokens = 2048
 max_queue = 8
 
+[text]
+batch_size = 1  # the checks hold the device with a text job to see queued jobs from Blender
+
 [models]
 preload = ["smollm2-135m-instruct", "tiny-sd15"]
 

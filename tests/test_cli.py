@@ -184,6 +184,14 @@ def test_bench_text_compares_both_backends_side_by_side(models_dir, tmp_path):
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_bench_text_compare_needs_a_known_peer_and_its_binary(tmp_path):
+    # Checked before any server starts. llama.cpp itself is a bench-only tool, not built here.
+    unknown = artforge("bench", "text", "--compare", "vllm", timeout=60)
+    assert unknown.returncode == 1 and "--compare: vllm is not one of: llama.cpp" in unknown.stderr
+    missing = artforge("bench", "text", "--compare", "llama.cpp", "--llama-server", str(tmp_path / "llama-server"), timeout=60)
+    assert missing.returncode == 1 and "--llama-server PATH" in missing.stderr
+
+
 def test_bench_text_runs_clients_at_once_on_each_batch_size(models_dir, tmp_path):
     out = tmp_path / "concurrency.json"
     args = ("bench", "text", "--models-dir", str(models_dir), "--backends", "onnx", "--batch-sizes", "1,2", "--concurrency", "1,2")

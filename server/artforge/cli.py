@@ -574,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     text_options.add_argument("--max-tokens", type=int, default=128)
     text_options.add_argument("--concurrency", default="", help="client counts run one after the other, jobs sent at once: 1,4,8")
     text_options.add_argument("--batch-sizes", default="", help="a server per [text] batch_size, one after the other: 1,8")
+    text_options.add_argument("--compare", default="", help="run a peer on the same model after ArtForge: llama.cpp")
+    text_options.add_argument("--llama-server", default="", help="llama.cpp's llama-server binary (default: on PATH)")
     load_options = bench.add_argument_group("load (many clients through a server; --address, --token, --models-dir as for text)")
     load_options.add_argument("--clients", type=int, default=8)
     load_options.add_argument("--seconds", type=float, default=60)

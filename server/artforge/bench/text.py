@@ -27,12 +27,17 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from artforge.bench import report
+from artforge.bench import llama_cpp, report
 from artforge.bench.chart import Panel
-from artforge.config import TextServing
+from artforge.config import TextServing, default_models_dir
+from artforge.engines.text import BUILTIN_TASKS
+from artforge.errors import ArtForgeError, ErrorCode
 from artforge.launch import ServerProcess
+from artforge.models.registry import ModelRegistry
 from artforge_client import Client
 
 SHORT_PROMPT = "Name a colour."
@@ -70,10 +75,34 @@ def _median(runs: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in runs), 3)
 
 
-def _bench_server(client: Client, args: argparse.Namespace) -> dict:
-    _run(client, LONG_PROMPT, args.model, args.max_tokens)  # warm-up: caches, allocator, threads
-    short = [_run(client, SHORT_PROMPT, args.model, 8) for _ in range(args.runs)]
-    long = [_run(client, LONG_PROMPT, args.model, args.max_tokens) for _ in range(args.runs)]
+# One job, given its prompt and max_tokens: the figures of one run (see _run).
+Run = Callable[[str, int], dict]
+# A connection for one client, opened before the clock starts.
+Connect = Callable[[], AbstractContextManager[Run]]
+
+
+def _artforge(address: str, token: str | None, model: str) -> Connect:
+    @contextmanager
+    def connect() -> Iterator[Run]:
+        with Client(address, token=token) as client:
+            client.server_info()  # connected before the clock starts
+            yield lambda prompt, max_tokens: _run(client, prompt, model, max_tokens)
+
+    return connect
+
+
+def _llama_cpp(url: str) -> Connect:
+    @contextmanager
+    def connect() -> Iterator[Run]:
+        yield lambda prompt, max_tokens: llama_cpp.run(url, BUILTIN_TASKS["chat"].system_prompt, prompt, max_tokens)
+
+    return connect
+
+
+def _bench_server(run: Run, args: argparse.Namespace) -> dict:
+    run(LONG_PROMPT, args.max_tokens)  # warm-up: caches, allocator, threads
+    short = [run(SHORT_PROMPT, 8) for _ in range(args.runs)]
+    long = [run(LONG_PROMPT, args.max_tokens) for _ in range(args.runs)]
     return {
         "backend": long[0]["backend"],
         "model": long[0]["model"],
@@ -89,7 +118,7 @@ def _bench_server(client: Client, args: argparse.Namespace) -> dict:
     }
 
 
-def _round(address: str, token: str | None, args: argparse.Namespace, clients: int, round_: int) -> dict:
+def _round(connect: Connect, args: argparse.Namespace, clients: int, round_: int) -> dict:
     """`clients` jobs submitted at once, each from a client of its own."""
     runs: list[dict] = [{} for _ in range(clients)]
     start = threading.Barrier(clients + 1)
@@ -97,10 +126,9 @@ def _round(address: str, token: str | None, args: argparse.Namespace, clients: i
     def client_run(index: int) -> None:
         subject = SUBJECTS[(index + round_) % len(SUBJECTS)]
         prompt = f"Write a long, detailed story about {subject} who paints the sea every day (story {round_ * clients + index})."
-        with Client(address, token=token) as client:
-            client.server_info()  # connected before the clock starts
+        with connect() as run:
             start.wait()
-            runs[index] = _run(client, prompt, args.model, args.max_tokens)
+            runs[index] = run(prompt, args.max_tokens)
 
     threads = [threading.Thread(target=client_run, args=(index,)) for index in range(clients)]
     for thread in threads:
@@ -121,10 +149,10 @@ def _round(address: str, token: str | None, args: argparse.Namespace, clients: i
     }
 
 
-def _bench_concurrency(address: str, token: str | None, args: argparse.Namespace) -> dict[str, dict]:
+def _bench_concurrency(connect: Connect, args: argparse.Namespace) -> dict[str, dict]:
     by_clients = {}
-    for clients in (int(count) for count in args.concurrency.split(",")):
-        rounds = [_round(address, token, args, clients, round_) for round_ in range(args.runs)]
+    for clients in _concurrency(args):
+        rounds = [_round(connect, args, clients, round_) for round_ in range(args.runs)]
         by_clients[str(clients)] = {
             **{key: _median(rounds, key) for key in rounds[0]},
             "rounds": rounds,
@@ -136,14 +164,32 @@ def _bench_concurrency(address: str, token: str | None, args: argparse.Namespace
     return by_clients
 
 
-def _bench_one(address: str, token: str | None, args: argparse.Namespace) -> tuple[list[str], dict]:
-    """The server's devices and its figures: one client, then each concurrency."""
-    with Client(address, token=token) as client:
-        devices = [f"{d.name}: {d.description}" for d in client.server_info().devices]
-        result = _bench_server(client, args)
+def _concurrency(args: argparse.Namespace) -> list[int]:
+    return [int(count) for count in args.concurrency.split(",")] if args.concurrency else []
+
+
+def _bench_one(connect: Connect, args: argparse.Namespace) -> dict:
+    """One client's figures, then each concurrency's."""
+    with connect() as run:
+        result = _bench_server(run, args)
     if args.concurrency:
-        result["concurrency"] = _bench_concurrency(address, token, args)
-    return devices, result
+        result["concurrency"] = _bench_concurrency(connect, args)
+    return result
+
+
+def _devices(address: str, token: str | None) -> list[str]:
+    with Client(address, token=token) as client:
+        return [f"{d.name}: {d.description}" for d in client.server_info().devices]
+
+
+def _bench_llama_cpp(binary: str, model: str, args: argparse.Namespace) -> dict:
+    """llama.cpp's llama-server on the GGUF of `model`, with a slot per client sent at once."""
+    spec = ModelRegistry(Path(args.models_dir) if args.models_dir else default_models_dir(), [], {}).get(model, "text")
+    if spec.format != "gguf":
+        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare llama.cpp: model {model} is not a GGUF file, which llama.cpp needs")
+    with llama_cpp.llama_server(binary, spec.path, max([1, *_concurrency(args)])) as url:
+        result = _bench_one(_llama_cpp(url), args)
+    return {**result, "model": spec.path.name}
 
 
 def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespace) -> tuple[list[str], dict]:
@@ -156,7 +202,8 @@ def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespac
             serve_args += ["--config", str(config)]
         # One server at a time, never two at once: they would share the cores.
         with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log", env={"ARTFORGE_BACKEND": backend}) as server:
-            devices, result = _bench_one(server.address, None, args)
+            devices = _devices(server.address, None)
+            result = _bench_one(_artforge(server.address, None, args.model), args)
     if result["backend"] != backend:
         raise RuntimeError(f"asked for backend {backend}, but the server ran {result['backend']}; see its log")
     result["batch_size"] = batch_size or TextServing().batch_size
@@ -166,8 +213,13 @@ def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespac
 def bench_text(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     devices: list[str] = []
+    compare = [peer for peer in args.compare.split(",") if peer]
+    if unknown := sorted(set(compare) - {"llama.cpp"}):
+        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare: {', '.join(unknown)} is not one of: llama.cpp")
+    binary = llama_cpp.find_server(args.llama_server) if compare else ""  # before anything runs
     if args.address:
-        devices, result = _bench_one(args.address, args.token, args)
+        devices = _devices(args.address, args.token)
+        result = _bench_one(_artforge(args.address, args.token, args.model), args)
         results[result["backend"]] = result
     else:
         sizes = [int(size) for size in args.batch_sizes.split(",")] if args.batch_sizes else [0]
@@ -176,6 +228,8 @@ def bench_text(args: argparse.Namespace) -> dict:
                 label = f"{backend}, batch {size}" if size else backend
                 devices, results[label] = _bench_started_server(backend, size, args)
     first = next(iter(results.values()))
+    if compare:  # after ArtForge, never beside it: they would share the cores
+        results["llama.cpp"] = _bench_llama_cpp(binary, first["model"], args)
     report_ = {
         **report("text", devices=devices),
         "server": args.address or "started by the bench, one per backend (and batch size)",
@@ -187,6 +241,7 @@ def bench_text(args: argparse.Namespace) -> dict:
             "long_prompt_tokens": first["long_prompt_tokens"],
             "concurrency": args.concurrency,
             "batch_sizes": args.batch_sizes,
+            "compare": args.compare,
         },
         "backends": results,
     }
