@@ -105,7 +105,7 @@ def run(url: str, system_prompt: str, prompt: str, max_tokens: int) -> dict:
     busy_ms = float(timings.get("prompt_ms", 0.0)) + float(timings.get("predicted_ms", 0.0))
     return {
         "completion_tokens": tokens,
-        "prompt_tokens": int(timings.get("prompt_n", 0)),
+        "prompt_tokens": int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)),  # run + reused
         "ttft_ms_client": (first - submitted) * 1000,
         "ttft_ms_server": float(timings.get("prompt_ms", 0.0)),
         "tokens_per_second": tokens / busy_ms * 1000 if busy_ms else 0.0,
