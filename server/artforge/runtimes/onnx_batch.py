@@ -306,9 +306,10 @@ class ContinuousBatch:
         self._waiting = [s for s in self._waiting if not s.closed]
         joining: list[_Sequence] = []
         for sequence in list(self._waiting):
-            rows, length = self._shape_for(len(self._active) + len(joining) + 1, [*self._active, *joining, sequence])
-            alone = not self._active and not joining
-            if rows - 1 > self.max_rows or (not alone and rows * length * self.layout.bytes_per_token > self.max_bytes):
+            count = len(self._active) + len(joining) + 1
+            rows, length = self._shape_for(count, [*self._active, *joining, sequence])
+            alone = count == 1
+            if count > self.max_rows or (not alone and rows * length * self.layout.bytes_per_token > self.max_bytes):
                 break  # in order: a later, smaller job does not overtake one waiting for room
             self._waiting.remove(sequence)
             joining.append(sequence)
