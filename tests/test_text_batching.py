@@ -84,6 +84,16 @@ def test_each_job_gets_its_alone_tokens_in_a_batch(engine):
     assert batch.memory_bytes == 0, "an idle batch holds no keys and values"
 
 
+def test_a_job_that_would_pass_the_memory_bound_waits_for_room(engine):
+    jobs = [prepared(engine, prompt, max_tokens=24, temperature=0) for prompt in PROMPTS[:2]]
+    roomy = batch_of(engine, prefix_cache_mb=0)
+    alone = [list(roomy.generate(*job)) for job in jobs]
+    assert together(roomy, jobs) == alone and roomy.most_rows == 2
+    # 1 MB holds less than two rows of keys and values: the second job waits for the first.
+    tight = batch_of(engine, prefix_cache_mb=0, batch_memory_mb=1)
+    assert together(tight, jobs) == alone and tight.most_rows == 1
+
+
 def test_a_job_leaving_early_leaves_the_others_untouched(engine):
     batch = batch_of(engine, prefix_cache_mb=0)
     long_job = prepared(engine, PROMPTS[0], max_tokens=40, temperature=0)

@@ -257,6 +257,7 @@ class ContinuousBatch:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._buffer: KvBuffer | None = None
+        self.most_rows = 0  # the most sequences it has decoded in one step
 
     def generate(self, prompt_ids: list[int], sampling: Sampling, max_new_tokens: int) -> Generation:
         """Token ids as the batch makes them, up to `max_new_tokens`; closing it leaves the batch."""
@@ -367,6 +368,7 @@ class ContinuousBatch:
     def _step(self) -> None:
         """One decode step of every active sequence (beside the scratch row when alone)."""
         active = self._active
+        self.most_rows = max(self.most_rows, len(active))
         rows = max(len(active), 2)
         total = max(s.length for s in active) + 1
         buffer = self._reserve(len(active), active)
