@@ -41,7 +41,7 @@ def run_in_blender(script: str, work: Path, timeout: float, **config: str) -> di
     )
     results = json.loads(results_file.read_text())
     results["_out"] = out
-    results["_log"] = process.stdout[-3000:] + process.stderr[-3000:]
+    results["_log"] = f"(exit {process.returncode})\n" + process.stdout[-3000:] + process.stderr[-3000:]
     return results
 
 

@@ -183,8 +183,10 @@ def test_weights_two_to_one_split_the_charged_device_time_two_to_one(clients):
 def test_an_artists_priority_reorders_only_their_own_jobs(clients):
     alice, bob, root = clients["alice"], clients["bob"], clients["root"]
     blocker = running(busy(root, max_tokens=LONG))
-    low = [short(bob, priority=-5, label=f"bob low {i}") for i in range(3)]
-    wait_queued(root, 3)
+    low = []
+    for i in range(3):  # one at a time: concurrent calls may reach the server in any order
+        low.append(short(bob, priority=-5, label=f"bob low {i}"))
+        wait_queued(root, i + 1)
     normal = [short(alice, label=f"alice {i}") for i in range(3)]
     wait_queued(root, 6)
     before = queue_order(root)

@@ -154,6 +154,17 @@ def device_busy_seconds(metrics_port: int) -> float:
     return scrape(metrics_port)[("artforge_device_busy_seconds_total", (("device", "cpu"),))]
 
 
+def idle_busy_seconds(client: Client, metrics_port: int) -> float:
+    """The busy counter once the device is idle: a busy period is counted when it ends, so one
+    begun by an earlier test's jobs would otherwise land in this test's figures."""
+    deadline = time.monotonic() + 60
+    last = None
+    while client.list_jobs().jobs or last != (last := device_busy_seconds(metrics_port)):
+        assert time.monotonic() < deadline, "the device never went idle"
+        time.sleep(0.2)
+    return last
+
+
 @pytest.fixture
 def client(server) -> Iterator[Client]:
     with server.client() as opened:
@@ -205,7 +216,7 @@ def test_a_deadline_inside_a_batch_ends_that_job_only(client):
 
 
 def test_a_full_batch_queues_the_next_job_until_one_leaves(client, metrics_port):
-    busy_before, began = device_busy_seconds(metrics_port), time.monotonic()
+    busy_before, began = idle_busy_seconds(client, metrics_port), time.monotonic()
     full = [running(holder(client, 512)) for _ in range(BATCH)]
     queued = client.generate_text(PROMPTS[0], max_tokens=8, temperature=0)
     events = iter(queued)
