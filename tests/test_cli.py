@@ -185,11 +185,15 @@ def test_bench_text_compares_both_backends_side_by_side(models_dir, tmp_path):
 
 
 def test_bench_text_compare_needs_a_known_peer_and_its_binary(tmp_path):
-    # Checked before any server starts. llama.cpp itself is a bench-only tool, not built here.
+    # Checked before any server starts. The peers are bench-only tools, not installed here.
     unknown = artforge("bench", "text", "--compare", "vllm", timeout=60)
-    assert unknown.returncode == 1 and "--compare: vllm is not one of: llama.cpp" in unknown.stderr
+    assert unknown.returncode == 1 and "--compare: vllm is not one of: llama.cpp, openvino" in unknown.stderr
     missing = artforge("bench", "text", "--compare", "llama.cpp", "--llama-server", str(tmp_path / "llama-server"), timeout=60)
     assert missing.returncode == 1 and "--llama-server PATH" in missing.stderr
+    no_python = artforge("bench", "text", "--compare", "openvino", timeout=60)
+    assert no_python.returncode == 1 and "--compare openvino needs --openvino-python" in no_python.stderr
+    wrong_python = artforge("bench", "text", "--compare", "openvino", "--openvino-python", sys.executable, timeout=60)
+    assert wrong_python.returncode == 1 and "cannot import openvino_genai" in wrong_python.stderr
 
 
 def test_bench_text_runs_clients_at_once_on_each_batch_size(models_dir, tmp_path):

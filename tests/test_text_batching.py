@@ -1,5 +1,6 @@
 """Continuous batching and the prefix cache of the ONNX Runtime text path, on the real SmolLM2
 int4 export: first the batch itself (threads as jobs), then through a real server over gRPC.
+The PyTorch path's prefix cache, on the same GGUF, too.
 
 Jobs in a batch advance together, one token each a step, so a job of n tokens started beside
 one of m > n tokens ends first, whatever the machine's speed: that is how these tests know
@@ -23,6 +24,7 @@ from artforge.engines.text import TextEngine, TextRequest
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.onnx_batch import ContinuousBatch
 from artforge.runtimes.onnx_text import OnnxTextModel
+from artforge.runtimes.torch_text import TorchTextModel
 from artforge_client import ArtForgeError, Client, JobStream
 from artforge_client.v1 import jobs_pb2
 from tests.conftest import start_server, stop_server
@@ -123,6 +125,23 @@ def test_prefix_cache_hits_give_the_tokens_of_a_miss_within_its_bound(engine):
     assert [list(tight.generate(*job)) for job in jobs] == misses
     assert 0 < tight.prefix.bytes <= 3 << 20
     assert tight.memory_bytes == tight.prefix.bytes
+
+
+def test_the_pytorch_prefix_cache_gives_the_tokens_of_a_miss_within_its_bound(engine):
+    jobs = [prepared(engine, prompt, max_tokens=16, temperature=0) for prompt in PROMPTS[:3]]
+    folder = engine.folder(engine.registry.get(EMBEDDED_TEXT_MODEL, "text"))
+    uncached = TorchTextModel(folder, "cpu")
+    misses = [list(islice(uncached.generate(ids, sampling), tokens)) for ids, sampling, tokens in jobs]
+    cached = TorchTextModel(folder, "cpu", 64 << 20)
+    assert [list(islice(cached.generate(ids, sampling), tokens)) for ids, sampling, tokens in jobs] == misses
+    prefix = cached.prefix
+    assert prefix is not None and prefix.hits == len(jobs) - 1 and prefix.misses == 1
+    assert prefix.reused_tokens >= (len(jobs) - 1) * 30, "the system prompt and template, at least, were reused"
+    assert 0 < prefix.bytes <= 64 << 20
+
+    tight = TorchTextModel(folder, "cpu", 3 << 20)  # room for one prompt's keys and values
+    assert [list(islice(tight.generate(ids, sampling), tokens)) for ids, sampling, tokens in jobs] == misses
+    assert 0 < tight.prefix.bytes <= 3 << 20 and tight.prefix.hits == len(jobs) - 1
 
 
 # -- through a server ---------------------------------------------------------------------------
@@ -238,6 +257,22 @@ def test_a_full_batch_queues_the_next_job_until_one_leaves(client, metrics_port)
     assert sum(usage.device_seconds for usage in usages) <= busy
     devices = client.server_info().devices
     assert [device.name for device in devices] == ["cpu"], "lanes are slots of one device, not devices"
+
+
+def test_the_prefix_cache_shows_in_the_metrics(client, metrics_port):
+    def series() -> dict[str, float]:
+        page = scrape(metrics_port)
+        labels = (("device", "cpu"), ("model", EMBEDDED_TEXT_MODEL))
+        names = ("hits_total", "misses_total", "reused_tokens_total", "bytes")
+        return {name: page.get((f"artforge_prefix_cache_{name}", labels), 0.0) for name in names}
+
+    before = series()
+    for prompt in PROMPTS[:2]:  # the second starts as the first: the chat template and system prompt
+        assert client.generate_text(prompt, max_tokens=4, temperature=0).wait().state == SUCCEEDED
+    after = series()
+    assert after["hits_total"] - before["hits_total"] >= 1
+    assert after["reused_tokens_total"] - before["reused_tokens_total"] >= 30
+    assert 0 < after["bytes"] <= 64 << 20, "within [text] prefix_cache_mb"
 
 
 def test_kill_9_with_a_batch_running_then_every_job_runs_again(models_dir, tmp_path):

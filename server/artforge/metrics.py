@@ -17,6 +17,10 @@ global one), so one process can run many servers, as the tests do.
     artforge_device_busy_seconds_total{device}              rate() of it is the device's utilization
     artforge_queue_depth{user}                              jobs waiting now
     artforge_device_memory_bytes{device}                    CUDA devices only: torch's allocated bytes, read at scrape time
+    artforge_prefix_cache_hits_total{device,model}          text prompts that reused a cached prefix (read at scrape time,
+    artforge_prefix_cache_misses_total{device,model}          as the next two, from the loaded models: a model unloaded
+    artforge_prefix_cache_reused_tokens_total{device,model}   takes its series with it)
+    artforge_prefix_cache_bytes{device,model}
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ from wsgiref.simple_server import WSGIServer
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from artforge.api.grpc_metrics import GrpcMetricsInterceptor
+from artforge.runtimes.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +88,43 @@ class DeviceMemoryCollector(Collector):
         yield family
 
 
+class PrefixCacheCollector(Collector):
+    """`artforge_prefix_cache_*{device,model}`: what the loaded text models' prefix caches saved, at scrape time."""
+
+    SERIES = (
+        ("hits", "Prompts that reused a cached prefix.", "counter"),
+        ("misses", "Prompts that found no cached prefix.", "counter"),
+        ("reused_tokens", "Prompt tokens taken from the cache instead of run.", "counter"),
+        ("bytes", "Bytes of keys and values the cache holds.", "gauge"),
+    )
+
+    def __init__(self, caches: Callable[[], list[tuple[str, str, PrefixCache]]]) -> None:
+        self.caches = caches
+
+    def describe(self) -> Iterator[Metric]:
+        for name, help_, kind in self.SERIES:
+            yield self._family(name, help_, kind)
+
+    def collect(self) -> Iterator[Metric]:
+        caches = self.caches()
+        for name, help_, kind in self.SERIES:
+            family = self._family(name, help_, kind)
+            for device, model, cache in caches:
+                family.add_metric([device, model], getattr(cache, name))
+            yield family
+
+    @staticmethod
+    def _family(name: str, help_: str, kind: str) -> Metric:
+        labels = ["device", "model"]
+        if kind == "counter":
+            return CounterMetricFamily(f"artforge_prefix_cache_{name}", help_, labels=labels)
+        return GaugeMetricFamily(f"artforge_prefix_cache_{name}", help_, labels=labels)
+
+
 class Metrics:
-    def __init__(self, devices: list[str]) -> None:
-        """`devices`: the server's devices, as the scheduler names them ("cpu", "cuda:0", ...)."""
+    def __init__(self, devices: list[str], prefix_caches: Callable[[], list[tuple[str, str, PrefixCache]]] = list) -> None:
+        """`devices`: the server's devices, as the scheduler names them ("cpu", "cuda:0", ...);
+        `prefix_caches`: (device, model, cache) of the text models loaded now."""
         self.registry = CollectorRegistry()
         registry = self.registry
         self.jobs_submitted = Counter(
@@ -127,6 +166,7 @@ class Metrics:
         cuda_devices = [device for device in devices if device.startswith("cuda")]
         if cuda_devices:
             registry.register(DeviceMemoryCollector(cuda_devices))
+        registry.register(PrefixCacheCollector(prefix_caches))
         self._grpc = GrpcMetricsInterceptor(registry)
         self._queued_users: set[str] = set()
         self._http: WSGIServer | None = None

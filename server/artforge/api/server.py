@@ -43,7 +43,7 @@ class Server:
         if config.metrics_port:
             from artforge.metrics import Metrics  # prometheus-client, only where metrics are on
 
-            self.metrics = Metrics(app.devices)
+            self.metrics = Metrics(app.devices, app.text.prefix_caches)
         self.service = Service(app, convert.request_readers(config.limits), observer=self.metrics)
         auth = TokenAuth(self.service)
         limits = config.limits

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from artforge.bench import llama_cpp, report
+from artforge.bench import llama_cpp, openvino, peers, report
 from artforge.bench.chart import Panel
 from artforge.config import TextServing, default_models_dir
 from artforge.engines.text import BUILTIN_TASKS
@@ -42,6 +42,7 @@ from artforge_client import Client
 
 SHORT_PROMPT = "Name a colour."
 LONG_PROMPT = "Write a long, detailed story about a lighthouse keeper who paints the sea every day."
+PEERS = ("llama.cpp", "openvino")  # for --compare (artforge.bench.peers)
 SUBJECTS = ["a lighthouse keeper", "a glassblower", "a cartographer", "a beekeeper", "a puppeteer", "a ferry pilot", "a potter"]
 
 
@@ -91,10 +92,10 @@ def _artforge(address: str, token: str | None, model: str) -> Connect:
     return connect
 
 
-def _llama_cpp(url: str) -> Connect:
+def _peer(url: str, backend: str) -> Connect:
     @contextmanager
     def connect() -> Iterator[Run]:
-        yield lambda prompt, max_tokens: llama_cpp.run(url, BUILTIN_TASKS["chat"].system_prompt, prompt, max_tokens)
+        yield lambda prompt, max_tokens: peers.run(url, backend, BUILTIN_TASKS["chat"].system_prompt, prompt, max_tokens)
 
     return connect
 
@@ -182,13 +183,28 @@ def _devices(address: str, token: str | None) -> list[str]:
         return [f"{d.name}: {d.description}" for d in client.server_info().devices]
 
 
-def _bench_llama_cpp(binary: str, model: str, args: argparse.Namespace) -> dict:
-    """llama.cpp's llama-server on the GGUF of `model`, with a slot per client sent at once."""
-    spec = ModelRegistry(Path(args.models_dir) if args.models_dir else default_models_dir(), [], {}).get(model, "text")
+def _peer_tools(args: argparse.Namespace) -> dict[str, str]:
+    """What each peer in --compare runs with (llama-server, or OpenVINO's Python), found before anything runs."""
+    compare = [peer for peer in args.compare.split(",") if peer]
+    if unknown := sorted(set(compare) - set(PEERS)):
+        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare: {', '.join(unknown)} is not one of: {', '.join(PEERS)}")
+    find = {"llama.cpp": lambda: llama_cpp.find_server(args.llama_server), "openvino": lambda: openvino.find_python(args.openvino_python)}
+    return {peer: find[peer]() for peer in compare}
+
+
+def _bench_peer(peer: str, tool: str, model: str, args: argparse.Namespace) -> dict:
+    """A peer on the GGUF of `model`, with a slot per client sent at once."""
+    registry = ModelRegistry(Path(args.models_dir) if args.models_dir else default_models_dir(), [], {})
+    spec = registry.get(model, "text")
     if spec.format != "gguf":
-        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare llama.cpp: model {model} is not a GGUF file, which llama.cpp needs")
-    with llama_cpp.llama_server(binary, spec.path, max([1, *_concurrency(args)])) as url:
-        result = _bench_one(_llama_cpp(url), args)
+        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare {peer}: model {model} is not a GGUF file, which the peers start from")
+    slots = max([1, *_concurrency(args)])
+    if peer == "llama.cpp":
+        server = llama_cpp.llama_server(tool, spec.path, slots)
+    else:
+        server = openvino.openvino_server(tool, openvino.exported(tool, spec.path, registry.models_dir / ".cache"), slots)
+    with server as url:
+        result = _bench_one(_peer(url, peer), args)
     return {**result, "model": spec.path.name}
 
 
@@ -213,10 +229,7 @@ def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespac
 def bench_text(args: argparse.Namespace) -> dict:
     results: dict[str, dict] = {}
     devices: list[str] = []
-    compare = [peer for peer in args.compare.split(",") if peer]
-    if unknown := sorted(set(compare) - {"llama.cpp"}):
-        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare: {', '.join(unknown)} is not one of: llama.cpp")
-    binary = llama_cpp.find_server(args.llama_server) if compare else ""  # before anything runs
+    tools = _peer_tools(args)
     if args.address:
         devices = _devices(args.address, args.token)
         result = _bench_one(_artforge(args.address, args.token, args.model), args)
@@ -228,8 +241,8 @@ def bench_text(args: argparse.Namespace) -> dict:
                 label = f"{backend}, batch {size}" if size else backend
                 devices, results[label] = _bench_started_server(backend, size, args)
     first = next(iter(results.values()))
-    if compare:  # after ArtForge, never beside it: they would share the cores
-        results["llama.cpp"] = _bench_llama_cpp(binary, first["model"], args)
+    for peer, tool in tools.items():  # after ArtForge, never beside it: they would share the cores
+        results[peer] = _bench_peer(peer, tool, first["model"], args)
     report_ = {
         **report("text", devices=devices),
         "server": args.address or "started by the bench, one per backend (and batch size)",

@@ -30,6 +30,7 @@ from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_diges
 from artforge.runtimes.loaded import LoadedModels
 from artforge.runtimes.onnx_batch import Generation
 from artforge.runtimes.onnx_text import OnnxTextModel, export_text_model, export_variant, genai_missing
+from artforge.runtimes.prefix_cache import PrefixCache
 from artforge.runtimes.sampling import Sampling
 from artforge.runtimes.torch_text import TorchTextModel
 
@@ -245,7 +246,7 @@ class TextEngine:
                 return LoadedText(OnnxTextModel(choice.export, device, self.serving), choice)
             except Exception as exc:  # a broken export must not take the model down with it
                 choice = fallback(spec.backend, spec.name, exc)
-        return LoadedText(TorchTextModel(self.folder(spec), device), choice)
+        return LoadedText(TorchTextModel(self.folder(spec), device, self.serving.prefix_cache_mb << 20), choice)
 
     # -- ONNX exports ---------------------------------------------------------------------
 
@@ -278,6 +279,10 @@ class TextEngine:
 
     def loaded_models(self) -> set[str]:
         return self._models.loaded_names()
+
+    def prefix_caches(self) -> list[tuple[str, str, PrefixCache]]:
+        """(device, model, its prefix cache) of every loaded text model that keeps one."""
+        return [(device, name, loaded.model.prefix) for device, name, loaded in self._models.items() if loaded.model.prefix is not None]
 
     def context_length(self, spec: ModelSpec) -> int:
         return self.vocabulary(spec).context_length

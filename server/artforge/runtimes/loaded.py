@@ -68,6 +68,11 @@ class LoadedModels(Generic[T]):
         with self._lock:
             return [item for loaded in self._devices.values() for item in loaded.values()]
 
+    def items(self) -> list[tuple[str, str, T]]:
+        """(device, name, model) of every loaded model."""
+        with self._lock:
+            return [(device, name, item) for device, loaded in self._devices.items() for name, item in loaded.items()]
+
     def loaded_names(self) -> set[str]:
         with self._lock:
             return {name for loaded in self._devices.values() for name in loaded}

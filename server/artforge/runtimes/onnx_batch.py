@@ -31,7 +31,6 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from artforge.runtimes.prefix_cache import PrefixCache
 from artforge.runtimes.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
@@ -113,67 +113,8 @@ class KvBuffer:
                 array[row, :, :length] = kv[layer, index]
 
 
-@dataclass
-class _Entry:
-    tokens: np.ndarray
-    kv: np.ndarray  # [layers, 2, kv heads, len(tokens), head size]
-
-
-class PrefixCache:
-    """Keys and values of recent prompts. A prompt reuses the longest prefix it shares with any
-    of them; least recently used dropped first, to stay within `max_bytes`."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self.reused_tokens = 0
-
-    def find(self, prompt: np.ndarray, limit: int) -> np.ndarray | None:
-        """The keys and values of the longest cached prefix of `prompt`, at most `limit` tokens."""
-        best, best_key = 0, b""
-        for key, entry in self._entries.items():
-            n = min(len(entry.tokens), limit)
-            if n <= best:
-                continue
-            same = entry.tokens[:n] == prompt[:n]
-            common = n if same.all() else int(np.argmin(same))
-            if common > best:
-                best, best_key = common, key
-        if not best:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
-        return self._entries[best_key].kv[:, :, :, :best]
-
-    def add(self, prompt: np.ndarray, kv: np.ndarray) -> None:
-        if kv.nbytes > self.max_bytes:
-            return
-        for key in [key for key, entry in self._entries.items() if _starts(prompt, entry.tokens)]:
-            self._drop(key)  # a prefix of this prompt: this entry serves all it served
-        while self._entries and self.bytes + kv.nbytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
-        self._entries[prompt.tobytes()] = _Entry(prompt, kv)
-        self.bytes += kv.nbytes
-
-    def covers(self, prompt: np.ndarray) -> bool:
-        """Some entry starts with all of `prompt`."""
-        return any(_starts(entry.tokens, prompt) for entry in self._entries.values())
-
-    def _drop(self, key: bytes) -> None:
-        self.bytes -= self._entries.pop(key).kv.nbytes
-
-
 def _power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
-
-
-def _starts(tokens: np.ndarray, prefix: np.ndarray) -> bool:
-    return len(prefix) <= len(tokens) and bool((tokens[: len(prefix)] == prefix).all())
 
 
 _END = object()

@@ -26,6 +26,7 @@ from pathlib import Path
 from artforge.config import TextServing
 from artforge.runtimes.onnx import cpu_threads
 from artforge.runtimes.onnx_batch import ContinuousBatch, Generation, KvLayout
+from artforge.runtimes.prefix_cache import PrefixCache
 from artforge.runtimes.sampling import Sampler, Sampling
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,11 @@ class OnnxTextModel:
         self.batch = ContinuousBatch(
             session, layout, self.context_length, serving.batch_size, serving.batch_memory_mb * mb, serving.prefix_cache_mb * mb
         )
+
+    @property
+    def prefix(self) -> PrefixCache | None:
+        """The prefix cache of its batch (CPUs only: onnxruntime-genai's Generator on CUDA keeps none)."""
+        return self.batch.prefix if self.batch is not None else None
 
     @property
     def batches(self) -> bool:
