@@ -1,8 +1,10 @@
 """`artforge bench text`: tokens per second and time to first token, measured through gRPC.
 
 The bench starts its own server on a free port for each backend in --backends (PyTorch eager
-and ONNX Runtime GenAI by default), one after the other on the same machine, or measures the
-server at --address. It measures what a client sees, next to what the server counted:
+and ONNX Runtime by default) and each --batch-sizes, or measures the server at --address; with
+--compare, peers too (artforge.bench.peers). All of them start before the clock and take their
+jobs in turns, never two at once: run 1 of each, then run 2 of each, and so on. Idle, they
+take no CPU. It measures what a client sees, next to what the server counted:
 
 - ttft: submission to the first text, for a short prompt (the job starts at once: no queue);
 - tokens_per_second: completion tokens over the job's generation time, prompt processing
@@ -28,10 +30,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
-from artforge.bench import llama_cpp, openvino, peers, report
+from artforge.bench import llama_cpp, openvino_peer, peers, report
 from artforge.bench.chart import Panel
 from artforge.config import TextServing, default_models_dir
 from artforge.engines.text import BUILTIN_TASKS
@@ -100,10 +102,8 @@ def _peer(url: str, backend: str) -> Connect:
     return connect
 
 
-def _bench_server(run: Run, args: argparse.Namespace) -> dict:
-    run(LONG_PROMPT, args.max_tokens)  # warm-up: caches, allocator, threads
-    short = [run(SHORT_PROMPT, 8) for _ in range(args.runs)]
-    long = [run(LONG_PROMPT, args.max_tokens) for _ in range(args.runs)]
+def _summary(short: list[dict], long: list[dict]) -> dict:
+    """One client's figures: medians of its short- and long-prompt runs."""
     return {
         "backend": long[0]["backend"],
         "model": long[0]["model"],
@@ -150,14 +150,11 @@ def _round(connect: Connect, args: argparse.Namespace, clients: int, round_: int
     }
 
 
-def _bench_concurrency(connect: Connect, args: argparse.Namespace) -> dict[str, dict]:
-    by_clients = {}
-    for clients in _concurrency(args):
-        rounds = [_round(connect, args, clients, round_) for round_ in range(args.runs)]
-        by_clients[str(clients)] = {
-            **{key: _median(rounds, key) for key in rounds[0]},
-            "rounds": rounds,
-        }
+def _concurrency_summary(rounds_by_clients: dict[int, list[dict]]) -> dict[str, dict]:
+    by_clients = {
+        str(clients): {**{key: _median(rounds, key) for key in rounds[0]}, "rounds": rounds}
+        for clients, rounds in rounds_by_clients.items()
+    }
     single = by_clients.get("1", {}).get("aggregate_tokens_per_second")
     if single:
         for result in by_clients.values():
@@ -169,13 +166,36 @@ def _concurrency(args: argparse.Namespace) -> list[int]:
     return [int(count) for count in args.concurrency.split(",")] if args.concurrency else []
 
 
-def _bench_one(connect: Connect, args: argparse.Namespace) -> dict:
-    """One client's figures, then each concurrency's."""
-    with connect() as run:
-        result = _bench_server(run, args)
+def _bench_side_by_side(targets: dict[str, Connect], args: argparse.Namespace) -> dict[str, dict]:
+    """Every target's figures, measured in turns: each run, and each round of clients at once,
+    goes to every target before the next, so a machine that changes pace during the bench (as
+    shared machines do) weighs on all of them alike."""
+    short: dict[str, list[dict]] = {name: [] for name in targets}
+    long: dict[str, list[dict]] = {name: [] for name in targets}
+    with ExitStack() as clients:
+        runs = {name: clients.enter_context(connect()) for name, connect in targets.items()}
+        for run in runs.values():
+            run(LONG_PROMPT, args.max_tokens)  # warm-up: caches, allocator, threads
+        for _ in range(args.runs):
+            for name, run in runs.items():
+                short[name].append(run(SHORT_PROMPT, 8))
+                long[name].append(run(LONG_PROMPT, args.max_tokens))
+    results = {name: _summary(short[name], long[name]) for name in targets}
     if args.concurrency:
-        result["concurrency"] = _bench_concurrency(connect, args)
-    return result
+        rounds: dict[str, dict[int, list[dict]]] = {name: {} for name in targets}
+        for count in _concurrency(args):
+            for round_ in range(args.runs):
+                for name, connect in targets.items():
+                    rounds[name].setdefault(count, []).append(_round(connect, args, count, round_))
+        for name in targets:
+            results[name]["concurrency"] = _concurrency_summary(rounds[name])
+    return results
+
+
+def _model(connect: Connect) -> str:
+    """The model an ArtForge target runs (its default text model unless --model names one)."""
+    with connect() as run:
+        return run(SHORT_PROMPT, 1)["model"]
 
 
 def _devices(address: str, token: str | None) -> list[str]:
@@ -188,12 +208,14 @@ def _peer_tools(args: argparse.Namespace) -> dict[str, str]:
     compare = [peer for peer in args.compare.split(",") if peer]
     if unknown := sorted(set(compare) - set(PEERS)):
         raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--compare: {', '.join(unknown)} is not one of: {', '.join(PEERS)}")
-    find = {"llama.cpp": lambda: llama_cpp.find_server(args.llama_server), "openvino": lambda: openvino.find_python(args.openvino_python)}
-    return {peer: find[peer]() for peer in compare}
+    find = {"llama.cpp": llama_cpp.find_server, "openvino": openvino_peer.find_python}
+    given = {"llama.cpp": args.llama_server, "openvino": args.openvino_python}
+    return {peer: find[peer](given[peer]) for peer in compare}
 
 
-def _bench_peer(peer: str, tool: str, model: str, args: argparse.Namespace) -> dict:
-    """A peer on the GGUF of `model`, with a slot per client sent at once."""
+@contextmanager
+def _peer_server(peer: str, tool: str, model: str, args: argparse.Namespace) -> Iterator[tuple[Path, Connect]]:
+    """A peer on the GGUF of `model`, with a slot per client sent at once: that GGUF and the peer."""
     registry = ModelRegistry(Path(args.models_dir) if args.models_dir else default_models_dir(), [], {})
     spec = registry.get(model, "text")
     if spec.format != "gguf":
@@ -202,50 +224,60 @@ def _bench_peer(peer: str, tool: str, model: str, args: argparse.Namespace) -> d
     if peer == "llama.cpp":
         server = llama_cpp.llama_server(tool, spec.path, slots)
     else:
-        server = openvino.openvino_server(tool, openvino.exported(tool, spec.path, registry.models_dir / ".cache"), slots)
+        server = openvino_peer.openvino_server(tool, openvino_peer.exported(tool, spec.path, registry.models_dir / ".cache"), slots)
     with server as url:
-        result = _bench_one(_peer(url, peer), args)
-    return {**result, "model": spec.path.name}
+        yield spec.path, _peer(url, peer)
 
 
-def _bench_started_server(backend: str, batch_size: int, args: argparse.Namespace) -> tuple[list[str], dict]:
-    """A server of its own on a free port, on `backend` and with `[text] batch_size` (0: the default)."""
+@contextmanager
+def _started_server(backend: str, batch_size: int, args: argparse.Namespace) -> Iterator[str]:
+    """A server of its own on a free port, on `backend` and with `[text] batch_size` (0: the
+    default); yields its address. Idle servers take no CPU, so the bench starts them all and
+    sends each its jobs in turn."""
     with tempfile.TemporaryDirectory(prefix="artforge-bench-") as workdir:
         serve_args = ["--models-dir", args.models_dir] if args.models_dir else []
         if batch_size:
             config = Path(workdir) / "artforge.toml"
             config.write_text(f"[text]\nbatch_size = {batch_size}\n")
             serve_args += ["--config", str(config)]
-        # One server at a time, never two at once: they would share the cores.
         with ServerProcess(*serve_args, log_path=Path(workdir) / "server.log", env={"ARTFORGE_BACKEND": backend}) as server:
-            devices = _devices(server.address, None)
-            result = _bench_one(_artforge(server.address, None, args.model), args)
-    if result["backend"] != backend:
-        raise RuntimeError(f"asked for backend {backend}, but the server ran {result['backend']}; see its log")
-    result["batch_size"] = batch_size or TextServing().batch_size
-    return devices, result
+            yield server.address
 
 
 def bench_text(args: argparse.Namespace) -> dict:
-    results: dict[str, dict] = {}
-    devices: list[str] = []
     tools = _peer_tools(args)
-    if args.address:
-        devices = _devices(args.address, args.token)
-        result = _bench_one(_artforge(args.address, args.token, args.model), args)
-        results[result["backend"]] = result
-    else:
-        sizes = [int(size) for size in args.batch_sizes.split(",")] if args.batch_sizes else [0]
-        for backend in args.backends.split(","):
-            for size in sizes:
-                label = f"{backend}, batch {size}" if size else backend
-                devices, results[label] = _bench_started_server(backend, size, args)
+    targets: dict[str, Connect] = {}
+    asked: dict[str, tuple[str, int]] = {}  # ArtForge target -> the backend and batch size it was started with
+    with ExitStack() as servers:
+        if args.address:
+            address, token = args.address, args.token
+            targets["artforge"] = _artforge(address, token, args.model)
+        else:
+            address, token = "", None
+            sizes = [int(size) for size in args.batch_sizes.split(",")] if args.batch_sizes else [0]
+            for backend in args.backends.split(","):
+                for size in sizes:
+                    label = f"{backend}, batch {size}" if size else backend
+                    address = servers.enter_context(_started_server(backend, size, args))
+                    targets[label], asked[label] = _artforge(address, None, args.model), (backend, size)
+        devices = _devices(address, token)
+        model = _model(targets[next(iter(targets))])
+        ggufs = {}
+        for peer, tool in tools.items():
+            ggufs[peer], targets[peer] = servers.enter_context(_peer_server(peer, tool, model, args))
+        results = _bench_side_by_side(targets, args)
+    for label, (backend, size) in asked.items():
+        if results[label]["backend"] != backend:
+            raise RuntimeError(f"asked for backend {backend}, but the server ran {results[label]['backend']}; see its log")
+        results[label]["batch_size"] = size or TextServing().batch_size
+    for peer, gguf in ggufs.items():
+        results[peer]["model"] = gguf.name
+    if args.address:  # named by what it runs, as the bench's own servers are
+        results = {results["artforge"]["backend"]: results["artforge"], **{k: v for k, v in results.items() if k != "artforge"}}
     first = next(iter(results.values()))
-    for peer, tool in tools.items():  # after ArtForge, never beside it: they would share the cores
-        results[peer] = _bench_peer(peer, tool, first["model"], args)
     report_ = {
         **report("text", devices=devices),
-        "server": args.address or "started by the bench, one per backend (and batch size)",
+        "server": args.address or "started by the bench, one per backend (and batch size), all at once, sent jobs in turns",
         "model": first["model"],
         "settings": {
             "runs": args.runs,

@@ -54,8 +54,8 @@ class TorchTextModel:
         inputs = torch.tensor([prompt_ids[start:]], device=self.device)
         with torch.inference_mode():
             logits = self.model(input_ids=inputs, past_key_values=cache, use_cache=True).logits[0, -1]
-        if self.prefix is not None and not self.prefix.covers(prompt):
-            self.prefix.add(prompt, _stacked(cache))
+        if self.prefix is not None and not self.prefix.covers(prompt) and (kv := _stacked(cache, len(prompt))) is not None:
+            self.prefix.add(prompt, kv)
         while True:
             token = sampler.next(logits.float().cpu().numpy())
             yield token
@@ -64,8 +64,13 @@ class TorchTextModel:
                 logits = self.model(input_ids=inputs, past_key_values=cache, use_cache=True).logits[0, -1]
 
 
-def _stacked(cache: Any) -> Any:
-    """The cache's keys and values as one tensor, [layers, 2, kv heads, tokens, head size] (a copy)."""
+def _stacked(cache: Any, length: int) -> Any | None:
+    """The cache's keys and values as one tensor, [layers, 2, kv heads, tokens, head size] (a copy);
+    None where it is not one shape for every layer holding all `length` tokens (a sliding window
+    keeps only its last ones, some models have other shapes per layer): those are not cached."""
     import torch
 
+    shapes = {(tuple(layer.keys.shape), tuple(layer.values.shape)) for layer in cache.layers}
+    if len(shapes) != 1 or any(shape[-2] != length for shape in next(iter(shapes))):
+        return None
     return torch.stack([torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers])
