@@ -392,6 +392,30 @@ def test_pulled_tiny_sd15_loads_in_diffusers(tmp_path):
             assert all(torch.equal(expected[k], got[k]) for k in expected), component
 
 
+def test_a_controlnet_repo_lands_in_controlnets_and_the_registry_lists_it(tmp_path):
+    """A real (tiny) ControlNet repo as lllyasviel's are laid out: config, safetensors, fp16 and
+    .bin copies, sample images. Its config and plain safetensors arrive, under controlnets/."""
+    from artforge.models.registry import ModelRegistry
+    from tests.tiny_pipelines import build_all
+
+    folder = build_all(REPO / ".cache" / "tiny-models")["tiny-sd15-controlnet"]
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    clutter = {
+        "diffusion_pytorch_model.fp16.safetensors": weights(21),
+        "diffusion_pytorch_model.bin": b"pickle",
+        "images/input.png": b"png",
+        "README.md": b"# a depth ControlNet",
+    }
+    with FakeHub() as fake:
+        fake.add_repo("artforge-test/control_v11f1p_sd15_depth", {**files, **clutter})
+        pulled = pull("artforge-test/control_v11f1p_sd15_depth", tmp_path, endpoint=fake.endpoint, progress=False, name="depth-sd15")
+    assert pulled == tmp_path / "controlnets" / "depth-sd15"
+    assert files_under(pulled) == {*files, "README.md"}
+    assert all((pulled / name).read_bytes() == content for name, content in files.items())
+    spec = ModelRegistry(tmp_path, [], {}).get("depth-sd15", "controlnet")
+    assert (spec.path, spec.control_type) == (pulled, "depth"), "its type comes from its name"
+
+
 # -- choosing the files, without a hub ----------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from artforge.models.embedded import NUDENET, STYLE_TRANSFER, fetch
 from artforge_client import ArtForgeError
 from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2
 from tests.conftest import REPO, start_server, stop_server
+from tests.test_cli import artforge
 from tests.tiny_pipelines import build_all
 
 SIZE = 64
@@ -402,6 +403,9 @@ def corrupt_png() -> pixels_pb2.Image:
     return pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, data=good[:60] + b"\0" * 40 + good[100:])
 
 
+PICTURE = png_image(a_picture())
+
+
 @pytest.mark.parametrize(
     ("fields", "code", "field"),
     [
@@ -418,6 +422,12 @@ def corrupt_png() -> pixels_pb2.Image:
         ({"model": "no-such-model"}, grpc.StatusCode.NOT_FOUND, "model"),
         ({"batch_size": 5}, grpc.StatusCode.INVALID_ARGUMENT, "batch_size"),
         ({"guidance_scale": -1}, grpc.StatusCode.INVALID_ARGUMENT, "guidance_scale"),
+        ({"controls": [image_pb2.Control(type="depth")]}, grpc.StatusCode.INVALID_ARGUMENT, "controls[0].image"),
+        ({"controls": [image_pb2.Control(type="depth", image=corrupt_png())]}, grpc.StatusCode.INVALID_ARGUMENT, "controls[0].image"),
+        ({"controls": [image_pb2.Control(model="tiny-sdxl-depth", image=PICTURE)]}, grpc.StatusCode.INVALID_ARGUMENT, "controls[0].model"),
+        ({"controls": [image_pb2.Control(type="canny", image=PICTURE)]}, grpc.StatusCode.NOT_FOUND, "controls[0].type"),
+        ({"controls": [image_pb2.Control(type="depth", image=PICTURE, end=0)]}, grpc.StatusCode.INVALID_ARGUMENT, "controls[0].start"),
+        ({"controls": [image_pb2.Control(type="depth")] * 5}, grpc.StatusCode.INVALID_ARGUMENT, "controls"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named(client, fields, code, field):
@@ -428,6 +438,35 @@ def test_bad_input_is_refused_with_the_field_named(client, fields, code, field):
     assert error.value.code is code
     assert error.value.message.startswith(f"{field}:"), error.value.message
     assert colors(generate(client))[0].shape == (SIZE, SIZE, 3), "the server keeps serving"
+
+
+def test_a_control_steers_the_job_and_an_onnx_served_model_hands_it_to_pytorch(client, backend):
+    plain = generate(client, seed=4)
+    depth = image_pb2.Control(type="depth", image=png_image(a_picture(40, 24)))  # resized to the job
+    steered = generate(client, seed=4, controls=[depth])
+    assert (plain.started.backend, steered.started.backend) == (backend, "torch")
+    assert np.abs(colors(steered)[0] - colors(plain)[0]).mean() > 2
+    depth.strength = 0.0
+    assert np.abs(colors(generate(client, seed=4, controls=[depth]))[0] - colors(plain)[0]).max() <= 1, "at strength 0 it does nothing"
+    listed = {m.name: m for m in client.list_models(server_pb2.MODEL_KIND_CONTROLNET)}
+    assert {name: m.control_type for name, m in listed.items()} == {"tiny-sd15-depth": "depth", "tiny-sdxl-depth": "depth"}
+    assert listed["tiny-sd15-depth"].loaded and client.server_info().limits.max_controls == 4
+
+
+def test_the_cli_sends_controls(image_server, tmp_path):
+    picture = tmp_path / "depth.png"
+    PILImage.fromarray(a_picture(40, 24)).save(picture)
+
+    def cli(*extra: str) -> np.ndarray:
+        out = tmp_path / f"out{len(extra)}.png"
+        args = ["image", "weathered red bricks", "--address", image_server.address, "--width", "64", "--height", "64"]
+        done = artforge(*args, "--steps", "2", "--seed", "4", "-o", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+        return np.asarray(PILImage.open(out), np.float64)
+
+    assert np.abs(cli("--control", f"depth:{picture}:1.0:0:1") - cli()).mean() > 2
+    refused = artforge("image", "x", "--address", image_server.address, "--control", "depth")
+    assert refused.returncode == 1 and "--control depth: expected TYPE_OR_MODEL:FILE" in refused.stderr
 
 
 def test_server_info_lists_image_models_and_schedulers(client):

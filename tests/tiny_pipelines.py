@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 TINY_PROMPT_SIZE = 64  # pixels: a latent of 8 x 8, the UNets' sample_size
 
 # Bump when anything below changes what gets built: build_all() rebuilds a cache of another version.
-TINY_VERSION = "1"
+TINY_VERSION = "2"  # 2: ControlNets
 _VERSION_FILE = ".tiny-pipelines-version"
 
 MODEL_MAX_LENGTH = 77
@@ -368,6 +368,24 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def build_tiny_controlnet(folder: Path, pipeline_folder: Path, seed: int = 0) -> Path:
+    """A tiny ControlNet for the tiny pipeline in `pipeline_folder` (SD 1.5 or SDXL shapes): made
+    from its UNet as diffusers does for training, with a small conditioning embedding, then every
+    weight perturbed, so its zero convolutions are not zero and a control image changes pixels."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(Path(pipeline_folder) / "unet"))
+    with _seeded(seed):
+        gen = torch.Generator().manual_seed(seed)
+        controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+        _randomize(controlnet, gen)
+        with torch.no_grad():  # zero convolutions, made loud enough to move a 2-step image
+            for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+                block.weight.add_(torch.randn(block.weight.shape, generator=gen) * 0.5)
+    controlnet.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)
+
+
 def build_tiny_sd15_taesd(folder: Path, sd15_folder: Path, seed: int = 0) -> Path:
     """The tiny SD 1.5 of `sd15_folder` with a tiny AutoencoderTiny (TAESD) as its VAE: a pipeline
     diffusers runs (people swap TAESD in for fast previews) but the ONNX export does not cover."""
@@ -636,13 +654,16 @@ def tiny_paths(root: Path) -> dict[str, Path]:
         "tiny-sd15-single": root / "tiny-sd15-single.safetensors",
         "tiny-sdxl": root / "tiny-sdxl",
         "tiny-sdxl-single": root / "tiny-sdxl-single.safetensors",
+        "tiny-sd15-controlnet": root / "controlnets" / "tiny-sd15-depth",
+        "tiny-sdxl-controlnet": root / "controlnets" / "tiny-sdxl-depth",
     }
 
 
 def build_all(root: Path) -> dict[str, Path]:
-    """Build the four tiny models into `root` (skipped when a build of this version is there).
+    """Build the four tiny models and two tiny ControlNets into `root` (skipped when a build of this version is there).
 
-    Returns {"tiny-sd15": folder, "tiny-sd15-single": file, "tiny-sdxl": folder, "tiny-sdxl-single": file}.
+    Returns {"tiny-sd15": folder, "tiny-sd15-single": file, "tiny-sdxl": folder, "tiny-sdxl-single": file,
+    "tiny-sd15-controlnet": folder, "tiny-sdxl-controlnet": folder} (the ControlNets under controlnets/).
     The single files load with `from_single_file(file, config=<matching folder>)`.
     """
     root = Path(root)
@@ -678,5 +699,6 @@ def _build_all_locked(root: Path) -> dict[str, Path]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         write_single_file(paths[name], paths[f"{name}-single"], kind)
+        build_tiny_controlnet(paths[f"{name}-controlnet"], paths[name])
     stamp.write_text(_stamp() + "\n")
     return paths

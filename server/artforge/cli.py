@@ -26,7 +26,7 @@ from artforge import __version__
 from artforge.config import load_config
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.launch import READY_PREFIX
-from artforge_client.v1 import pixels_pb2
+from artforge_client.v1 import image_pb2, pixels_pb2
 
 
 def _connection_args(parser: argparse.ArgumentParser) -> None:
@@ -190,7 +190,7 @@ def _write_results(stream, output: str) -> None:  # noqa: ANN001
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from artforge_client.v1 import image_pb2, jobs_pb2
+    from artforge_client.v1 import jobs_pb2
 
     modes = {"txt2img": image_pb2.IMAGE_MODE_TXT2IMG, "img2img": image_pb2.IMAGE_MODE_IMG2IMG, "inpaint": image_pb2.IMAGE_MODE_INPAINT}
     request = image_pb2.GenerateImageRequest(
@@ -213,14 +213,38 @@ def cmd_image(args: argparse.Namespace) -> int:
         output_format=_OUTPUT_FORMATS[args.format],
         pbr_maps=args.pbr,
         options=jobs_pb2.JobOptions(label="cli"),
+        controls=[_control(text) for text in args.control or []],
     )
     with _client(args) as client:
         _write_results(client.generate_image(request, timeout=args.timeout), args.output)
     return 0
 
 
+def _control(text: str) -> image_pb2.Control:
+    """--control TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]] as a Control message."""
+    from artforge.models.registry import CONTROL_TYPES
+
+    parts = text.split(":")
+    if len(parts) not in (2, 3, 5) or not all(parts[:2]):
+        raise ArtForgeError(
+            ErrorCode.INVALID_ARGUMENT, f"--control {text}: expected TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]], e.g. depth:d.png:0.8:0:0.6"
+        )
+    control = image_pb2.Control(image=_read_image(parts[1]))
+    if parts[0] in CONTROL_TYPES:
+        control.type = parts[0]
+    else:
+        control.model = parts[0]
+    try:
+        numbers = [float(part) for part in parts[2:]]
+    except ValueError:
+        raise ArtForgeError(ErrorCode.INVALID_ARGUMENT, f"--control {text}: STRENGTH, START and END are numbers") from None
+    for name, value in zip(("strength", "start", "end"), numbers, strict=False):
+        setattr(control, name, value)
+    return control
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
-    from artforge_client.v1 import image_pb2, jobs_pb2
+    from artforge_client.v1 import jobs_pb2
 
     request = image_pb2.StylizeRequest(
         model=args.model,
@@ -496,6 +520,12 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--tile", default="", choices=["", "x", "y", "xy"], help="seamless on these axes")
     image.add_argument("--pbr", action="store_true", help="also derive height, normal and roughness maps")
     image.add_argument("--lora", action="append", help="NAME[:SCALE], repeatable")
+    image.add_argument(
+        "--control",
+        action="append",
+        help="TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]], repeatable: a ControlNet (or the server's of that type: depth, canny ...) "
+        "following FILE, e.g. depth:depth.png:0.8",
+    )
     image.add_argument("--format", choices=list(_OUTPUT_FORMATS), default="png8")
     image.add_argument("--timeout", type=float)
     _connection_args(image)

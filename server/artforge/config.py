@@ -100,6 +100,7 @@ class ModelEntry:
     backend: str = ""  # "auto", "torch" or "onnx"; empty: the [models] backend
     description: str = ""
     config: str = ""  # single-file image checkpoints: a diffusers folder with their configs
+    control: str = ""  # ControlNets: their control type, when the name does not say it
 
 
 @dataclass
@@ -183,6 +184,7 @@ class Limits:
     # Bounds on what one request makes the server hold, checked before anything reads it.
     max_history_messages: int = 256
     max_loras_per_request: int = 4
+    max_controls_per_request: int = 4
     max_name_chars: int = 256  # model, task, scheduler and LoRA names, history roles, job ids
     max_label_chars: int = 256
     # Calls in progress at once (job streams and watchers included); more are RESOURCE_EXHAUSTED.

@@ -6,7 +6,7 @@ from artforge import __version__
 from artforge.api.pixels import decode_image
 from artforge.config import Limits
 from artforge.engines.base import Provenance, Usage
-from artforge.engines.image import ImageRequest
+from artforge.engines.image import ControlInput, ImageRequest
 from artforge.engines.stylize import StylizeRequest
 from artforge.engines.text import TextRequest
 from artforge.errors import invalid
@@ -30,6 +30,7 @@ _MODEL_KINDS = {
     "style": server_pb2.MODEL_KIND_STYLE,
     "safety": server_pb2.MODEL_KIND_SAFETY,
     "lora": server_pb2.MODEL_KIND_LORA,
+    "controlnet": server_pb2.MODEL_KIND_CONTROLNET,
 }
 MODEL_KIND_NAMES = {number: name for name, number in _MODEL_KINDS.items()}
 _MODES = {
@@ -113,6 +114,19 @@ def image_request(message: image_pb2.GenerateImageRequest, max_pixels: int) -> I
         mask=decode_image(message.mask, "mask", max_pixels) if has("mask") else None,
         pbr_maps=message.pbr_maps,
         preview_every=message.preview_every,
+        controls=[_control(control, f"controls[{i}]", max_pixels) for i, control in enumerate(message.controls)],
+    )
+
+
+def _control(message: image_pb2.Control, name: str, max_pixels: int) -> ControlInput:
+    has = message.HasField
+    return ControlInput(
+        type=message.type,
+        model=message.model,
+        image=decode_image(message.image, f"{name}.image", max_pixels) if has("image") else None,
+        strength=message.strength if has("strength") else 1.0,
+        start=message.start if has("start") else 0.0,
+        end=message.end if has("end") else 1.0,
     )
 
 
@@ -306,6 +320,7 @@ def model_info(model: ModelStatus) -> server_pb2.ModelInfo:
         is_default=model.is_default,
         description=spec.description,
         context_length=model.context_length,
+        control_type=spec.control_type,
     )
 
 

@@ -36,6 +36,7 @@ def repeated_bounds(limits: Limits) -> dict[str, tuple[int, str]]:
         "history": (limits.max_history_messages, "messages"),
         "stop": (MAX_STOP_STRINGS, "stop strings"),
         "loras": (limits.max_loras_per_request, "LoRAs"),
+        "controls": (limits.max_controls_per_request, "controls"),
         "styles": (MAX_BLEND, "styles"),
         "weights": (MAX_BLEND, "weights"),
     }

@@ -12,7 +12,13 @@ ONNX serves the same diffusers pipeline with its networks on ONNX Runtime
 by a hash of the weights: made on first use, or ahead with `artforge onnx export MODEL`.
 LoRA adapters change the UNet's weights per request, which a fixed ONNX graph cannot follow:
 a job with adapters on an ONNX-served model runs on a PyTorch copy of the model, loaded on its
-first such job and kept for the next (its JobStarted says "torch").
+first such job and kept for the next (its JobStarted says "torch"). So does a job with
+controls for now: the ONNX UNet export takes no ControlNet residuals yet.
+
+Controls: each names a ControlNet (or a control type, and the server takes a registered
+ControlNet of that type made for the job's model), an image of any size (resized to the job's),
+a strength and the fraction of the steps it acts on. Several act at once (diffusers'
+MultiControlNetModel), with txt2img, img2img and inpaint alike.
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ import numpy as np
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance, Work
-from artforge.engines.image_checks import check_pixels, image_defaults
+from artforge.engines.image_checks import UnetShape, check_pixels, image_defaults, unet_shape
 from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
-from artforge.models.registry import ModelRegistry, ModelSpec
+from artforge.models.registry import CONTROL_TYPES, ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
 from artforge.runtimes.devices import is_cpu
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
@@ -41,7 +47,9 @@ from artforge.runtimes.onnx import CUDA
 from artforge.runtimes.torch_diffusion import (
     SCHEDULERS,
     LoadedPipeline,
+    control_pipeline,
     latent_preview,
+    load_controlnet,
     load_pipeline,
     seamless,
     set_loras,
@@ -55,6 +63,34 @@ MODES = ("txt2img", "img2img", "inpaint")
 MAX_GUIDANCE = 30.0
 MAX_LORA_SCALE = 4.0
 MAX_SEED = 2**64 - 1  # seeds are uint64 in the API and in torch.Generator
+MAX_CONTROL_STRENGTH = 2.0
+# A ControlNet runs about half a UNet a step (its encoder and middle block): the work of a job
+# grows by this much per control.
+CONTROL_WORK = 0.5
+
+
+@dataclass
+class ControlInput:
+    """A control as the API hands it over: its image decoded, everything else unchecked."""
+
+    type: str = ""  # a control type (CONTROL_TYPES); with no model, picks a registered ControlNet of it
+    model: str = ""
+    image: np.ndarray | None = None
+    strength: float = 1.0
+    start: float = 0.0  # fractions of the steps it acts on
+    end: float = 1.0
+
+
+@dataclass(frozen=True)
+class PreparedControl:
+    model: str
+    path: Path
+    image: np.ndarray
+    strength: float
+    start: float
+    end: float
+
+
 NO_PREVIEWS = "no preview: the server's safety check is on, and it checks only results"
 
 
@@ -81,6 +117,7 @@ class ImageRequest:
     mask: np.ndarray | None = None
     pbr_maps: bool = False
     preview_every: int = 0
+    controls: list[ControlInput] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,6 +130,7 @@ class PreparedImage:
     batch_size: int
     seed: int
     loras: list[tuple[str, Path, float]]
+    controls: list[PreparedControl] = field(default_factory=list)
 
 
 @dataclass
@@ -117,10 +155,11 @@ class ImageEngine:
         self._pipelines: LoadedModels[ServedPipeline] = LoadedModels(max_loaded)
         # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters: one per device.
         self._lora_pipelines: LoadedModels[LoadedPipeline] = LoadedModels(1)
+        self._controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))
         self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
     def request_limits(self) -> dict[str, int]:
-        return {"max_loras": self.limits.max_loras_per_request}
+        return {"max_loras": self.limits.max_loras_per_request, "max_controls": self.limits.max_controls_per_request}
 
     def batches(self, request: PreparedImage, device: str) -> bool:
         return False  # a diffusion job has its device to itself
@@ -130,7 +169,8 @@ class ImageEngine:
         defaults = image_defaults(self.registry.get(request.model, "image"))
         width, height = request.width or defaults.native_size, request.height or defaults.native_size
         pixels = width * height * request.batch_size
-        return Work(pixels * (request.steps or defaults.steps) / 512**2, pixels)
+        steps = (request.steps or defaults.steps) * (1 + CONTROL_WORK * len(request.controls))
+        return Work(pixels * steps / 512**2, pixels)
 
     @property
     def schedulers(self) -> list[str]:
@@ -141,9 +181,10 @@ class ImageEngine:
         self._pipeline(self.registry.get(model, "image"), device)
 
     def loaded_models(self) -> set[str]:
-        """The loaded pipelines, and the LoRA adapters loaded on any of them."""
+        """The loaded pipelines, the LoRA adapters loaded on any of them, and the loaded ControlNets."""
         pipelines = [served.loaded for served in self._pipelines.values()] + self._lora_pipelines.values()
-        return self._pipelines.loaded_names().union(*(pipeline.loras for pipeline in pipelines))
+        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names()
+        return loaded.union(*(pipeline.loras for pipeline in pipelines))
 
     def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
         return self._pipelines.get(device, spec.name, lambda: self._load(spec, device, job), _announce(spec, device, job))
@@ -289,7 +330,51 @@ class ImageEngine:
             most = MAX_SEED - batch + 1
             raise invalid("seed", f"{request.seed} with batch_size {batch} runs past 2^64-1 (image i uses seed + i); the most is {most}")
         seed = secrets.randbits(63) if request.seed is None else request.seed
-        return PreparedImage(request, spec.name, width, height, request.steps, batch, seed, loras)
+        controls = self._prepare_controls(request.controls, spec)
+        return PreparedImage(request, spec.name, width, height, request.steps, batch, seed, loras, controls)
+
+    def _prepare_controls(self, controls: list[ControlInput], spec: ModelSpec) -> list[PreparedControl]:
+        if len(controls) > self.limits.max_controls_per_request:
+            raise invalid("controls", f"has {len(controls)}; the limit is {self.limits.max_controls_per_request}")
+        shape = unet_shape(spec)
+        prepared = []
+        for i, control in enumerate(controls):
+            field_ = f"controls[{i}]"
+            if control.image is None:
+                raise invalid(f"{field_}.image", "is required: the picture the ControlNet follows")
+            if not 0.0 <= control.strength <= MAX_CONTROL_STRENGTH:
+                raise invalid(f"{field_}.strength", f"{control.strength:g} is outside 0..{MAX_CONTROL_STRENGTH:g}")
+            if not 0.0 <= control.start < control.end <= 1.0:
+                raise invalid(f"{field_}.start", f"start {control.start:g} and end {control.end:g} must satisfy 0 <= start < end <= 1")
+            if control.type and control.type not in CONTROL_TYPES:
+                raise invalid(f"{field_}.type", f"{shown(control.type)} is not one of {', '.join(CONTROL_TYPES)}")
+            net = self._controlnet_for(control, spec, shape, field_)
+            prepared.append(PreparedControl(net.name, net.path, control.image, control.strength, control.start, control.end))
+        return prepared
+
+    def _controlnet_for(self, control: ControlInput, spec: ModelSpec, shape: UnetShape | None, field_: str) -> ModelSpec:
+        """The ControlNet a control names, or the first registered one of its type made for `spec`'s UNet."""
+        if control.model:
+            try:
+                net = self.registry.get(control.model, "controlnet")
+            except ArtForgeError as error:
+                raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field_}.model: {error.message.split(': ', 1)[1]}") from None
+            if control.type and net.control_type and control.type != net.control_type:
+                raise invalid(f"{field_}.type", f"is {control.type}, but ControlNet {net.name} is a {net.control_type} ControlNet")
+            made_for = unet_shape(net)
+            if shape is not None and made_for is not None and made_for != shape:
+                raise invalid(f"{field_}.model", f"{net.name} is a ControlNet for {made_for}; model {spec.name} is {shape}")
+            return net
+        if not control.type:
+            raise invalid(f"{field_}.type", f"give a type ({', '.join(CONTROL_TYPES)}) or a model")
+        fitting = [net for net in self.registry.list("controlnet") if net.control_type == control.type and unet_shape(net) == shape]
+        if not fitting:
+            raise ArtForgeError(
+                ErrorCode.NOT_FOUND,
+                f"{field_}.type: no {control.type} ControlNet for {shape or spec.name} is registered; "
+                "put one in the models folder's controlnets/ sub-folder (see ListModels)",
+            )
+        return fitting[0]
 
     # -- generation -----------------------------------------------------------------------
 
@@ -298,8 +383,9 @@ class ImageEngine:
         spec = self.registry.get(prepared.model, "image")
         served = self._pipeline(spec, job.device, job)
         loaded, backend = served.loaded, served.choice.backend
-        if prepared.loras and backend == "onnx":
-            # Adapters change the UNet's weights per request; the ONNX graph's are fixed.
+        if (prepared.loras or prepared.controls) and backend == "onnx":
+            # Adapters change the UNet's weights per request, and the ONNX UNet takes no
+            # ControlNet residuals yet: the graph's are fixed.
             loaded, backend = self._lora_pipeline(spec, job), "torch"
         job.started(prepared.model, backend, prepared.seed)
         width = prepared.width or loaded.native_size
@@ -354,7 +440,11 @@ class ImageEngine:
         import torch
 
         request = prepared.request
-        pipeline = loaded.variant(request.mode)
+        if prepared.controls:
+            nets = [self._controlnet(control, job.device) for control in prepared.controls]
+            pipeline = control_pipeline(loaded, request.mode, nets)
+        else:
+            pipeline = loaded.variant(request.mode)
         set_scheduler(loaded, pipeline, scheduler)
         set_loras(loaded, prepared.loras, self.max_loaded_loras)
 
@@ -391,6 +481,8 @@ class ImageEngine:
             if request.mode == "inpaint":
                 mask = self._mask(request.mask, width, height)
                 kwargs.update(mask_image=torch.from_numpy(mask).permute(2, 0, 1)[None], width=width, height=height)
+        if prepared.controls:
+            kwargs.update(_control_arguments(prepared.controls, request.mode, width, height))
         if backend == "onnx":
             from artforge.runtimes.onnx_diffusion import seamless as tiling
         else:
@@ -409,10 +501,34 @@ class ImageEngine:
             results = [np.concatenate([result, alpha], axis=-1) for result in results]
         return results
 
+    def _controlnet(self, control: PreparedControl, device: str) -> object:
+        def load() -> object:
+            return load_controlnet(control.path, device)
+
+        return self._controlnets.get(device, control.model, load)
+
     def _mask(self, mask: np.ndarray, width: int, height: int) -> np.ndarray:
         """One channel, 0 keeps and 1 repaints; an alpha channel, if any, is ignored."""
         gray = mask[..., :1] if mask.shape[-1] in (1, 2) else mask[..., :3].mean(axis=-1, keepdims=True)
         return resize(gray, width, height)
+
+
+def _control_arguments(controls: list[PreparedControl], mode: str, width: int, height: int) -> dict:
+    """The ControlNet pipelines' arguments: each control's image at the job's size, as RGB in
+    0..1, its strength and its range of the steps (one value each for one ControlNet, lists for several)."""
+    import torch
+
+    images = [torch.from_numpy(to_rgb(resize(control.image, width, height))[0]).permute(2, 0, 1)[None] for control in controls]
+    values = {
+        # txt2img pipelines take the control image as `image`; img2img and inpaint as `control_image`.
+        "image" if mode == "txt2img" else "control_image": images,
+        "controlnet_conditioning_scale": [control.strength for control in controls],
+        "control_guidance_start": [control.start for control in controls],
+        "control_guidance_end": [control.end for control in controls],
+    }
+    if len(controls) == 1:
+        values = {key: value[0] for key, value in values.items()}
+    return values
 
 
 def _announce(spec: ModelSpec, device: str, job: JobContext | None) -> Callable[[], None]:

@@ -62,3 +62,35 @@ def check_pixels(width: int, height: int, batch: int, native: int, limit: int) -
     if pixels * batch > limit:
         total = pixels * batch
         raise invalid("batch_size", f"{batch} images of {width}x{height}{note} are {total} pixels; the limit is {limit} for a whole batch")
+
+
+@dataclass(frozen=True)
+class UnetShape:
+    """What a ControlNet must share with the UNet it steers: its cross-attention width and its
+    added embedding (SDXL's text_time). Equal shapes fit; the names are for error messages."""
+
+    cross_attention: int
+    added_embedding: str
+
+    def __str__(self) -> str:
+        known = {(768, ""): "SD 1.x", (1024, ""): "SD 2.x", (2048, "text_time"): "SDXL"}
+        if name := known.get((self.cross_attention, self.added_embedding)):
+            return name
+        style = ", SDXL-style" if self.added_embedding == "text_time" else ""
+        return f"a UNet with {self.cross_attention}-wide cross-attention{style}"
+
+
+@functools.lru_cache(maxsize=64)
+def unet_shape(spec: ModelSpec) -> UnetShape | None:
+    """The shape of an image model's UNet, or of the UNet a ControlNet was made for; None when
+    the files do not say (a single-file checkpoint without a config folder)."""
+    if spec.kind == "controlnet":
+        config = _config(spec.path, "config.json")
+    else:
+        config = _config(spec.config if spec.format == "single_file" else spec.path, "unet/config.json")
+    width = config.get("cross_attention_dim")
+    if isinstance(width, list):  # per block in some configs: the first is what the text reaches
+        width = width[0] if width else None
+    if not isinstance(width, int):
+        return None
+    return UnetShape(width, str(config.get("addition_embed_type") or ""))

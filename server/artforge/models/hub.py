@@ -9,7 +9,10 @@ Two shapes, matching what the registry loads:
   better. Variant files are saved under the plain name, so the folder always loads with a
   plain `from_pretrained(folder)`, without `variant=`;
 - one `.safetensors` checkpoint of any repo (`filename=`) becomes the loose file
-  `models_dir/<name>.safetensors`, for diffusers' `from_single_file`.
+  `models_dir/<name>.safetensors`, for diffusers' `from_single_file`;
+- a diffusers ControlNet repo (a `config.json` of a ControlNetModel at its top) becomes the
+  folder `models_dir/controlnets/<name>/`: its config and one set of weights, chosen as for a
+  pipeline's component.
 
 Everything is downloaded into a hidden `models_dir/.pull-*` folder (the registry skips names
 starting with ".") and moved into place only when complete, so an interrupted or failed pull
@@ -49,6 +52,7 @@ from huggingface_hub.utils import validate_repo_id
 from artforge.errors import ArtForgeError, ErrorCode, invalid
 
 PIPELINE_INDEX = "model_index.json"
+MODEL_CONFIG = "config.json"  # a single model's (a ControlNet's) at the top of its repo
 # Non-weight files a component needs: configs, tokenizer vocabularies and merges, sentencepiece models.
 COMPONENT_FILE_SUFFIXES = (".json", ".txt", ".model")
 # Files at the top of the repo kept next to the pipeline: the model's license terms travel with it.
@@ -121,22 +125,37 @@ def pull(
             _move_into_place(staging / filename, target)
             return target
 
+        if PIPELINE_INDEX not in sizes and MODEL_CONFIG in sizes:
+            config = hf_hub_download(repo_id, MODEL_CONFIG, revision=commit, local_dir=staging, **options)
+            if _read_index(Path(config), repo_id, MODEL_CONFIG).get("_class_name") == "ControlNetModel":
+                target = models_dir / "controlnets" / name
+                _check_free(target)
+                top = [f for f in sizes if "/" not in f]
+                wanted = sorted({MODEL_CONFIG, *(f for f in top if ROOT_FILES.match(f)), *_component_files(top)})
+                _download_folder(repo_id, commit, staging, wanted, sizes, options)
+                _move_into_place(staging, target)
+                return target
         if PIPELINE_INDEX not in sizes:
             checkpoints = [f for f in sizes if f.endswith(".safetensors")]
             hint = f"; to pull one checkpoint, name it as the file (one of: {', '.join(checkpoints[:10])})" if checkpoints else ""
-            raise invalid("repo_id", f"{repo_id} is not a diffusers pipeline: it has no {PIPELINE_INDEX}{hint}")
+            raise invalid("repo_id", f"{repo_id} is not a diffusers pipeline or ControlNet: it has no {PIPELINE_INDEX}{hint}")
         index_path = hf_hub_download(repo_id, PIPELINE_INDEX, revision=commit, local_dir=staging, **options)
         wanted = pipeline_files(list(sizes), _read_index(Path(index_path), repo_id))
-        # Exact names as patterns: escape the glob characters a file name might hold.
-        snapshot_download(repo_id, revision=commit, local_dir=staging, allow_patterns=[glob.escape(f) for f in wanted], **options)
-        # snapshot_download returns a non-empty local_dir as it is when it cannot list the repo: check.
-        _check_complete(staging, wanted, sizes, repo_id)
-        for file in wanted:
-            if (plain := plain_name(file)) != file:
-                (staging / file).rename(staging / plain)
-        shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
+        _download_folder(repo_id, commit, staging, wanted, sizes, options)
         _move_into_place(staging, target)
         return target
+
+
+def _download_folder(repo_id: str, commit: str, staging: Path, wanted: list[str], sizes: dict, options: dict) -> None:
+    """The `wanted` files of the repo at `commit` into `staging`, complete, variant weights under plain names."""
+    # Exact names as patterns: escape the glob characters a file name might hold.
+    snapshot_download(repo_id, revision=commit, local_dir=staging, allow_patterns=[glob.escape(f) for f in wanted], **options)
+    # snapshot_download returns a non-empty local_dir as it is when it cannot list the repo: check.
+    _check_complete(staging, wanted, sizes, repo_id)
+    for file in wanted:
+        if (plain := plain_name(file)) != file:
+            (staging / file).rename(staging / plain)
+    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
 
 
 def pipeline_files(repo_files: list[str], model_index: dict) -> list[str]:
@@ -196,13 +215,13 @@ def _variant_order(variant: str | None) -> tuple[int, str]:
     return (0 if variant is None else 1 if variant == PREFERRED_VARIANT else 2, variant or "")
 
 
-def _read_index(path: Path, repo_id: str) -> dict:
+def _read_index(path: Path, repo_id: str, name: str = PIPELINE_INDEX) -> dict:
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise invalid("repo_id", f"{repo_id}: {PIPELINE_INDEX} is not readable JSON ({error})") from None
+        raise invalid("repo_id", f"{repo_id}: {name} is not readable JSON ({error})") from None
     if not isinstance(index, dict):
-        raise invalid("repo_id", f"{repo_id}: {PIPELINE_INDEX} is not a JSON object")
+        raise invalid("repo_id", f"{repo_id}: {name} is not a JSON object")
     return index
 
 
@@ -243,6 +262,7 @@ def _staging_folder(models_dir: Path) -> Iterator[Path]:
 def _move_into_place(source: Path, target: Path) -> None:
     # Checked again: another pull may have finished under the same name meanwhile.
     _check_free(target)
+    target.parent.mkdir(exist_ok=True)  # controlnets/ on the first ControlNet
     os.rename(source, target)  # same filesystem (both in models_dir): atomic
 
 

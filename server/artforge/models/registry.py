@@ -7,7 +7,10 @@ entries in the config. In the folder:
 - a sub-folder holding `model_index.json` is a diffusers image pipeline;
 - a loose `name.gguf` is a GGUF text model, a loose `name.safetensors` a single-file image
   checkpoint (SD 1.x / 2.x / SDXL), both called `name`;
-- `loras/name.safetensors` is a LoRA adapter called `name`.
+- `loras/name.safetensors` is a LoRA adapter called `name`;
+- `controlnets/name/` (a diffusers ControlNetModel folder) is a ControlNet called `name`; its
+  control type (depth, canny ...) is the first of CONTROL_TYPES its name contains, or the
+  config's `control = "..."`.
 Folders starting with "." (caches) and packaged models (style, safety) are skipped here.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from artforge.config import ModelEntry
@@ -24,11 +27,13 @@ from artforge.errors import ArtForgeError, ErrorCode, shown
 
 log = logging.getLogger(__name__)
 
-KINDS = ("text", "image", "style", "safety", "lora")
+KINDS = ("text", "image", "style", "safety", "lora", "controlnet")
+CONTROL_TYPES = ("depth", "canny", "lineart", "scribble", "softedge", "normal", "tile", "inpaint")
 _HOW_TO_ADD = {
     "text": "run `artforge models fetch`",
     "image": "put a diffusers folder or a .safetensors checkpoint in the models folder, or run `artforge models pull <hub id>`",
     "lora": "put LoRA .safetensors files in the models folder's loras/ sub-folder",
+    "controlnet": "put diffusers ControlNet folders in the models folder's controlnets/ sub-folder",
 }
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -37,13 +42,14 @@ BACKENDS = ("auto", "torch", "onnx")
 class ModelSpec:
     name: str
     kind: str
-    format: str  # text: "gguf" or "hf"; image: "diffusers" or "single_file"; lora: "safetensors"
+    format: str  # text: "gguf" or "hf"; image and controlnet: "diffusers" or "single_file"; lora: "safetensors"
     path: Path  # the folder (hf, diffusers) or the file (gguf, single_file, safetensors)
     backend: str = "auto"
     description: str = ""
     # Single-file checkpoints: a diffusers folder whose configs describe the checkpoint, so it
     # loads offline (without it diffusers looks the configs up on the Hugging Face Hub).
     config: Path | None = None
+    control_type: str = ""  # ControlNets: one of CONTROL_TYPES, or "" when neither name nor config says
 
 
 def _spec_for_path(
@@ -59,18 +65,33 @@ def _spec_for_path(
         return None
     if (path / "model_index.json").is_file():
         return ModelSpec(name, "image", "diffusers", path, backend, description)
+    if _class_name(path / "config.json") == "ControlNetModel":
+        return ModelSpec(name, "controlnet", "diffusers", path, backend, description, control_type=control_type_of(name))
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return ModelSpec(name, "text", "gguf", ggufs[0], backend, description)
-    config = path / "config.json"
-    if config.is_file():
-        try:
-            architectures = json.loads(config.read_text()).get("architectures") or []
-        except (OSError, json.JSONDecodeError):
-            architectures = []
-        if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 and kin: LMHeadModel
-            return ModelSpec(name, "text", "hf", path, backend, description)
+    architectures = _read_config(path / "config.json").get("architectures") or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 and kin: LMHeadModel
+        return ModelSpec(name, "text", "hf", path, backend, description)
     return None
+
+
+def _read_config(file: Path) -> dict:
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _class_name(file: Path) -> str:
+    return str(_read_config(file).get("_class_name", ""))
+
+
+def control_type_of(name: str) -> str:
+    """The control type a ControlNet's name says ("control_v11f1p_sd15_depth" -> "depth"), or ""."""
+    lowered = name.lower()
+    return next((kind for kind in CONTROL_TYPES if kind in lowered), "")
 
 
 class ModelRegistry:
@@ -89,7 +110,7 @@ class ModelRegistry:
         found: dict[str, ModelSpec] = {}
         if self.models_dir.is_dir():
             for child in sorted(self.models_dir.iterdir()):
-                if child.name.startswith(".") or child.name == "loras":
+                if child.name.startswith(".") or child.name in ("loras", "controlnets"):
                     continue
                 name = child.stem if child.is_file() else child.name
                 spec = _spec_for_path(name, child, backend=self.backend)
@@ -97,6 +118,9 @@ class ModelRegistry:
                     found[name] = spec
             for lora in sorted((self.models_dir / "loras").glob("*.safetensors")):
                 found[lora.stem] = ModelSpec(lora.stem, "lora", "safetensors", lora)
+            for folder in sorted((self.models_dir / "controlnets").glob("*/")):
+                if (spec := _spec_for_path(folder.name, folder, backend=self.backend)) is not None and spec.kind == "controlnet":
+                    found[folder.name] = spec
         for entry in self._entries:
             if entry.kind and entry.kind not in KINDS:
                 raise ArtForgeError(
@@ -116,6 +140,13 @@ class ModelRegistry:
             if entry.kind and entry.kind != spec.kind:
                 log.warning("model %s: the config says %s, but %s holds a %s model; skipped", entry.name, entry.kind, path, spec.kind)
                 continue
+            if entry.control:
+                if spec.kind != "controlnet" or entry.control not in CONTROL_TYPES:
+                    raise ArtForgeError(
+                        ErrorCode.INVALID_ARGUMENT,
+                        f"config [model.{entry.name}] control: only ControlNets take one, one of {', '.join(CONTROL_TYPES)}",
+                    )
+                spec = replace(spec, control_type=entry.control)
             found[entry.name] = spec
         with self._lock:
             self._models = found

@@ -5,7 +5,8 @@ One loaded pipeline serves txt2img, img2img and inpaint: the other two are made 
 a job sets may reach the next: seamless tiling (padding the UNet's and VAE's convolutions
 circularly on the chosen axes) is switched off after each job, every job gets a scheduler built
 afresh from the model's own scheduler config as loaded, and LoRA adapters are kept loaded for
-reuse only up to a bound, the least recently used deleted first.
+reuse only up to a bound, the least recently used deleted first. ControlNet pipelines are made
+per job the same way, over the same weights, with that job's ControlNets.
 """
 
 from __future__ import annotations
@@ -137,6 +138,27 @@ def load_pipeline(name: str, path: Path, single_file: bool, config: Path | None,
     )
 
 
+def load_controlnet(path: Path, device: str) -> object:
+    """A diffusers ControlNetModel folder on `device`, in the precision the pipelines use there."""
+    import torch
+    from diffusers import ControlNetModel
+
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    return ControlNetModel.from_pretrained(str(path), dtype=dtype).to(device).eval()
+
+
+def control_pipeline(loaded: LoadedPipeline, mode: str, controlnets: list[object]) -> object:
+    """The ControlNet pipeline for `mode` over `loaded`'s weights, steered by `controlnets`
+    (several at once through MultiControlNetModel). Cheap: it shares every module."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image, MultiControlNetModel
+
+    controlnet = controlnets[0] if len(controlnets) == 1 else MultiControlNetModel(controlnets)
+    cls = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image, "inpaint": AutoPipelineForInpainting}[mode]
+    pipeline = cls.from_pipe(loaded.text2img, controlnet=controlnet)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
 def set_scheduler(loaded: LoadedPipeline, pipeline: object, name: str) -> None:
     """A fresh scheduler `name` for `pipeline` (one of `loaded`'s variants); the model's own for any other name."""
     import diffusers
@@ -154,7 +176,8 @@ def set_scheduler(loaded: LoadedPipeline, pipeline: object, name: str) -> None:
 def _padded_convs(pipeline: object) -> Iterator[object]:
     import torch
 
-    for model in (pipeline.unet, pipeline.vae):
+    controlnet = getattr(pipeline, "controlnet", None)  # it reads the latents too, so it tiles with them
+    for model in (pipeline.unet, pipeline.vae, *([controlnet] if controlnet is not None else [])):
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d) and module.padding != (0, 0):
                 yield module

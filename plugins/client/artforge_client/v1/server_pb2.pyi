@@ -15,12 +15,14 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_STYLE: _ClassVar[ModelKind]
     MODEL_KIND_SAFETY: _ClassVar[ModelKind]
     MODEL_KIND_LORA: _ClassVar[ModelKind]
+    MODEL_KIND_CONTROLNET: _ClassVar[ModelKind]
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_TEXT: ModelKind
 MODEL_KIND_IMAGE: ModelKind
 MODEL_KIND_STYLE: ModelKind
 MODEL_KIND_SAFETY: ModelKind
 MODEL_KIND_LORA: ModelKind
+MODEL_KIND_CONTROLNET: ModelKind
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ("include_style_previews",)
@@ -29,7 +31,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self, include_style_previews: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds", "min_priority", "max_history_messages", "max_history_chars", "max_name_chars", "max_label_chars", "max_stop_strings", "max_stop_chars", "max_json_schema_chars", "max_json_schema_depth", "max_loras", "max_blend_styles", "max_concurrent_rpcs", "max_result_bytes", "drain_seconds")
+    __slots__ = ("max_tokens", "default_max_tokens", "max_prompt_chars", "max_image_pixels", "max_steps", "max_batch", "max_queue", "chunk_bytes", "max_request_bytes", "max_priority", "result_ttl_seconds", "min_priority", "max_history_messages", "max_history_chars", "max_name_chars", "max_label_chars", "max_stop_strings", "max_stop_chars", "max_json_schema_chars", "max_json_schema_depth", "max_loras", "max_blend_styles", "max_concurrent_rpcs", "max_result_bytes", "drain_seconds", "max_controls")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_PROMPT_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +57,7 @@ class Limits(_message.Message):
     MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
     DRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTROLS_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     default_max_tokens: int
     max_prompt_chars: int
@@ -80,7 +83,8 @@ class Limits(_message.Message):
     max_concurrent_rpcs: int
     max_result_bytes: int
     drain_seconds: float
-    def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ..., min_priority: _Optional[int] = ..., max_history_messages: _Optional[int] = ..., max_history_chars: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_chars: _Optional[int] = ..., max_json_schema_chars: _Optional[int] = ..., max_json_schema_depth: _Optional[int] = ..., max_loras: _Optional[int] = ..., max_blend_styles: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_result_bytes: _Optional[int] = ..., drain_seconds: _Optional[float] = ...) -> None: ...
+    max_controls: int
+    def __init__(self, max_tokens: _Optional[int] = ..., default_max_tokens: _Optional[int] = ..., max_prompt_chars: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_queue: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_priority: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ..., min_priority: _Optional[int] = ..., max_history_messages: _Optional[int] = ..., max_history_chars: _Optional[int] = ..., max_name_chars: _Optional[int] = ..., max_label_chars: _Optional[int] = ..., max_stop_strings: _Optional[int] = ..., max_stop_chars: _Optional[int] = ..., max_json_schema_chars: _Optional[int] = ..., max_json_schema_depth: _Optional[int] = ..., max_loras: _Optional[int] = ..., max_blend_styles: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_result_bytes: _Optional[int] = ..., drain_seconds: _Optional[float] = ..., max_controls: _Optional[int] = ...) -> None: ...
 
 class Device(_message.Message):
     __slots__ = ("name", "description", "busy", "node", "loaded_models")
@@ -149,7 +153,7 @@ class ServerInfo(_message.Message):
     def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., tasks: _Optional[_Iterable[_Union[TextTask, _Mapping]]] = ..., default_text_model: _Optional[str] = ..., default_image_model: _Optional[str] = ..., schedulers: _Optional[_Iterable[str]] = ..., styles: _Optional[_Iterable[_Union[Style, _Mapping]]] = ..., queue_length: _Optional[int] = ..., running_jobs: _Optional[int] = ..., auth_required: _Optional[bool] = ..., images_available: _Optional[bool] = ..., stylize_available: _Optional[bool] = ..., loaded_models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "format", "path", "backend_requested", "backend", "backend_reason", "loaded", "is_default", "description", "context_length")
+    __slots__ = ("name", "kind", "format", "path", "backend_requested", "backend", "backend_reason", "loaded", "is_default", "description", "context_length", "control_type")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +165,7 @@ class ModelInfo(_message.Message):
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_TYPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     format: str
@@ -172,7 +177,8 @@ class ModelInfo(_message.Message):
     is_default: bool
     description: str
     context_length: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[str] = ..., path: _Optional[str] = ..., backend_requested: _Optional[str] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded: _Optional[bool] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., context_length: _Optional[int] = ...) -> None: ...
+    control_type: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., format: _Optional[str] = ..., path: _Optional[str] = ..., backend_requested: _Optional[str] = ..., backend: _Optional[str] = ..., backend_reason: _Optional[str] = ..., loaded: _Optional[bool] = ..., is_default: _Optional[bool] = ..., description: _Optional[str] = ..., context_length: _Optional[int] = ..., control_type: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("kind",)

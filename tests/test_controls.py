@@ -1,0 +1,125 @@
+"""Controls (ControlNets) in the image engine, on the tiny SD 1.5 and SDXL pipelines and tiny
+ControlNets made for them (real diffusers classes, random weights: these check how controls
+steer a job, not what a trained ControlNet draws)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from artforge.config import Limits
+from artforge.engines.image import ControlInput, ImageEngine, ImageRequest
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.models.registry import ModelRegistry
+from tests.conftest import REPO
+from tests.test_stylize_engine import RecordingJob
+from tests.tiny_pipelines import build_all
+
+TINY_ROOT = REPO / ".cache" / "tiny-models"
+FAMILIES = {"tiny-sd15": "tiny-sd15-depth", "tiny-sdxl": "tiny-sdxl-depth"}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, Path]:
+    return build_all(TINY_ROOT)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny) -> ImageEngine:
+    return ImageEngine(ModelRegistry(TINY_ROOT, [], {}, "torch"), Limits(), 2)
+
+
+def ramp(height: int, width: int) -> np.ndarray:
+    """A depth-like picture: near at the bottom, far at the top, a square nearer still."""
+    picture = np.repeat(np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None], width, axis=1)
+    picture[height // 4 : height // 2, width // 4 : width // 2] = 1.0
+    return picture[..., None]
+
+
+def generate(engine: ImageEngine, model: str, **fields) -> np.ndarray:
+    request = ImageRequest(prompt="a stone idol", model=model, steps=2, seed=3, width=64, height=64, **fields)
+    job = RecordingJob()
+    result = engine.run(engine.prepare(request), job)
+    assert job.started_with[0][1] == "torch"
+    return result.images[0].pixels
+
+
+def depth(**fields) -> ControlInput:
+    return ControlInput(type="depth", image=ramp(64, 64), **fields)
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_control_steers_the_pixels_and_strength_zero_or_a_late_range_leaves_them(engine, model):
+    plain = generate(engine, model)
+    steered = generate(engine, model, controls=[depth()])
+    assert np.abs(steered - plain).mean() * 255 > 1.0
+    # Strength 0, or a range that starts after the last step: the ControlNet adds nothing. (The
+    # last step starts at 0.5 of the schedule, or 0.67 for PNDM, which runs one step more.)
+    assert np.array_equal(generate(engine, model, controls=[depth(strength=0.0)]), plain)
+    assert np.array_equal(generate(engine, model, controls=[depth(start=0.95, end=1.0)]), plain)
+    # By name, the same ControlNet the type picked.
+    assert np.array_equal(generate(engine, model, controls=[ControlInput(model=FAMILIES[model], image=ramp(64, 64))]), steered)
+
+
+def test_two_controls_act_together_and_any_image_size_is_resized(engine):
+    one = generate(engine, "tiny-sd15", controls=[depth()])
+    flipped = ControlInput(type="depth", image=ramp(40, 24)[::-1].copy(), strength=0.7, start=0.0, end=0.5)
+    two = generate(engine, "tiny-sd15", controls=[depth(), flipped])
+    assert two.shape == one.shape == (64, 64, 3)
+    assert np.abs(two - one).mean() * 255 > 1.0
+    assert np.abs(generate(engine, "tiny-sd15", controls=[flipped]) - one).mean() * 255 > 1.0
+
+
+@pytest.mark.parametrize("mode", ["img2img", "inpaint"])
+def test_controls_steer_img2img_and_inpaint(engine, mode):
+    picture = np.random.default_rng(1).random((64, 64, 3), dtype=np.float32)
+    mask = np.zeros((64, 64, 1), np.float32)
+    mask[16:48, 16:48] = 1.0
+    fields = {"mode": mode, "init_image": picture, "strength": 1.0, "mask": mask if mode == "inpaint" else None}
+    plain = generate(engine, "tiny-sd15", **fields)
+    steered = generate(engine, "tiny-sd15", controls=[depth()], **fields)
+    changed = np.abs(steered - plain).mean(axis=-1)
+    assert changed.mean() * 255 > 0.5
+    if mode == "inpaint":  # outside the mask the input stays exactly as it was
+        assert changed[mask[..., 0] == 0].max() == 0.0
+
+
+INVALID, NOT_FOUND = ErrorCode.INVALID_ARGUMENT, ErrorCode.NOT_FOUND
+IMAGE = ramp(64, 64)
+
+
+@pytest.mark.parametrize(
+    ("control", "code", "named"),
+    [
+        (ControlInput(model="tiny-sd15-depth", image=IMAGE), INVALID, "controls[0].model: tiny-sd15-depth is a ControlNet for"),
+        (ControlInput(type="canny", image=IMAGE), NOT_FOUND, "controls[0].type: no canny ControlNet for"),
+        (ControlInput(type="depht", image=IMAGE), INVALID, "controls[0].type: 'depht' is not one of depth, canny"),
+        (ControlInput(model="nothing-here", image=IMAGE), NOT_FOUND, "controls[0].model: no controlnet model named 'nothing-here'"),
+        (ControlInput(type="depth"), INVALID, "controls[0].image: is required"),
+        (ControlInput(type="depth", image=IMAGE, strength=2.5), INVALID, "controls[0].strength: 2.5 is outside 0..2"),
+        (ControlInput(type="depth", image=IMAGE, start=0.8, end=0.2), INVALID, "controls[0].start: start 0.8 and end 0.2"),
+        (ControlInput(image=IMAGE), INVALID, "controls[0].type: give a type"),
+    ],
+)
+def test_a_control_that_cannot_work_is_refused_naming_its_field(engine, control, code, named):
+    with pytest.raises(ArtForgeError) as refused:
+        engine.prepare(ImageRequest(prompt="x", model="tiny-sdxl", controls=[control]))
+    assert refused.value.code == code and named in refused.value.message, refused.value.message
+
+
+def test_more_controls_than_the_limit_are_refused(engine):
+    with pytest.raises(ArtForgeError) as refused:
+        engine.prepare(ImageRequest(prompt="x", model="tiny-sd15", controls=[depth()] * 5))
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT and "controls: has 5; the limit is 4" in refused.value.message
+
+
+def test_the_registry_lists_controlnets_with_their_type(engine):
+    listed = {spec.name: spec for spec in engine.registry.list("controlnet")}
+    assert set(listed) == set(FAMILIES.values())
+    assert {spec.control_type for spec in listed.values()} == {"depth"}
