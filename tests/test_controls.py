@@ -1,6 +1,7 @@
 """Controls (ControlNets) in the image engine, on the tiny SD 1.5 and SDXL pipelines and tiny
 ControlNets made for them (real diffusers classes, random weights: these check how controls
-steer a job, not what a trained ControlNet draws)."""
+steer a job, not what a trained ControlNet draws), and the preprocessors that make control
+images from pictures (a tiny DPT depth model, random weights, for depth)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 import pytest
 
 from artforge.config import Limits
+from artforge.engines.control_images import canny, lineart, scribble
 from artforge.engines.image import ControlInput, ImageEngine, ImageRequest
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.registry import ModelRegistry
+from artforge.runtimes.depth import DepthEstimator
 from tests.conftest import REPO
 from tests.test_stylize_engine import RecordingJob
 from tests.tiny_pipelines import build_all
@@ -123,3 +126,62 @@ def test_the_registry_lists_controlnets_with_their_type(engine):
     listed = {spec.name: spec for spec in engine.registry.list("controlnet")}
     assert set(listed) == set(FAMILIES.values())
     assert {spec.control_type for spec in listed.values()} == {"depth"}
+
+
+# -- preprocessors ------------------------------------------------------------------------------
+
+
+def a_square(size: int = 64) -> np.ndarray:
+    picture = np.zeros((size, size, 3), np.float32)
+    picture[16:48, 16:48] = 1.0
+    return picture
+
+
+def test_canny_of_a_drawn_square_is_its_outline():
+    edges = canny(a_square())[..., 0]
+    assert edges.shape == (64, 64) and set(np.unique(edges)) == {0.0, 1.0}
+    ring = np.zeros((64, 64), bool)
+    ring[14:50, 14:50] = True
+    ring[18:46, 18:46] = False  # within two pixels of the square's border
+    assert edges[ring].sum() >= 4 * 28, "the four sides are found"
+    assert edges[~ring].sum() == 0, "nothing inside or outside the outline"
+
+
+def test_scribble_and_lineart_read_a_layers_strokes_as_white_on_black():
+    # A Krita layer: transparent, one painted line 1 pixel wide.
+    layer = np.zeros((32, 32, 4), np.float32)
+    layer[16, 4:28] = (0.2, 0.3, 0.9, 1.0)
+    thick = scribble(layer)[..., 0]
+    assert thick[15:18, 4:28].all() and thick.sum() == pytest.approx(3 * 24 + 2 * 3, abs=6), "thickened to 3 pixels"
+    assert np.array_equal(lineart(layer)[..., 0], layer[..., 3]), "line art keeps the strokes as drawn"
+    # Ink on paper (no alpha): dark lines become white.
+    paper = np.ones((32, 32, 3), np.float32)
+    paper[:, 10] = 0.0
+    assert np.array_equal(lineart(paper)[..., 0] > 0.99, paper[..., 0] < 0.01)
+
+
+def test_the_depth_model_gives_the_pictures_size_in_zero_to_one(tiny):
+    estimate = DepthEstimator(tiny["tiny-depth"], "cpu").estimate(np.random.default_rng(2).random((48, 40, 3), dtype=np.float32))
+    assert estimate.shape == (48, 40, 1) and estimate.dtype == np.float32
+    assert estimate.min() >= 0.0 and estimate.max() <= 1.0 and estimate.max() - estimate.min() > 0.5
+
+
+@pytest.mark.parametrize("preprocessor", ["canny", "scribble", "lineart", "depth"])
+def test_a_preprocessed_control_steers_the_job(engine, preprocessor):
+    plain = generate(engine, "tiny-sd15")
+    control = ControlInput(type="depth", image=a_square(96), preprocessor=preprocessor)
+    steered = generate(engine, "tiny-sd15", controls=[control])
+    assert np.abs(steered - plain).mean() * 255 > 1.0
+    as_given = generate(engine, "tiny-sd15", controls=[ControlInput(type="depth", image=a_square(96))])
+    assert not np.array_equal(steered, as_given), "the preprocessor's image, not the picture, reached the ControlNet"
+
+
+def test_a_preprocessor_that_cannot_run_is_refused_naming_it(tiny):
+    unknown = ImageEngine(ModelRegistry(TINY_ROOT, [], {}, "torch"), Limits(), 2)
+    with pytest.raises(ArtForgeError) as refused:
+        unknown.prepare(ImageRequest(prompt="x", model="tiny-sd15", controls=[depth(preprocessor="hed")]))
+    assert refused.value.code == INVALID and "controls[0].preprocessor: 'hed' is not one of canny" in refused.value.message
+    no_depth_model = ImageEngine(ModelRegistry(TINY_ROOT, [], {"depth": "not-pulled"}, "torch"), Limits(), 2)
+    with pytest.raises(ArtForgeError) as refused:
+        no_depth_model.prepare(ImageRequest(prompt="x", model="tiny-sd15", controls=[depth(preprocessor="depth")]))
+    assert refused.value.code == NOT_FOUND and "controls[0].preprocessor: no depth model named 'not-pulled'" in refused.value.message

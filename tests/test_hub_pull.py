@@ -416,6 +416,22 @@ def test_a_controlnet_repo_lands_in_controlnets_and_the_registry_lists_it(tmp_pa
     assert (spec.path, spec.control_type) == (pulled, "depth"), "its type comes from its name"
 
 
+def test_a_depth_model_repo_lands_in_the_models_folder_and_estimates(tmp_path):
+    from artforge.models.registry import ModelRegistry
+    from artforge.runtimes.depth import DepthEstimator
+    from tests.tiny_pipelines import build_all
+
+    folder = build_all(REPO / ".cache" / "tiny-models")["tiny-depth"]
+    files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    with FakeHub() as fake:
+        fake.add_repo("artforge-test/Tiny-DPT-hf", {**files, "pytorch_model.bin": b"pickle", "README.md": b"# depth"})
+        pulled = pull("artforge-test/Tiny-DPT-hf", tmp_path, endpoint=fake.endpoint, progress=False)
+    assert pulled == tmp_path / "artforge-test--tiny-dpt-hf" and files_under(pulled) == {*files, "README.md"}
+    spec = ModelRegistry(tmp_path, [], {}).get("", "depth")
+    assert spec.path == pulled
+    assert DepthEstimator(spec.path, "cpu").estimate(np.ones((8, 8, 3), np.float32)).shape == (8, 8, 1)
+
+
 # -- choosing the files, without a hub ----------------------------------------------------
 
 

@@ -451,6 +451,13 @@ def test_a_control_steers_the_job_and_an_onnx_served_model_hands_it_to_pytorch(c
     listed = {m.name: m for m in client.list_models(server_pb2.MODEL_KIND_CONTROLNET)}
     assert {name: m.control_type for name, m in listed.items()} == {"tiny-sd15-depth": "depth", "tiny-sdxl-depth": "depth"}
     assert listed["tiny-sd15-depth"].loaded and client.server_info().limits.max_controls == 4
+    # From a picture, through the server's depth model.
+    assert [m.name for m in client.list_models(server_pb2.MODEL_KIND_DEPTH)] == ["tiny-dpt-depth"]
+    control = image_pb2.Control(type="depth", image=png_image(a_picture()), preprocessor="depth")
+    estimated = client.generate_image(request(seed=4, controls=[control]))
+    phases = [event.progress.phase for event in estimated if event.HasField("progress")]
+    assert estimated.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED and jobs_pb2.JobProgress.PHASE_PREPROCESSING in phases
+    assert phases.index(jobs_pb2.JobProgress.PHASE_PREPROCESSING) < phases.index(jobs_pb2.JobProgress.PHASE_GENERATING)
 
 
 def test_the_cli_sends_controls(image_server, tmp_path):
@@ -458,13 +465,15 @@ def test_the_cli_sends_controls(image_server, tmp_path):
     PILImage.fromarray(a_picture(40, 24)).save(picture)
 
     def cli(*extra: str) -> np.ndarray:
-        out = tmp_path / f"out{len(extra)}.png"
+        out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}.png"
         args = ["image", "weathered red bricks", "--address", image_server.address, "--width", "64", "--height", "64"]
         done = artforge(*args, "--steps", "2", "--seed", "4", "-o", str(out), *extra)
         assert done.returncode == 0, done.stderr
         return np.asarray(PILImage.open(out), np.float64)
 
-    assert np.abs(cli("--control", f"depth:{picture}:1.0:0:1") - cli()).mean() > 2
+    as_is = cli("--control", f"depth:{picture}:1.0:0:1")
+    assert np.abs(as_is - cli()).mean() > 2
+    assert np.abs(cli("--control", f"depth/canny:{picture}") - as_is).mean() > 1, "its edges, not the picture"
     refused = artforge("image", "x", "--address", image_server.address, "--control", "depth")
     assert refused.returncode == 1 and "--control depth: expected TYPE_OR_MODEL:FILE" in refused.stderr
 

@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 TINY_PROMPT_SIZE = 64  # pixels: a latent of 8 x 8, the UNets' sample_size
 
 # Bump when anything below changes what gets built: build_all() rebuilds a cache of another version.
-TINY_VERSION = "2"  # 2: ControlNets
+TINY_VERSION = "3"  # 2: ControlNets; 3: a depth model
 _VERSION_FILE = ".tiny-pipelines-version"
 
 MODEL_MAX_LENGTH = 77
@@ -386,6 +386,31 @@ def build_tiny_controlnet(folder: Path, pipeline_folder: Path, seed: int = 0) ->
     return Path(folder)
 
 
+def build_tiny_depth(folder: Path, seed: int = 0) -> Path:
+    """A tiny DPT depth-estimation model (transformers' DPTForDepthEstimation, ViT backbone, 4
+    layers of 32) with its image processor at 32 x 32, every weight perturbed."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    config = DPTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        backbone_out_indices=[0, 1, 2, 3],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        is_hybrid=False,
+    )
+    with _seeded(seed):
+        model = DPTForDepthEstimation(config)
+        _randomize(model, torch.Generator().manual_seed(seed))
+    model.save_pretrained(str(folder), safe_serialization=True)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(str(folder))
+    return Path(folder)
+
+
 def build_tiny_sd15_taesd(folder: Path, sd15_folder: Path, seed: int = 0) -> Path:
     """The tiny SD 1.5 of `sd15_folder` with a tiny AutoencoderTiny (TAESD) as its VAE: a pipeline
     diffusers runs (people swap TAESD in for fast previews) but the ONNX export does not cover."""
@@ -656,14 +681,16 @@ def tiny_paths(root: Path) -> dict[str, Path]:
         "tiny-sdxl-single": root / "tiny-sdxl-single.safetensors",
         "tiny-sd15-controlnet": root / "controlnets" / "tiny-sd15-depth",
         "tiny-sdxl-controlnet": root / "controlnets" / "tiny-sdxl-depth",
+        "tiny-depth": root / "tiny-dpt-depth",
     }
 
 
 def build_all(root: Path) -> dict[str, Path]:
-    """Build the four tiny models and two tiny ControlNets into `root` (skipped when a build of this version is there).
+    """Build the four tiny models, two tiny ControlNets and a tiny depth model into `root` (skipped when a build of this version is there).
 
     Returns {"tiny-sd15": folder, "tiny-sd15-single": file, "tiny-sdxl": folder, "tiny-sdxl-single": file,
-    "tiny-sd15-controlnet": folder, "tiny-sdxl-controlnet": folder} (the ControlNets under controlnets/).
+    "tiny-sd15-controlnet": folder, "tiny-sdxl-controlnet": folder, "tiny-depth": folder} (the
+    ControlNets under controlnets/; a DPT depth model).
     The single files load with `from_single_file(file, config=<matching folder>)`.
     """
     root = Path(root)
@@ -700,5 +727,6 @@ def _build_all_locked(root: Path) -> dict[str, Path]:
             shutil.rmtree(staging, ignore_errors=True)
         write_single_file(paths[name], paths[f"{name}-single"], kind)
         build_tiny_controlnet(paths[f"{name}-controlnet"], paths[name])
+    build_tiny_depth(paths["tiny-depth"])
     stamp.write_text(_stamp() + "\n")
     return paths

@@ -20,7 +20,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.devices = resolve_devices(config.devices)
-        defaults = {"text": config.default_text_model, "image": config.default_image_model}
+        defaults = {"text": config.default_text_model, "image": config.default_image_model, "depth": config.depth_model}
         self.registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
         self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models, config.text)
         self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety)

@@ -221,7 +221,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def _control(text: str) -> image_pb2.Control:
-    """--control TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]] as a Control message."""
+    """--control TYPE_OR_MODEL[/PREPROCESSOR]:FILE[:STRENGTH[:START:END]] as a Control message."""
     from artforge.models.registry import CONTROL_TYPES
 
     parts = text.split(":")
@@ -229,11 +229,12 @@ def _control(text: str) -> image_pb2.Control:
         raise ArtForgeError(
             ErrorCode.INVALID_ARGUMENT, f"--control {text}: expected TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]], e.g. depth:d.png:0.8:0:0.6"
         )
-    control = image_pb2.Control(image=_read_image(parts[1]))
-    if parts[0] in CONTROL_TYPES:
-        control.type = parts[0]
+    net, _, preprocessor = parts[0].partition("/")
+    control = image_pb2.Control(image=_read_image(parts[1]), preprocessor=preprocessor)
+    if net in CONTROL_TYPES:
+        control.type = net
     else:
-        control.model = parts[0]
+        control.model = net
     try:
         numbers = [float(part) for part in parts[2:]]
     except ValueError:
@@ -523,8 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument(
         "--control",
         action="append",
-        help="TYPE_OR_MODEL:FILE[:STRENGTH[:START:END]], repeatable: a ControlNet (or the server's of that type: depth, canny ...) "
-        "following FILE, e.g. depth:depth.png:0.8",
+        help="TYPE_OR_MODEL[/PREPROCESSOR]:FILE[:STRENGTH[:START:END]], repeatable: a ControlNet (or the server's of that type: "
+        "depth, canny ...) following FILE, or what PREPROCESSOR (canny, scribble, lineart, depth) makes of it; "
+        "e.g. depth:depth.png:0.8, canny/canny:photo.png",
     )
     image.add_argument("--format", choices=list(_OUTPUT_FORMATS), default="png8")
     image.add_argument("--timeout", type=float)

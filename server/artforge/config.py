@@ -49,6 +49,7 @@ A config file looks like this (every key optional):
     default_model = "sd15"      # a diffusers folder or single file in the models folder
     safety = false              # run the NSFW detector on every image result, blur what it flags; no previews
     max_loaded_loras = 4        # LoRA adapters kept loaded per pipeline, least recently used deleted first
+    depth_model = "depth-anything--depth-anything-v2-small-hf"  # for depth controls made from a picture; default: the only one
 
     [text]
     batch_size = 8              # text jobs decoded together on a device (ONNX Runtime, CPU); 1: one at a time
@@ -220,6 +221,7 @@ class Config:
     max_loaded_models: int = 2
     default_backend: str = "auto"
     default_image_model: str = ""
+    depth_model: str = ""  # the depth-estimation model of depth preprocessing; empty: the only one registered
     safety: bool = False
     max_loaded_loras: int = 4
     models: list[ModelEntry] = field(default_factory=list)
@@ -256,7 +258,12 @@ _FILE_KEYS: dict[str, dict[str, str]] = {
         "max_loaded": "max_loaded_models",
         "backend": "default_backend",
     },
-    "images": {"default_model": "default_image_model", "safety": "safety", "max_loaded_loras": "max_loaded_loras"},
+    "images": {
+        "default_model": "default_image_model",
+        "safety": "safety",
+        "max_loaded_loras": "max_loaded_loras",
+        "depth_model": "depth_model",
+    },
 }
 
 # Environment variable -> Config attribute; lists are comma-separated.

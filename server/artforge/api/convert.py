@@ -23,6 +23,7 @@ _PHASES = {
     "postprocessing": jobs_pb2.JobProgress.PHASE_POSTPROCESSING,
     "exporting_model": jobs_pb2.JobProgress.PHASE_EXPORTING_MODEL,
     "restarting": jobs_pb2.JobProgress.PHASE_RESTARTING,
+    "preprocessing": jobs_pb2.JobProgress.PHASE_PREPROCESSING,
 }
 _MODEL_KINDS = {
     "text": server_pb2.MODEL_KIND_TEXT,
@@ -31,6 +32,7 @@ _MODEL_KINDS = {
     "safety": server_pb2.MODEL_KIND_SAFETY,
     "lora": server_pb2.MODEL_KIND_LORA,
     "controlnet": server_pb2.MODEL_KIND_CONTROLNET,
+    "depth": server_pb2.MODEL_KIND_DEPTH,
 }
 MODEL_KIND_NAMES = {number: name for name, number in _MODEL_KINDS.items()}
 _MODES = {
@@ -127,6 +129,7 @@ def _control(message: image_pb2.Control, name: str, max_pixels: int) -> ControlI
         strength=message.strength if has("strength") else 1.0,
         start=message.start if has("start") else 0.0,
         end=message.end if has("end") else 1.0,
+        preprocessor=message.preprocessor,
     )
 
 

@@ -35,11 +35,13 @@ import numpy as np
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance, Work
+from artforge.engines.control_images import PREPROCESSORS, canny, lineart, scribble
 from artforge.engines.image_checks import UnetShape, check_pixels, image_defaults, unet_shape
 from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
 from artforge.models.registry import CONTROL_TYPES, ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
+from artforge.runtimes.depth import DepthEstimator
 from artforge.runtimes.devices import is_cpu
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
@@ -79,6 +81,7 @@ class ControlInput:
     strength: float = 1.0
     start: float = 0.0  # fractions of the steps it acts on
     end: float = 1.0
+    preprocessor: str = ""  # made from `image` first (artforge.engines.control_images)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class PreparedControl:
     strength: float
     start: float
     end: float
+    preprocessor: str
+    depth_model: Path | None  # the depth preprocessor's model
 
 
 NO_PREVIEWS = "no preview: the server's safety check is on, and it checks only results"
@@ -153,9 +158,10 @@ class ImageEngine:
         self.cache_dir = registry.models_dir / ".cache"
         self.exports = ExportCache(self.cache_dir)
         self._pipelines: LoadedModels[ServedPipeline] = LoadedModels(max_loaded)
-        # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters: one per device.
-        self._lora_pipelines: LoadedModels[LoadedPipeline] = LoadedModels(1)
+        # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters or controls: one per device.
+        self._torch_copies: LoadedModels[LoadedPipeline] = LoadedModels(1)
         self._controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))
+        self._depth_estimators: LoadedModels[DepthEstimator] = LoadedModels(1)
         self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
     def request_limits(self) -> dict[str, int]:
@@ -182,7 +188,7 @@ class ImageEngine:
 
     def loaded_models(self) -> set[str]:
         """The loaded pipelines, the LoRA adapters loaded on any of them, and the loaded ControlNets."""
-        pipelines = [served.loaded for served in self._pipelines.values()] + self._lora_pipelines.values()
+        pipelines = [served.loaded for served in self._pipelines.values()] + self._torch_copies.values()
         loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names()
         return loaded.union(*(pipeline.loras for pipeline in pipelines))
 
@@ -192,13 +198,13 @@ class ImageEngine:
     def _torch_pipeline(self, spec: ModelSpec, device: str) -> LoadedPipeline:
         return load_pipeline(spec.name, spec.path, spec.format == "single_file", spec.config, device)
 
-    def _lora_pipeline(self, spec: ModelSpec, job: JobContext) -> LoadedPipeline:
-        """The PyTorch copy of an ONNX-served model that its jobs with LoRA adapters run on."""
+    def _torch_copy(self, spec: ModelSpec, job: JobContext) -> LoadedPipeline:
+        """The PyTorch copy of an ONNX-served model that its jobs with LoRA adapters or controls run on."""
 
         def load() -> LoadedPipeline:
             return self._torch_pipeline(spec, job.device)
 
-        return self._lora_pipelines.get(job.device, spec.name, load, _announce(spec, job.device, job))
+        return self._torch_copies.get(job.device, spec.name, load, _announce(spec, job.device, job))
 
     def _load(self, spec: ModelSpec, device: str, job: JobContext | None) -> ServedPipeline:
         loaded = self._torch_pipeline(spec, device)
@@ -348,8 +354,20 @@ class ImageEngine:
                 raise invalid(f"{field_}.start", f"start {control.start:g} and end {control.end:g} must satisfy 0 <= start < end <= 1")
             if control.type and control.type not in CONTROL_TYPES:
                 raise invalid(f"{field_}.type", f"{shown(control.type)} is not one of {', '.join(CONTROL_TYPES)}")
+            if control.preprocessor and control.preprocessor not in PREPROCESSORS:
+                raise invalid(f"{field_}.preprocessor", f"{shown(control.preprocessor)} is not one of {', '.join(PREPROCESSORS)}")
+            depth_model = None
+            if control.preprocessor == "depth":
+                try:
+                    depth_model = self.registry.get("", "depth").path
+                except ArtForgeError as error:
+                    raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field_}.preprocessor: {error.message.split(': ', 1)[1]}") from None
             net = self._controlnet_for(control, spec, shape, field_)
-            prepared.append(PreparedControl(net.name, net.path, control.image, control.strength, control.start, control.end))
+            prepared.append(
+                PreparedControl(
+                    net.name, net.path, control.image, control.strength, control.start, control.end, control.preprocessor, depth_model
+                )
+            )
         return prepared
 
     def _controlnet_for(self, control: ControlInput, spec: ModelSpec, shape: UnetShape | None, field_: str) -> ModelSpec:
@@ -386,7 +404,7 @@ class ImageEngine:
         if (prepared.loras or prepared.controls) and backend == "onnx":
             # Adapters change the UNet's weights per request, and the ONNX UNet takes no
             # ControlNet residuals yet: the graph's are fixed.
-            loaded, backend = self._lora_pipeline(spec, job), "torch"
+            loaded, backend = self._torch_copy(spec, job), "torch"
         job.started(prepared.model, backend, prepared.seed)
         width = prepared.width or loaded.native_size
         height = prepared.height or loaded.native_size
@@ -442,6 +460,9 @@ class ImageEngine:
         request = prepared.request
         if prepared.controls:
             nets = [self._controlnet(control, job.device) for control in prepared.controls]
+            for i, net in enumerate(nets):  # checked before the job queued, unless the model's files did not say
+                if net.config.cross_attention_dim != loaded.text2img.unet.config.cross_attention_dim:
+                    raise invalid(f"controls[{i}].model", f"{prepared.controls[i].model} is not made for {prepared.model}'s UNet")
             pipeline = control_pipeline(loaded, request.mode, nets)
         else:
             pipeline = loaded.variant(request.mode)
@@ -482,7 +503,8 @@ class ImageEngine:
                 mask = self._mask(request.mask, width, height)
                 kwargs.update(mask_image=torch.from_numpy(mask).permute(2, 0, 1)[None], width=width, height=height)
         if prepared.controls:
-            kwargs.update(_control_arguments(prepared.controls, request.mode, width, height))
+            images = [self._control_image(control, width, height, job) for control in prepared.controls]
+            kwargs.update(_control_arguments(prepared.controls, images, request.mode))
         if backend == "onnx":
             from artforge.runtimes.onnx_diffusion import seamless as tiling
         else:
@@ -501,6 +523,18 @@ class ImageEngine:
             results = [np.concatenate([result, alpha], axis=-1) for result in results]
         return results
 
+    def _control_image(self, control: PreparedControl, width: int, height: int, job: JobContext) -> np.ndarray:
+        """What the ControlNet reads, at the job's size: the image, or what its preprocessor makes of it."""
+        if not control.preprocessor:
+            return resize(control.image, width, height)
+        job.progress("preprocessing", message=f"{control.preprocessor} for {control.model}")
+        if control.preprocessor == "depth":
+            model = control.depth_model
+            estimator = self._depth_estimators.get(job.device, str(model), lambda: DepthEstimator(model, job.device))
+            return resize(estimator.estimate(control.image), width, height)
+        made = {"canny": canny, "scribble": scribble, "lineart": lineart}[control.preprocessor]
+        return made(resize(control.image, width, height))  # edges and strokes at the size the job sees them
+
     def _controlnet(self, control: PreparedControl, device: str) -> object:
         def load() -> object:
             return load_controlnet(control.path, device)
@@ -513,15 +547,15 @@ class ImageEngine:
         return resize(gray, width, height)
 
 
-def _control_arguments(controls: list[PreparedControl], mode: str, width: int, height: int) -> dict:
-    """The ControlNet pipelines' arguments: each control's image at the job's size, as RGB in
+def _control_arguments(controls: list[PreparedControl], images: list[np.ndarray], mode: str) -> dict:
+    """The ControlNet pipelines' arguments: each control's image (at the job's size) as RGB in
     0..1, its strength and its range of the steps (one value each for one ControlNet, lists for several)."""
     import torch
 
-    images = [torch.from_numpy(to_rgb(resize(control.image, width, height))[0]).permute(2, 0, 1)[None] for control in controls]
+    tensors = [torch.from_numpy(to_rgb(image)[0]).permute(2, 0, 1)[None] for image in images]
     values = {
         # txt2img pipelines take the control image as `image`; img2img and inpaint as `control_image`.
-        "image" if mode == "txt2img" else "control_image": images,
+        "image" if mode == "txt2img" else "control_image": tensors,
         "controlnet_conditioning_scale": [control.strength for control in controls],
         "control_guidance_start": [control.start for control in controls],
         "control_guidance_end": [control.end for control in controls],

@@ -42,7 +42,7 @@ class Started:
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "loading_model", "exporting_model", "generating", "postprocessing", "restarting"
+    phase: str  # "loading_model", "exporting_model", "preprocessing", "generating", "postprocessing", "restarting"
     step: int = 0
     total_steps: int = 0
     message: str = ""

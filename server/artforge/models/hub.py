@@ -11,8 +11,9 @@ Two shapes, matching what the registry loads:
 - one `.safetensors` checkpoint of any repo (`filename=`) becomes the loose file
   `models_dir/<name>.safetensors`, for diffusers' `from_single_file`;
 - a diffusers ControlNet repo (a `config.json` of a ControlNetModel at its top) becomes the
-  folder `models_dir/controlnets/<name>/`: its config and one set of weights, chosen as for a
-  pipeline's component.
+  folder `models_dir/controlnets/<name>/`, and a transformers depth-estimation repo (DPT, Depth
+  Anything) the folder `models_dir/<name>/`: their configs and one set of weights, chosen as for
+  a pipeline's component.
 
 Everything is downloaded into a hidden `models_dir/.pull-*` folder (the registry skips names
 starting with ".") and moved into place only when complete, so an interrupted or failed pull
@@ -127,8 +128,7 @@ def pull(
 
         if PIPELINE_INDEX not in sizes and MODEL_CONFIG in sizes:
             config = hf_hub_download(repo_id, MODEL_CONFIG, revision=commit, local_dir=staging, **options)
-            if _read_index(Path(config), repo_id, MODEL_CONFIG).get("_class_name") == "ControlNetModel":
-                target = models_dir / "controlnets" / name
+            if (target := _single_model_target(_read_index(Path(config), repo_id, MODEL_CONFIG), models_dir, name)) is not None:
                 _check_free(target)
                 top = [f for f in sizes if "/" not in f]
                 wanted = sorted({MODEL_CONFIG, *(f for f in top if ROOT_FILES.match(f)), *_component_files(top)})
@@ -138,12 +138,22 @@ def pull(
         if PIPELINE_INDEX not in sizes:
             checkpoints = [f for f in sizes if f.endswith(".safetensors")]
             hint = f"; to pull one checkpoint, name it as the file (one of: {', '.join(checkpoints[:10])})" if checkpoints else ""
-            raise invalid("repo_id", f"{repo_id} is not a diffusers pipeline or ControlNet: it has no {PIPELINE_INDEX}{hint}")
+            raise invalid("repo_id", f"{repo_id} is not a diffusers pipeline, ControlNet or depth model: it has no {PIPELINE_INDEX}{hint}")
         index_path = hf_hub_download(repo_id, PIPELINE_INDEX, revision=commit, local_dir=staging, **options)
         wanted = pipeline_files(list(sizes), _read_index(Path(index_path), repo_id))
         _download_folder(repo_id, commit, staging, wanted, sizes, options)
         _move_into_place(staging, target)
         return target
+
+
+def _single_model_target(config: dict, models_dir: Path, name: str) -> Path | None:
+    """Where a one-model repo goes, by its config.json: a ControlNet into controlnets/, a depth
+    model into the models folder; None for anything else."""
+    if config.get("_class_name") == "ControlNetModel":
+        return models_dir / "controlnets" / name
+    if any(str(a).endswith("ForDepthEstimation") for a in config.get("architectures") or []):
+        return models_dir / name
+    return None
 
 
 def _download_folder(repo_id: str, commit: str, staging: Path, wanted: list[str], sizes: dict, options: dict) -> None:

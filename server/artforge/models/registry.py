@@ -8,6 +8,8 @@ entries in the config. In the folder:
 - a loose `name.gguf` is a GGUF text model, a loose `name.safetensors` a single-file image
   checkpoint (SD 1.x / 2.x / SDXL), both called `name`;
 - `loras/name.safetensors` is a LoRA adapter called `name`;
+- a sub-folder holding `config.json` of a transformers depth-estimation model (DPT, Depth
+  Anything) is a depth model, for depth controls made from a picture;
 - `controlnets/name/` (a diffusers ControlNetModel folder) is a ControlNet called `name`; its
   control type (depth, canny ...) is the first of CONTROL_TYPES its name contains, or the
   config's `control = "..."`.
@@ -27,13 +29,14 @@ from artforge.errors import ArtForgeError, ErrorCode, shown
 
 log = logging.getLogger(__name__)
 
-KINDS = ("text", "image", "style", "safety", "lora", "controlnet")
+KINDS = ("text", "image", "style", "safety", "lora", "controlnet", "depth")
 CONTROL_TYPES = ("depth", "canny", "lineart", "scribble", "softedge", "normal", "tile", "inpaint")
 _HOW_TO_ADD = {
     "text": "run `artforge models fetch`",
     "image": "put a diffusers folder or a .safetensors checkpoint in the models folder, or run `artforge models pull <hub id>`",
     "lora": "put LoRA .safetensors files in the models folder's loras/ sub-folder",
     "controlnet": "put diffusers ControlNet folders in the models folder's controlnets/ sub-folder",
+    "depth": "pull a transformers depth-estimation repo (DPT, Depth Anything) with `artforge models pull`",
 }
 BACKENDS = ("auto", "torch", "onnx")
 
@@ -42,7 +45,7 @@ BACKENDS = ("auto", "torch", "onnx")
 class ModelSpec:
     name: str
     kind: str
-    format: str  # text: "gguf" or "hf"; image and controlnet: "diffusers" or "single_file"; lora: "safetensors"
+    format: str  # text and depth: "gguf" or "hf"; image and controlnet: "diffusers" or "single_file"; lora: "safetensors"
     path: Path  # the folder (hf, diffusers) or the file (gguf, single_file, safetensors)
     backend: str = "auto"
     description: str = ""
@@ -73,6 +76,8 @@ def _spec_for_path(
     architectures = _read_config(path / "config.json").get("architectures") or []
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):  # GPT-2 and kin: LMHeadModel
         return ModelSpec(name, "text", "hf", path, backend, description)
+    if any(a.endswith("ForDepthEstimation") for a in architectures):
+        return ModelSpec(name, "depth", "hf", path, backend, description)
     return None
 
 

@@ -67,20 +67,22 @@ class GenerateImageRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., mode: _Optional[_Union[ImageMode, str]] = ..., prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., batch_size: _Optional[int] = ..., scheduler: _Optional[str] = ..., tiling: _Optional[_Union[_pixels_pb2.Tiling, _Mapping]] = ..., loras: _Optional[_Iterable[_Union[_pixels_pb2.LoraWeight, _Mapping]]] = ..., init_image: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., mask: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., output_format: _Optional[_Union[_pixels_pb2.OutputFormat, str]] = ..., pbr_maps: _Optional[bool] = ..., preview_every: _Optional[int] = ..., options: _Optional[_Union[_jobs_pb2.JobOptions, _Mapping]] = ..., controls: _Optional[_Iterable[_Union[Control, _Mapping]]] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("type", "model", "image", "strength", "start", "end")
+    __slots__ = ("type", "model", "image", "strength", "start", "end", "preprocessor")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
     type: str
     model: str
     image: _pixels_pb2.Image
     strength: float
     start: float
     end: float
-    def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+    preprocessor: str
+    def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., preprocessor: _Optional[str] = ...) -> None: ...
 
 class StyleBlend(_message.Message):
     __slots__ = ("styles", "weights")

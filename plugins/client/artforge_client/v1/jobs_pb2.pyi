@@ -95,12 +95,14 @@ class JobProgress(_message.Message):
         PHASE_POSTPROCESSING: _ClassVar[JobProgress.Phase]
         PHASE_EXPORTING_MODEL: _ClassVar[JobProgress.Phase]
         PHASE_RESTARTING: _ClassVar[JobProgress.Phase]
+        PHASE_PREPROCESSING: _ClassVar[JobProgress.Phase]
     PHASE_UNSPECIFIED: JobProgress.Phase
     PHASE_LOADING_MODEL: JobProgress.Phase
     PHASE_GENERATING: JobProgress.Phase
     PHASE_POSTPROCESSING: JobProgress.Phase
     PHASE_EXPORTING_MODEL: JobProgress.Phase
     PHASE_RESTARTING: JobProgress.Phase
+    PHASE_PREPROCESSING: JobProgress.Phase
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]

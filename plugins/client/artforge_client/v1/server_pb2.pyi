@@ -16,6 +16,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_SAFETY: _ClassVar[ModelKind]
     MODEL_KIND_LORA: _ClassVar[ModelKind]
     MODEL_KIND_CONTROLNET: _ClassVar[ModelKind]
+    MODEL_KIND_DEPTH: _ClassVar[ModelKind]
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_TEXT: ModelKind
 MODEL_KIND_IMAGE: ModelKind
@@ -23,6 +24,7 @@ MODEL_KIND_STYLE: ModelKind
 MODEL_KIND_SAFETY: ModelKind
 MODEL_KIND_LORA: ModelKind
 MODEL_KIND_CONTROLNET: ModelKind
+MODEL_KIND_DEPTH: ModelKind
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ("include_style_previews",)
