@@ -47,7 +47,7 @@ from safetensors.torch import load_file, save_file
 TINY_PROMPT_SIZE = 64  # pixels: a latent of 8 x 8, the UNets' sample_size
 
 # Bump when anything below changes what gets built: build_all() rebuilds a cache of another version.
-TINY_VERSION = "3"  # 2: ControlNets; 3: a depth model
+TINY_VERSION = "4"  # 2: ControlNets; 3: a depth model; 4: ControlNets that see their image
 _VERSION_FILE = ".tiny-pipelines-version"
 
 MODEL_MAX_LENGTH = 77
@@ -379,8 +379,10 @@ def build_tiny_controlnet(folder: Path, pipeline_folder: Path, seed: int = 0) ->
         gen = torch.Generator().manual_seed(seed)
         controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
         _randomize(controlnet, gen)
-        with torch.no_grad():  # zero convolutions, made loud enough to move a 2-step image
-            for block in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        # Its zero convolutions (the image's way in among them), made loud enough to move a 2-step image.
+        zero_convs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+        with torch.no_grad():
+            for block in zero_convs:
                 block.weight.add_(torch.randn(block.weight.shape, generator=gen) * 0.5)
     controlnet.save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
