@@ -457,6 +457,7 @@ def test_a_control_steers_the_job_and_an_onnx_served_model_hands_it_to_pytorch(c
     estimated = client.generate_image(request(seed=4, controls=[control]))
     phases = [event.progress.phase for event in estimated if event.HasField("progress")]
     assert estimated.finished.state == jobs_pb2.JOB_STATE_SUCCEEDED and jobs_pb2.JobProgress.PHASE_PREPROCESSING in phases
+    assert [m.loaded for m in client.list_models(server_pb2.MODEL_KIND_DEPTH)] == [True]
     assert phases.index(jobs_pb2.JobProgress.PHASE_PREPROCESSING) < phases.index(jobs_pb2.JobProgress.PHASE_GENERATING)
 
 

@@ -69,6 +69,7 @@ MAX_CONTROL_STRENGTH = 2.0
 # A ControlNet runs about half a UNet a step (its encoder and middle block): the work of a job
 # grows by this much per control.
 CONTROL_WORK = 0.5
+NO_PREVIEWS = "no preview: the server's safety check is on, and it checks only results"
 
 
 @dataclass
@@ -93,10 +94,7 @@ class PreparedControl:
     start: float
     end: float
     preprocessor: str
-    depth_model: Path | None  # the depth preprocessor's model
-
-
-NO_PREVIEWS = "no preview: the server's safety check is on, and it checks only results"
+    depth_model: ModelSpec | None  # the depth preprocessor's model
 
 
 @dataclass
@@ -187,9 +185,9 @@ class ImageEngine:
         self._pipeline(self.registry.get(model, "image"), device)
 
     def loaded_models(self) -> set[str]:
-        """The loaded pipelines, the LoRA adapters loaded on any of them, and the loaded ControlNets."""
+        """The loaded pipelines, the LoRA adapters loaded on any of them, the ControlNets and the depth model."""
         pipelines = [served.loaded for served in self._pipelines.values()] + self._torch_copies.values()
-        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names()
+        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names() | self._depth_estimators.loaded_names()
         return loaded.union(*(pipeline.loras for pipeline in pipelines))
 
     def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
@@ -359,7 +357,7 @@ class ImageEngine:
             depth_model = None
             if control.preprocessor == "depth":
                 try:
-                    depth_model = self.registry.get("", "depth").path
+                    depth_model = self.registry.get("", "depth")
                 except ArtForgeError as error:
                     raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field_}.preprocessor: {error.message.split(': ', 1)[1]}") from None
             net = self._controlnet_for(control, spec, shape, field_)
@@ -530,7 +528,7 @@ class ImageEngine:
         job.progress("preprocessing", message=f"{control.preprocessor} for {control.model}")
         if control.preprocessor == "depth":
             model = control.depth_model
-            estimator = self._depth_estimators.get(job.device, str(model), lambda: DepthEstimator(model, job.device))
+            estimator = self._depth_estimators.get(job.device, model.name, lambda: DepthEstimator(model.path, job.device))
             return resize(estimator.estimate(control.image), width, height)
         made = {"canny": canny, "scribble": scribble, "lineart": lineart}[control.preprocessor]
         return made(resize(control.image, width, height))  # edges and strokes at the size the job sees them
