@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from artforge.config import Limits
-from artforge.engines.control_images import canny, lineart, scribble
+from artforge.engines.control_images import ControlImages, canny, lineart, scribble
 from artforge.engines.image import ControlInput, ImageEngine, ImageRequest
+from artforge.engines.preprocess import PreprocessEngine, PreprocessRequest
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.depth import DepthEstimator
@@ -185,3 +186,31 @@ def test_a_preprocessor_that_cannot_run_is_refused_naming_it(tiny):
     with pytest.raises(ArtForgeError) as refused:
         no_depth_model.prepare(ImageRequest(prompt="x", model="tiny-sd15", controls=[depth(preprocessor="depth")]))
     assert refused.value.code == NOT_FOUND and "controls[0].preprocessor: no depth model named 'not-pulled'" in refused.value.message
+
+
+def test_a_preprocess_job_returns_what_a_control_would_read(tiny):
+    picture = a_square(96)
+    engine = PreprocessEngine(ControlImages(ModelRegistry(TINY_ROOT, [], {"depth": "tiny-dpt-depth"}, "torch")))
+    job = RecordingJob()
+    edges = engine.run(engine.prepare(PreprocessRequest(picture, "canny")), job).images[0]
+    assert job.started_with[0][:2] == ("canny", "opencv") and edges.provenance.width == 96
+    assert np.array_equal(edges.pixels, canny(picture))
+    estimated = engine.run(engine.prepare(PreprocessRequest(picture, "depth")), RecordingJob()).images[0]
+    assert estimated.pixels.shape == (96, 96, 1) and estimated.provenance.model == "tiny-dpt-depth"
+    assert engine.loaded_models() == {"tiny-dpt-depth"}
+    assert engine.work(engine.prepare(PreprocessRequest(picture, "lineart"))).pixels == 96 * 96
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (PreprocessRequest(None, "canny"), INVALID, "image: is required"),
+        (PreprocessRequest(np.zeros((8, 8, 3), np.float32), "hed"), INVALID, "preprocessor: 'hed' is not one of canny"),
+        (PreprocessRequest(np.zeros((8, 8, 3), np.float32), "depth"), NOT_FOUND, "preprocessor: no depth model named 'not-pulled'"),
+    ],
+)
+def test_a_preprocess_job_that_cannot_run_is_refused_naming_its_field(tiny, request_, code, message):
+    engine = PreprocessEngine(ControlImages(ModelRegistry(TINY_ROOT, [], {"depth": "not-pulled"}, "torch")))
+    with pytest.raises(ArtForgeError) as refused:
+        engine.prepare(request_)
+    assert refused.value.code == code and message in refused.value.message

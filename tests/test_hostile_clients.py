@@ -429,6 +429,7 @@ VALID_REQUESTS = {
     "GenerateText": {"prompt": "a red fox", "max_tokens": 4},
     "GenerateImage": {"prompt": "bricks", "width": NATIVE, "height": NATIVE, "steps": 1},
     "Stylize": {"image": png(a_picture()), "style_index": 3},
+    "Preprocess": {"image": png(a_picture()), "preprocessor": "canny"},
 }
 
 

@@ -21,6 +21,7 @@ import png
 import pytest
 from PIL import Image as PILImage
 
+from artforge.engines.control_images import canny
 from artforge.engines.image import NO_PREVIEWS
 from artforge.models.embedded import NUDENET, STYLE_TRANSFER, fetch
 from artforge_client import ArtForgeError
@@ -477,6 +478,34 @@ def test_the_cli_sends_controls(image_server, tmp_path):
     assert not np.array_equal(cli("--control", f"depth/canny:{picture}"), as_is), "its edges, not the picture, reached the ControlNet"
     refused = artforge("image", "x", "--address", image_server.address, "--control", "depth")
     assert refused.returncode == 1 and "--control depth: expected TYPE_OR_MODEL:FILE" in refused.stderr
+
+
+def test_preprocess_returns_the_control_image_a_job_would_make(client, image_server, tmp_path):
+    picture = a_picture()  # at the job's size, so the job's own Canny sees the same pixels
+    picture[SIZE // 4 : SIZE // 2, SIZE // 4 : SIZE // 2] = 255  # edges for Canny to find
+    stream = client.preprocess(image_pb2.PreprocessRequest(image=png_image(picture), preprocessor="canny"))
+    assert stream.wait().state == jobs_pb2.JOB_STATE_SUCCEEDED
+    assert (stream.started.model, stream.started.backend) == ("canny", "opencv")
+    (result,) = stream.images
+    edges = pixels_of(result)
+    assert edges.shape == (SIZE, SIZE, 1) and set(np.unique(edges)) == {0, 255}
+    assert np.array_equal(edges[..., 0] > 0, canny(picture.astype(np.float32) / 255)[..., 0] > 0)
+    made_here = image_pb2.Control(model="tiny-sd15-depth", image=png_image(edges[..., 0]))
+    made_in_the_job = image_pb2.Control(model="tiny-sd15-depth", image=png_image(picture), preprocessor="canny")
+    here, in_the_job = (colors(generate(client, seed=5, controls=[control]))[0] for control in (made_here, made_in_the_job))
+    assert np.array_equal(here, in_the_job)
+    # Depth from the picture through the depth model, at the picture's size; and the CLI.
+    depth = client.preprocess(image_pb2.PreprocessRequest(image=png_image(a_picture(40, 24)), preprocessor="depth"))
+    assert depth.wait().state == jobs_pb2.JOB_STATE_SUCCEEDED and depth.started.model == "tiny-dpt-depth"
+    assert pixels_of(depth.images[0]).shape == (24, 40, 1)
+    source, out = tmp_path / "picture.png", tmp_path / "edges.png"
+    PILImage.fromarray(picture).save(source)
+    done = artforge("preprocess", str(source), "canny", "-o", str(out), "--address", image_server.address)
+    assert done.returncode == 0, done.stderr
+    assert np.array_equal(np.asarray(PILImage.open(out)), edges[..., 0]), "the CLI writes the gray control image"
+    with pytest.raises(ArtForgeError) as error:
+        client.preprocess(image_pb2.PreprocessRequest(image=png_image(picture), preprocessor="hed")).wait()
+    assert error.value.code is grpc.StatusCode.INVALID_ARGUMENT and error.value.message.startswith("preprocessor: 'hed'")
 
 
 def test_server_info_lists_image_models_and_schedulers(client):

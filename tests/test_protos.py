@@ -44,6 +44,7 @@ def test_service_is_versioned_and_complete():
         "GenerateText",
         "GenerateImage",
         "Stylize",
+        "Preprocess",
         "WatchJob",
         "CancelJob",
         "GetJob",
@@ -51,4 +52,4 @@ def test_service_is_versioned_and_complete():
         "GetServerStats",
     }
     streaming = {m.name for m in service.methods if m.server_streaming}
-    assert streaming == {"GenerateText", "GenerateImage", "Stylize", "WatchJob"}
+    assert streaming == {"GenerateText", "GenerateImage", "Stylize", "Preprocess", "WatchJob"}

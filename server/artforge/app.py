@@ -6,7 +6,9 @@ import logging
 
 from artforge.config import Config
 from artforge.engines.base import ImageOutput
+from artforge.engines.control_images import ControlImages
 from artforge.engines.image import ImageEngine
+from artforge.engines.preprocess import PreprocessEngine
 from artforge.engines.stylize import StylizeEngine
 from artforge.engines.text import TextEngine
 from artforge.jobs.scheduler import ImageFilter
@@ -23,9 +25,13 @@ class App:
         defaults = {"text": config.default_text_model, "image": config.default_image_model, "depth": config.depth_model}
         self.registry = ModelRegistry(config.models_dir, config.models, defaults, config.default_backend)
         self.text = TextEngine(self.registry, config.limits, config.tasks, config.max_loaded_models, config.text)
-        self.image = ImageEngine(self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety)
+        control_images = ControlImages(self.registry)
+        self.image = ImageEngine(
+            self.registry, config.limits, config.max_loaded_models, config.max_loaded_loras, config.safety, control_images
+        )
         self.stylize = StylizeEngine(config.models_dir, config.limits, config.max_loaded_models)
-        self.engines = (self.text, self.image, self.stylize)
+        self.preprocess = PreprocessEngine(control_images)
+        self.engines = (self.text, self.image, self.stylize, self.preprocess)
 
     def safety_filter(self) -> ImageFilter | None:
         """With `safety` on, every image result passes the NSFW detector; flagged ones are blurred."""

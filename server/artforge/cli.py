@@ -267,6 +267,20 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from artforge_client.v1 import jobs_pb2
+
+    request = image_pb2.PreprocessRequest(
+        image=_read_image(args.image),
+        preprocessor=args.preprocessor,
+        output_format=_OUTPUT_FORMATS[args.format],
+        options=jobs_pb2.JobOptions(label="cli"),
+    )
+    with _client(args) as client:
+        _write_results(client.preprocess(request, timeout=args.timeout), args.output)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = MessageToDict(client.server_info(), preserving_proto_field_name=True)
@@ -546,6 +560,15 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--timeout", type=float)
     _connection_args(stylize)
     stylize.set_defaults(func=cmd_stylize)
+
+    preprocess = commands.add_parser("preprocess", help="make a control image (edges, strokes, depth) from a picture")
+    preprocess.add_argument("image")
+    preprocess.add_argument("preprocessor", help="canny, scribble, lineart or depth (needs a depth model: `artforge models pull`)")
+    preprocess.add_argument("-o", "--output", default="control.png")
+    preprocess.add_argument("--format", choices=list(_OUTPUT_FORMATS), default="png8")
+    preprocess.add_argument("--timeout", type=float)
+    _connection_args(preprocess)
+    preprocess.set_defaults(func=cmd_preprocess)
 
     info = commands.add_parser("info", help="what a server offers")
     _connection_args(info)

@@ -383,6 +383,10 @@ class Client:
     def stylize(self, request: image_pb2.StylizeRequest, timeout: float | None = None) -> JobStream:
         return self._stream(self._stub.Stylize, request, timeout, request.options.keep_on_disconnect)
 
+    def preprocess(self, request: image_pb2.PreprocessRequest, timeout: float | None = None) -> JobStream:
+        """A control image made from a picture on the server: one gray image at the picture's size."""
+        return self._stream(self._stub.Preprocess, request, timeout, request.options.keep_on_disconnect)
+
     def watch(self, job_id: str, from_sequence: int = 0, timeout: float | None = None) -> JobStream:
         """Re-attach to a running or recently finished job, replaying from `from_sequence`."""
         return JobStream(self, self._watch_call(job_id, from_sequence, timeout), timeout=timeout)

@@ -7,6 +7,7 @@ from artforge.api.pixels import decode_image
 from artforge.config import Limits
 from artforge.engines.base import Provenance, Usage
 from artforge.engines.image import ControlInput, ImageRequest
+from artforge.engines.preprocess import PreprocessRequest
 from artforge.engines.stylize import StylizeRequest
 from artforge.engines.text import TextRequest
 from artforge.errors import invalid
@@ -81,6 +82,7 @@ def request_readers(limits: Limits) -> dict[str, RequestReader]:
         "text": lambda data: text_request(text_pb2.GenerateTextRequest.FromString(data)),
         "image": lambda data: image_request(image_pb2.GenerateImageRequest.FromString(data), max_pixels),
         "stylize": lambda data: stylize_request(image_pb2.StylizeRequest.FromString(data), max_pixels),
+        "preprocess": lambda data: preprocess_request(image_pb2.PreprocessRequest.FromString(data), max_pixels),
     }
 
 
@@ -152,6 +154,11 @@ def stylize_request(message: image_pb2.StylizeRequest, max_pixels: int) -> Styli
         strength=message.strength,
         tile_size=message.tile_size,
     )
+
+
+def preprocess_request(message: image_pb2.PreprocessRequest, max_pixels: int) -> PreprocessRequest:
+    image = decode_image(message.image, "image", max_pixels) if message.HasField("image") else None
+    return PreprocessRequest(image=image, preprocessor=message.preprocessor)
 
 
 def image_message(image: EncodedImage, with_data: bool) -> pixels_pb2.Image:

@@ -90,6 +90,10 @@ class ArtForgeServicer(service_pb2_grpc.ArtForgeServicer):
         async for event in self._new_job(context, "stylize", request, request.options, request.output_format):
             yield event
 
+    async def Preprocess(self, request: image_pb2.PreprocessRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
+        async for event in self._new_job(context, "preprocess", request, request.options, request.output_format):
+            yield event
+
     async def WatchJob(self, request: jobs_pb2.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[jobs_pb2.JobEvent]:
         try:
             caller = self._caller(context)

@@ -8,6 +8,9 @@
 
 A drawn layer's strokes are where it is painted: its alpha when it has one that is not opaque
 everywhere (a Krita layer on transparency), otherwise where it is dark (ink on paper).
+
+ControlImages makes them for both engines that need them (image jobs' controls, preprocess
+jobs), so the depth model is loaded once per device whichever asked first.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from artforge.engines.pbr import LUMA_WEIGHTS
-from artforge.images import to_rgb
+from artforge.errors import ArtForgeError, ErrorCode
+from artforge.images import resize, to_rgb
+from artforge.models.registry import ModelRegistry, ModelSpec
+from artforge.runtimes.depth import DepthEstimator
+from artforge.runtimes.loaded import LoadedModels
 
 PREPROCESSORS = ("canny", "scribble", "lineart", "depth")
 # Canny's hysteresis thresholds on 8-bit gradients: the pair most ControlNet front ends default to.
@@ -53,3 +60,32 @@ def scribble(pixels: np.ndarray) -> np.ndarray:
 
 def lineart(pixels: np.ndarray) -> np.ndarray:
     return strokes(pixels).astype(np.float32)[..., None]
+
+
+class ControlImages:
+    """The preprocessors, with the depth model kept loaded (one per device)."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self._estimators: LoadedModels[DepthEstimator] = LoadedModels(1)
+
+    def depth_model(self, field: str) -> ModelSpec:
+        """The registered depth model the depth preprocessor uses; NOT_FOUND naming `field` without one."""
+        try:
+            return self.registry.get("", "depth")
+        except ArtForgeError as error:
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field}: {error.message.split(': ', 1)[1]}") from None
+
+    def make(
+        self, preprocessor: str, pixels: np.ndarray, width: int, height: int, device: str, depth_model: ModelSpec | None
+    ) -> np.ndarray:
+        """H x W x 1 in 0..1 at `width` x `height`: what `preprocessor` makes of `pixels`."""
+        if preprocessor == "depth":
+            assert depth_model is not None, "a depth preprocessor is prepared with its model"
+            estimator = self._estimators.get(device, depth_model.name, lambda: DepthEstimator(depth_model.path, device))
+            return resize(estimator.estimate(pixels), width, height)
+        made = {"canny": canny, "scribble": scribble, "lineart": lineart}[preprocessor]
+        return made(resize(pixels, width, height))  # edges and strokes at the size the job sees them
+
+    def loaded_models(self) -> set[str]:
+        return self._estimators.loaded_names()

@@ -35,13 +35,12 @@ import numpy as np
 
 from artforge.config import Limits
 from artforge.engines.base import ImageOutput, JobContext, JobResult, Provenance, Work
-from artforge.engines.control_images import PREPROCESSORS, canny, lineart, scribble
+from artforge.engines.control_images import PREPROCESSORS, ControlImages
 from artforge.engines.image_checks import UnetShape, check_pixels, image_defaults, unet_shape
 from artforge.errors import ArtForgeError, ErrorCode, invalid, shown
 from artforge.images import resize, to_rgb
 from artforge.models.registry import CONTROL_TYPES, ModelRegistry, ModelSpec
 from artforge.runtimes.backend import BackendChoice, choose_backend, fallback, known_backend
-from artforge.runtimes.depth import DepthEstimator
 from artforge.runtimes.devices import is_cpu
 from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
 from artforge.runtimes.loaded import LoadedModels
@@ -147,9 +146,19 @@ class ServedPipeline:
 class ImageEngine:
     kind = "image"
 
-    def __init__(self, registry: ModelRegistry, limits: Limits, max_loaded: int, max_loaded_loras: int = 4, safety: bool = False) -> None:
-        """`max_loaded_loras`: LoRA adapters kept loaded per pipeline; `safety`: results pass the NSFW check, so no previews are sent."""
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        limits: Limits,
+        max_loaded: int,
+        max_loaded_loras: int = 4,
+        safety: bool = False,
+        control_images: ControlImages | None = None,
+    ) -> None:
+        """`max_loaded_loras`: LoRA adapters kept loaded per pipeline; `safety`: results pass the NSFW
+        check, so no previews are sent; `control_images`: the preprocessors, shared with other engines."""
         self.registry = registry
+        self.control_images = control_images or ControlImages(registry)
         self.limits = limits
         self.max_loaded_loras = max_loaded_loras
         self.safety = safety
@@ -159,7 +168,6 @@ class ImageEngine:
         # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters or controls: one per device.
         self._torch_copies: LoadedModels[LoadedPipeline] = LoadedModels(1)
         self._controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))
-        self._depth_estimators: LoadedModels[DepthEstimator] = LoadedModels(1)
         self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
     def request_limits(self) -> dict[str, int]:
@@ -187,7 +195,7 @@ class ImageEngine:
     def loaded_models(self) -> set[str]:
         """The loaded pipelines, the LoRA adapters loaded on any of them, the ControlNets and the depth model."""
         pipelines = [served.loaded for served in self._pipelines.values()] + self._torch_copies.values()
-        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names() | self._depth_estimators.loaded_names()
+        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names() | self.control_images.loaded_models()
         return loaded.union(*(pipeline.loras for pipeline in pipelines))
 
     def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
@@ -354,12 +362,7 @@ class ImageEngine:
                 raise invalid(f"{field_}.type", f"{shown(control.type)} is not one of {', '.join(CONTROL_TYPES)}")
             if control.preprocessor and control.preprocessor not in PREPROCESSORS:
                 raise invalid(f"{field_}.preprocessor", f"{shown(control.preprocessor)} is not one of {', '.join(PREPROCESSORS)}")
-            depth_model = None
-            if control.preprocessor == "depth":
-                try:
-                    depth_model = self.registry.get("", "depth")
-                except ArtForgeError as error:
-                    raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field_}.preprocessor: {error.message.split(': ', 1)[1]}") from None
+            depth_model = self.control_images.depth_model(f"{field_}.preprocessor") if control.preprocessor == "depth" else None
             net = self._controlnet_for(control, spec, shape, field_)
             prepared.append(
                 PreparedControl(
@@ -526,12 +529,7 @@ class ImageEngine:
         if not control.preprocessor:
             return resize(control.image, width, height)
         job.progress("preprocessing", message=f"{control.preprocessor} for {control.model}")
-        if control.preprocessor == "depth":
-            model = control.depth_model
-            estimator = self._depth_estimators.get(job.device, model.name, lambda: DepthEstimator(model.path, job.device))
-            return resize(estimator.estimate(control.image), width, height)
-        made = {"canny": canny, "scribble": scribble, "lineart": lineart}[control.preprocessor]
-        return made(resize(control.image, width, height))  # edges and strokes at the size the job sees them
+        return self.control_images.make(control.preprocessor, control.image, width, height, job.device, control.depth_model)
 
     def _controlnet(self, control: PreparedControl, device: str) -> object:
         def load() -> object:

@@ -84,6 +84,18 @@ class Control(_message.Message):
     preprocessor: str
     def __init__(self, type: _Optional[str] = ..., model: _Optional[str] = ..., image: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., strength: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., preprocessor: _Optional[str] = ...) -> None: ...
 
+class PreprocessRequest(_message.Message):
+    __slots__ = ("image", "preprocessor", "output_format", "options")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    image: _pixels_pb2.Image
+    preprocessor: str
+    output_format: _pixels_pb2.OutputFormat
+    options: _jobs_pb2.JobOptions
+    def __init__(self, image: _Optional[_Union[_pixels_pb2.Image, _Mapping]] = ..., preprocessor: _Optional[str] = ..., output_format: _Optional[_Union[_pixels_pb2.OutputFormat, str]] = ..., options: _Optional[_Union[_jobs_pb2.JobOptions, _Mapping]] = ...) -> None: ...
+
 class StyleBlend(_message.Message):
     __slots__ = ("styles", "weights")
     STYLES_FIELD_NUMBER: _ClassVar[int]

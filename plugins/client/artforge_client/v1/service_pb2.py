@@ -28,7 +28,7 @@ from . import server_pb2 as artforge_dot_v1_dot_server__pb2
 from . import text_pb2 as artforge_dot_v1_dot_text__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61rtforge/v1/service.proto\x12\x0b\x61rtforge.v1\x1a\x17\x61rtforge/v1/image.proto\x1a\x16\x61rtforge/v1/jobs.proto\x1a\x18\x61rtforge/v1/server.proto\x1a\x16\x61rtforge/v1/text.proto2\xd9\x05\n\x08\x41rtForge\x12K\n\rGetServerInfo\x12!.artforge.v1.GetServerInfoRequest\x1a\x17.artforge.v1.ServerInfo\x12M\n\nListModels\x12\x1e.artforge.v1.ListModelsRequest\x1a\x1f.artforge.v1.ListModelsResponse\x12I\n\x0cGenerateText\x12 .artforge.v1.GenerateTextRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12K\n\rGenerateImage\x12!.artforge.v1.GenerateImageRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12?\n\x07Stylize\x12\x1b.artforge.v1.StylizeRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12\x41\n\x08WatchJob\x12\x1c.artforge.v1.WatchJobRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12@\n\tCancelJob\x12\x1d.artforge.v1.CancelJobRequest\x1a\x14.artforge.v1.JobInfo\x12:\n\x06GetJob\x12\x1a.artforge.v1.GetJobRequest\x1a\x14.artforge.v1.JobInfo\x12G\n\x08ListJobs\x12\x1c.artforge.v1.ListJobsRequest\x1a\x1d.artforge.v1.ListJobsResponse\x12N\n\x0eGetServerStats\x12\".artforge.v1.GetServerStatsRequest\x1a\x18.artforge.v1.ServerStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61rtforge/v1/service.proto\x12\x0b\x61rtforge.v1\x1a\x17\x61rtforge/v1/image.proto\x1a\x16\x61rtforge/v1/jobs.proto\x1a\x18\x61rtforge/v1/server.proto\x1a\x16\x61rtforge/v1/text.proto2\xa0\x06\n\x08\x41rtForge\x12K\n\rGetServerInfo\x12!.artforge.v1.GetServerInfoRequest\x1a\x17.artforge.v1.ServerInfo\x12M\n\nListModels\x12\x1e.artforge.v1.ListModelsRequest\x1a\x1f.artforge.v1.ListModelsResponse\x12I\n\x0cGenerateText\x12 .artforge.v1.GenerateTextRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12K\n\rGenerateImage\x12!.artforge.v1.GenerateImageRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12?\n\x07Stylize\x12\x1b.artforge.v1.StylizeRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12\x45\n\nPreprocess\x12\x1e.artforge.v1.PreprocessRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12\x41\n\x08WatchJob\x12\x1c.artforge.v1.WatchJobRequest\x1a\x15.artforge.v1.JobEvent0\x01\x12@\n\tCancelJob\x12\x1d.artforge.v1.CancelJobRequest\x1a\x14.artforge.v1.JobInfo\x12:\n\x06GetJob\x12\x1a.artforge.v1.GetJobRequest\x1a\x14.artforge.v1.JobInfo\x12G\n\x08ListJobs\x12\x1c.artforge.v1.ListJobsRequest\x1a\x1d.artforge.v1.ListJobsResponse\x12N\n\x0eGetServerStats\x12\".artforge.v1.GetServerStatsRequest\x1a\x18.artforge.v1.ServerStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,5 +36,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'artforge.v1.service_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ARTFORGE']._serialized_start=142
-  _globals['_ARTFORGE']._serialized_end=871
+  _globals['_ARTFORGE']._serialized_end=942
 # @@protoc_insertion_point(module_scope)

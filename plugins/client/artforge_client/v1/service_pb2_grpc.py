@@ -62,6 +62,11 @@ class ArtForgeStub:
                 request_serializer=artforge_dot_v1_dot_image__pb2.StylizeRequest.SerializeToString,
                 response_deserializer=artforge_dot_v1_dot_jobs__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.Preprocess = channel.unary_stream(
+                '/artforge.v1.ArtForge/Preprocess',
+                request_serializer=artforge_dot_v1_dot_image__pb2.PreprocessRequest.SerializeToString,
+                response_deserializer=artforge_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/artforge.v1.ArtForge/WatchJob',
                 request_serializer=artforge_dot_v1_dot_jobs__pb2.WatchJobRequest.SerializeToString,
@@ -121,6 +126,13 @@ class ArtForgeServicer:
 
     def Stylize(self, request, context):
         """Submits a stylize job; events as for GenerateImage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Preprocess(self, request, context):
+        """Submits a preprocess job (a control image made from a picture); events as for Stylize.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,6 +201,11 @@ def add_ArtForgeServicer_to_server(servicer, server):
             'Stylize': grpc.unary_stream_rpc_method_handler(
                     servicer.Stylize,
                     request_deserializer=artforge_dot_v1_dot_image__pb2.StylizeRequest.FromString,
+                    response_serializer=artforge_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
+            ),
+            'Preprocess': grpc.unary_stream_rpc_method_handler(
+                    servicer.Preprocess,
+                    request_deserializer=artforge_dot_v1_dot_image__pb2.PreprocessRequest.FromString,
                     response_serializer=artforge_dot_v1_dot_jobs__pb2.JobEvent.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
@@ -351,6 +368,33 @@ class ArtForge:
             target,
             '/artforge.v1.ArtForge/Stylize',
             artforge_dot_v1_dot_image__pb2.StylizeRequest.SerializeToString,
+            artforge_dot_v1_dot_jobs__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Preprocess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/artforge.v1.ArtForge/Preprocess',
+            artforge_dot_v1_dot_image__pb2.PreprocessRequest.SerializeToString,
             artforge_dot_v1_dot_jobs__pb2.JobEvent.FromString,
             options,
             channel_credentials,
