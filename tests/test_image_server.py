@@ -441,11 +441,11 @@ def test_bad_input_is_refused_with_the_field_named(client, fields, code, field):
     assert colors(generate(client))[0].shape == (SIZE, SIZE, 3), "the server keeps serving"
 
 
-def test_a_control_steers_the_job_and_an_onnx_served_model_hands_it_to_pytorch(client, backend):
+def test_a_control_steers_the_job_on_the_models_own_backend(client, backend):
     plain = generate(client, seed=4)
     depth = image_pb2.Control(type="depth", image=png_image(a_picture(40, 24)))  # resized to the job
     steered = generate(client, seed=4, controls=[depth])
-    assert (plain.started.backend, steered.started.backend) == (backend, "torch")
+    assert (plain.started.backend, steered.started.backend, steered.started.backend_reason) == (backend, backend, "")
     assert np.abs(colors(steered)[0] - colors(plain)[0]).mean() > 2
     depth.strength = 0.0
     assert np.abs(colors(generate(client, seed=4, controls=[depth]))[0] - colors(plain)[0]).max() <= 1, "at strength 0 it does nothing"

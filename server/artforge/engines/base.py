@@ -19,7 +19,8 @@ class JobContext(Protocol):
     def is_cancelled(self) -> bool:
         """True once the job was cancelled or its deadline passed: stop at the next token/step."""
 
-    def started(self, model: str, backend: str, seed: int) -> None: ...
+    def started(self, model: str, backend: str, seed: int, reason: str = "") -> None:
+        """`reason`: why `backend` when it is not the model's own (a job the ONNX graphs cannot run)."""
 
     def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
         """`preview`: a small float32 H x W x 3 image in 0..1 (diffusion steps)."""

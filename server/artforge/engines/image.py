@@ -12,8 +12,10 @@ ONNX serves the same diffusers pipeline with its networks on ONNX Runtime
 by a hash of the weights: made on first use, or ahead with `artforge onnx export MODEL`.
 LoRA adapters change the UNet's weights per request, which a fixed ONNX graph cannot follow:
 a job with adapters on an ONNX-served model runs on a PyTorch copy of the model, loaded on its
-first such job and kept for the next (its JobStarted says "torch"). So does a job with
-controls for now: the ONNX UNet export takes no ControlNet residuals yet.
+first such job and kept for the next (its JobStarted says "torch", and why). Controls on an
+ONNX-served model run on ONNX Runtime too: each ControlNet is exported on its first such job
+(cached like the pipelines' exports) and the UNet graph takes its residuals; a ControlNet that
+cannot be exported sends the job to the PyTorch copy, and its JobStarted says why.
 
 Controls: each names a ControlNet (or a control type, and the server takes a registered
 ControlNet of that type made for the job's model), an image of any size (resized to the job's),
@@ -167,7 +169,8 @@ class ImageEngine:
         self._pipelines: LoadedModels[ServedPipeline] = LoadedModels(max_loaded)
         # PyTorch copies of ONNX-served models, for their jobs with LoRA adapters or controls: one per device.
         self._torch_copies: LoadedModels[LoadedPipeline] = LoadedModels(1)
-        self._controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))
+        self._controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))  # on PyTorch
+        self._onnx_controlnets: LoadedModels[object] = LoadedModels(max(1, limits.max_controls_per_request))
         self._export_lock = threading.Lock()  # one export at a time: each holds a whole pipeline in memory
 
     def request_limits(self) -> dict[str, int]:
@@ -195,7 +198,8 @@ class ImageEngine:
     def loaded_models(self) -> set[str]:
         """The loaded pipelines, the LoRA adapters loaded on any of them, the ControlNets and the depth model."""
         pipelines = [served.loaded for served in self._pipelines.values()] + self._torch_copies.values()
-        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names() | self.control_images.loaded_models()
+        loaded = self._pipelines.loaded_names() | self._controlnets.loaded_names() | self._onnx_controlnets.loaded_names()
+        loaded |= self.control_images.loaded_models()
         return loaded.union(*(pipeline.loras for pipeline in pipelines))
 
     def _pipeline(self, spec: ModelSpec, device: str, job: JobContext | None = None) -> ServedPipeline:
@@ -401,12 +405,14 @@ class ImageEngine:
         request = prepared.request
         spec = self.registry.get(prepared.model, "image")
         served = self._pipeline(spec, job.device, job)
-        loaded, backend = served.loaded, served.choice.backend
-        if (prepared.loras or prepared.controls) and backend == "onnx":
-            # Adapters change the UNet's weights per request, and the ONNX UNet takes no
-            # ControlNet residuals yet: the graph's are fixed.
+        loaded, backend, reason = served.loaded, served.choice.backend, ""
+        if backend == "onnx" and prepared.loras:
+            reason = "LoRA adapters change the UNet's weights per job; the ONNX graph's are fixed"
+        elif backend == "onnx" and prepared.controls:
+            reason = self._onnx_controls_unavailable(prepared.controls, job)
+        if reason:
             loaded, backend = self._torch_copy(spec, job), "torch"
-        job.started(prepared.model, backend, prepared.seed)
+        job.started(prepared.model, backend, prepared.seed, reason)
         width = prepared.width or loaded.native_size
         height = prepared.height or loaded.native_size
         scheduler = request.scheduler or loaded.default_scheduler
@@ -460,7 +466,7 @@ class ImageEngine:
 
         request = prepared.request
         if prepared.controls:
-            nets = [self._controlnet(control, job.device) for control in prepared.controls]
+            nets = [self._controlnet(control, backend, job) for control in prepared.controls]
             for i, net in enumerate(nets):  # checked before the job queued, unless the model's files did not say
                 if net.config.cross_attention_dim != loaded.text2img.unet.config.cross_attention_dim:
                     raise invalid(f"controls[{i}].model", f"{prepared.controls[i].model} is not made for {prepared.model}'s UNet")
@@ -531,11 +537,36 @@ class ImageEngine:
         job.progress("preprocessing", message=f"{control.preprocessor} for {control.model}")
         return self.control_images.make(control.preprocessor, control.image, width, height, job.device, control.depth_model)
 
-    def _controlnet(self, control: PreparedControl, device: str) -> object:
-        def load() -> object:
-            return load_controlnet(control.path, device)
+    def _controlnet(self, control: PreparedControl, backend: str, job: JobContext) -> object:
+        """The ControlNet of `control` on `backend` ("onnx": exported on its first use; ArtForgeError when it cannot be)."""
+        if backend == "torch":
+            return self._controlnets.get(job.device, control.model, lambda: load_controlnet(control.path, job.device))
 
-        return self._controlnets.get(device, control.model, load)
+        def load() -> object:
+            from artforge.runtimes.onnx_diffusion import OnnxControlNet, controlnet_files, export_controlnet, export_variant
+
+            key = ExportKey(control.model, export_variant(job.device), weights_digest(controlnet_files(control.path), self.cache_dir))
+            if not self.exports.find(key):
+                job.progress("exporting_model", message=f"exporting ControlNet {control.model} to ONNX once")
+
+            def make(folder: Path) -> None:
+                export_controlnet(load_controlnet(control.path, "cpu"), folder, cuda=key.variant.endswith("-cuda"))
+
+            with self._export_lock:
+                folder = self.exports.build(key, make)
+            return OnnxControlNet(folder, job.device)
+
+        return self._onnx_controlnets.get(job.device, control.model, load)
+
+    def _onnx_controls_unavailable(self, controls: list[PreparedControl], job: JobContext) -> str:
+        """Why the controls cannot run on ONNX Runtime ("" when they can): their ControlNets are exported and loaded here."""
+        for control in controls:
+            try:
+                self._controlnet(control, "onnx", job)
+            except Exception as exc:  # a ControlNet the export does not cover: the job runs on PyTorch instead
+                message = exc.message if isinstance(exc, ArtForgeError) else f"{type(exc).__name__}: {exc}"
+                return f"ControlNet {control.model} does not run on ONNX Runtime ({message})"
+        return ""
 
     def _mask(self, mask: np.ndarray, width: int, height: int) -> np.ndarray:
         """One channel, 0 keeps and 1 repaints; an alpha channel, if any, is ignored."""

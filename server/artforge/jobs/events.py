@@ -38,6 +38,7 @@ class Started:
     seed: int
     attempt: int = 1  # 2 when a server restart or a lost worker interrupted the first run
     worker: str = ""  # on a cluster: the worker that runs it
+    reason: str = ""  # why this backend, when it is not the model's own
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,8 @@ class Job:
     def is_cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def started(self, model: str, backend: str, seed: int) -> None:
-        self._post(Started(model, backend, self.device, seed, self.attempts))
+    def started(self, model: str, backend: str, seed: int, reason: str = "") -> None:
+        self._post(Started(model, backend, self.device, seed, self.attempts, reason=reason))
 
     def progress(self, phase: str, step: int = 0, total: int = 0, message: str = "", preview: np.ndarray | None = None) -> None:
         self._post(Progress(phase, step, total, message, encode_preview(preview) if preview is not None else None))

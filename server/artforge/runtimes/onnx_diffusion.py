@@ -10,6 +10,14 @@ Export (`export_pipeline`) writes the UNet, the VAE decoder and encoder and the 
     <export>/text_encoder/model.onnx
     <export>/text_encoder_2/model.onnx     SDXL only
 
+A ControlNet is exported on its own (`export_controlnet`), into an export of its own keyed by
+its weights: <export>/controlnet/model.onnx and export.json. It takes what the UNet takes plus
+the control image and a strength, and gives the residuals that the UNet adds to its skip
+connections and middle block. The UNet graph always takes those residuals as inputs: a job
+without controls feeds a 1 x 1 x 1 x 1 zero for each, which broadcasts (one addition per skip
+connection, a few milliseconds of a step that takes seconds), so one UNet graph serves both and
+a full-size UNet is not held twice.
+
 Serving (`use_onnx`) keeps the diffusers pipeline object, with its scheduler, tokenizers,
 img2img/inpaint logic, step callbacks and cancel, and swaps its torch modules for small
 module-like wrappers whose forward runs an ONNX Runtime session. Everything around the
@@ -63,14 +71,16 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+from diffusers import ControlNetModel
 
 from artforge.runtimes.onnx import CUDA, providers_for, session_options, shrinking_run_options
-from artforge.runtimes.torch_diffusion import _padded_convs
+from artforge.runtimes.torch_diffusion import padded_convs
 
 log = logging.getLogger(__name__)
 
 # Bump when the exported graphs change: exports of another format are then made again.
-EXPORT_FORMAT = "v2"
+# v3: the UNet takes ControlNet residuals.
+EXPORT_FORMAT = "v3"
 OPSET = 19  # Pad's "wrap" mode, for the tiling of CPU exports
 OPSET_CUDA = 17  # no "wrap" Pads: see the module's docstring
 PROTOBUF_LIMIT = 2_000_000_000  # bytes: bigger graphs keep their weights in external data
@@ -85,6 +95,11 @@ class UnsupportedModel(Exception):
 def export_variant(device: str) -> str:
     """The ExportCache variant for a device: the export format and its precision."""
     return f"diffusion-{EXPORT_FORMAT}-fp16-cuda" if device.startswith("cuda") else f"diffusion-{EXPORT_FORMAT}-fp32-cpu"
+
+
+def controlnet_files(path: Path) -> list[Path]:
+    """The files a ControlNet's export is made from: its folder's weights and config."""
+    return sorted(p for p in path.glob("*") if p.suffix in (".json", ".safetensors", ".bin"))
 
 
 def source_files(path: Path, single_file: bool, config: Path | None) -> list[Path]:
@@ -132,7 +147,11 @@ def export_pipeline(pipeline: object, folder: Path, cuda: bool = False, fp16: bo
         unet_inputs["text_embeds"] = torch.randn(1, encoders["text_encoder_2"].config.projection_dim)
         unet_inputs["time_ids"] = torch.randn(1, 6)
         unet_axes |= {"text_embeds": {0: "batch"}, "time_ids": {0: "batch"}}
-    graphs = {"unet": (_UNetGraph(unet), unet_inputs | {"tile": tile}, ["out_sample"], unet_axes)}
+    # Every axis of a residual is free, so that a 1 x 1 x 1 x 1 zero broadcasts where no ControlNet runs.
+    residuals = _residual_names(len(_residual_levels(unet)))
+    unet_inputs |= {name: torch.zeros(1, 1, 1, 1) for name in residuals}
+    unet_axes |= {name: {axis: f"{name}_{axis}" for axis in range(4)} for name in residuals}
+    graphs = {"unet": (_UNetGraph(unet, len(residuals)), unet_inputs | {"tile": tile}, ["out_sample"], unet_axes)}
     vae_inputs = {"vae_decoder": {"latent_sample": latent[:, : vae.config.latent_channels]}, "vae_encoder": {"sample": pixels}}
     vae_outputs = {"vae_decoder": "sample", "vae_encoder": "moments"}
     for part, inputs in vae_inputs.items():
@@ -146,7 +165,7 @@ def export_pipeline(pipeline: object, folder: Path, cuda: bool = False, fp16: bo
             axes = {"input_ids": {0: "batch"}} | {out: {0: "batch"} for out in _TEXT_OUTPUTS}
             graphs[name] = (_TextEncoderGraph(encoder), {"input_ids": ids}, list(_TEXT_OUTPUTS), axes)
 
-    with _exportable(pipeline, cuda), torch.no_grad():
+    with _exportable((unet, vae), cuda, {} if cuda else _winograd_tiles(pipeline)), torch.no_grad():
         for name, (graph, inputs, outputs, axes) in graphs.items():
             log.info("exporting %s to ONNX", name)
             _export_graph(graph, inputs, outputs, axes, folder / name, opset, fp16 and name not in VAE_PARTS)
@@ -180,6 +199,85 @@ def check_exportable(pipeline: object) -> None:
         for name, processor in model.attn_processors.items():
             if type(processor) not in (AttnProcessor, AttnProcessor2_0):
                 raise UnsupportedModel(f"{name} uses {type(processor).__name__} (an adapter?), which the export does not cover")
+
+
+def export_controlnet(controlnet: torch.nn.Module, folder: Path, cuda: bool = False, fp16: bool | None = None) -> None:
+    """Export a float32 diffusers ControlNetModel on the CPU into `folder` (as `export_pipeline`
+    exports a pipeline's networks); UnsupportedModel when it cannot be."""
+    fp16 = cuda if fp16 is None else fp16
+    opset = OPSET_CUDA if cuda else OPSET
+    check_controlnet_exportable(controlnet)
+    config = controlnet.config
+    side = 2 ** len(config.block_out_channels) + 1  # as in export_pipeline
+    image_side = side * 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # the control image is at pixel size
+    inputs = {
+        "sample": torch.randn(1, config.in_channels, side, side),
+        "timestep": torch.full((1,), 500.0),
+        "encoder_hidden_states": torch.randn(1, 77, config.cross_attention_dim),
+        "controlnet_cond": torch.rand(1, config.conditioning_channels, image_side, image_side),
+        "conditioning_scale": torch.ones(1),
+    }
+    image_axes = {0: "batch", 2: "height", 3: "width"}
+    axes = {"sample": image_axes, "controlnet_cond": image_axes, "timestep": {0: "batch"}}
+    axes["encoder_hidden_states"] = {0: "batch", 1: "tokens"}
+    if config.addition_embed_type == "text_time":  # SDXL: the pooled text embedding is what the time ids leave of the projection
+        pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+        inputs |= {"text_embeds": torch.randn(1, pooled), "time_ids": torch.randn(1, 6)}
+        axes |= {"text_embeds": {0: "batch"}, "time_ids": {0: "batch"}}
+    levels = _residual_levels(controlnet)
+    outputs = _residual_names(len(levels))
+    axes |= {name: image_axes for name in outputs}
+    winograd = {} if cuda else _unet_winograd_tiles(controlnet)
+    with _exportable((controlnet,), cuda, winograd), torch.no_grad():
+        log.info("exporting a ControlNet to ONNX")
+        graph = _ControlNetGraph(controlnet)
+        _export_graph(graph, inputs | {"tile": torch.zeros(2)}, outputs, axes, folder / "controlnet", opset, fp16)
+    info = {
+        "format": EXPORT_FORMAT,
+        "precision": "fp16" if fp16 else "fp32",
+        "opset": opset,
+        "components": ["controlnet"],
+        # Each residual's channels and how often the latent was halved for it: its shape, for IO binding.
+        "residuals": levels,
+        "config": dict(config),  # what the pipelines read off the ControlNet they are given
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+    }
+    (folder / "export.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def check_controlnet_exportable(controlnet: torch.nn.Module) -> None:
+    """UnsupportedModel naming what of `controlnet` the export does not cover, if any."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if type(controlnet) is not ControlNetModel:
+        raise UnsupportedModel(f"the ControlNet is a {type(controlnet).__name__}; the export covers ControlNetModel")
+    config = controlnet.config
+    if config.global_pool_conditions:
+        raise UnsupportedModel("the ControlNet pools its conditions (global_pool_conditions, as shuffle's does); the export does not")
+    if config.addition_embed_type not in (None, "text_time") or config.class_embed_type is not None:
+        raise UnsupportedModel("the ControlNet takes class or image embeddings; the export covers text conditioning")
+    for name, processor in controlnet.attn_processors.items():
+        if type(processor) not in (AttnProcessor, AttnProcessor2_0):
+            raise UnsupportedModel(f"{name} uses {type(processor).__name__}, which the export does not cover")
+
+
+def _residual_levels(model: torch.nn.Module) -> list[list[int]]:
+    """[channels, halvings] of each skip connection of a UNet (or its ControlNet), then of its middle block."""
+    levels = [[model.config.block_out_channels[0], 0]]  # conv_in
+    halvings = 0
+    for block in model.down_blocks:
+        channels = block.resnets[-1].out_channels
+        levels += [[channels, halvings]] * len(block.resnets)
+        if block.downsamplers:
+            halvings += 1
+            levels.append([channels, halvings])
+    return [*levels, [model.config.block_out_channels[-1], halvings]]
+
+
+def _residual_names(count: int) -> list[str]:
+    """The residual inputs of the UNet graph (the outputs of a ControlNet's): the skips', then the middle block's."""
+    return [*(f"down_residual_{i}" for i in range(count - 1)), "mid_residual"]
 
 
 def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes: dict, folder: Path, opset: int, fp16: bool) -> None:
@@ -224,15 +322,13 @@ def _export_graph(graph: torch.nn.Module, inputs: dict, outputs: list[str], axes
 
 
 @contextmanager
-def _exportable(pipeline: object, cuda: bool) -> Iterator[None]:
-    """The pipeline's UNet and VAE with fused attention, `tile`-driven padding (on the CPU with ONNX
-    Pads in "wrap" mode, on CUDA by concatenating the edges) and on the CPU Winograd convolutions;
-    as they were afterwards."""
-    models = (pipeline.unet, pipeline.vae)
+def _exportable(models: tuple[torch.nn.Module, ...], cuda: bool, winograd: dict[torch.nn.Conv2d, int]) -> Iterator[None]:
+    """`models` (a UNet, a VAE, a ControlNet) with fused attention, `tile`-driven padding (on the
+    CPU with ONNX Pads in "wrap" mode, on CUDA by concatenating the edges) and the convolutions in
+    `winograd` as Winograd's; as they were afterwards. cuDNN chooses its own algorithms on CUDA,
+    where fp16 would also lose Winograd's precision: CUDA exports take none."""
     processors = [model.attn_processors for model in models]
-    convs = list(_padded_convs(pipeline))
-    # cuDNN chooses its own algorithms on CUDA, where fp16 would also lose Winograd's precision.
-    winograd = {} if cuda else _winograd_tiles(pipeline)
+    convs = list(padded_convs(*models))
     for conv in convs:
         if conv.padding_mode != "zeros":
             raise UnsupportedModel(f"a convolution pads with {conv.padding_mode!r}; the export covers zero padding")
@@ -290,17 +386,20 @@ def _winograd_tiles(pipeline: object) -> dict[torch.nn.Conv2d, int]:
     more. Chosen on SD 2.1 (4 levels); SDXL's 1280-channel level then takes F(2x2). The VAE's
     convolutions run at 1 to 8 times the latent's side, on at most 512 channels: F(4x4) throughout.
     """
-    unet, vae = pipeline.unet, pipeline.vae
-    levels = len(unet.config.block_out_channels)
+    return _unet_winograd_tiles(pipeline.unet) | {conv: 4 for conv in pipeline.vae.modules() if _winograd_fits(conv)}
+
+
+def _unet_winograd_tiles(model: torch.nn.Module) -> dict[torch.nn.Conv2d, int]:
+    """A UNet's Winograd tiles by level (see `_winograd_tiles`); a ControlNet, which is a UNet's
+    encoder and middle block, takes the same. Its conditioning embedding (a few small
+    convolutions on the control image, 16 to 256 channels) stays plain: the measurements above
+    were made on UNet-sized convolutions."""
+    levels = len(model.config.block_out_channels)
     tile_by_depth = {0: 4, 1: 4, 2: 2}
     tiles = {}
-    for model in (unet, vae):
-        for name, conv in model.named_modules():
-            if not _winograd_fits(conv):
-                continue
-            if model is vae:
-                tiles[conv] = 4
-            elif tile := tile_by_depth.get(_unet_depth(name, levels), 0):
+    for name, conv in model.named_modules():
+        if _winograd_fits(conv) and not name.startswith("controlnet_cond_embedding"):
+            if tile := tile_by_depth.get(_unet_depth(name, levels), 0):
                 tiles[conv] = tile
     return tiles
 
@@ -486,17 +585,56 @@ class _FusedAttentionProcessor:
 
 
 class _UNetGraph(torch.nn.Module):
-    def __init__(self, unet: torch.nn.Module) -> None:
+    """sample, timestep, encoder_hidden_states, [text_embeds, time_ids], residuals..., tile -> out_sample."""
+
+    def __init__(self, unet: torch.nn.Module, residuals: int) -> None:
         super().__init__()
         self.unet = unet
+        self.residuals = residuals
 
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor, *rest: torch.Tensor
     ) -> torch.Tensor:
+        added = rest[: len(rest) - self.residuals - 1]
+        *down, mid, tile = rest[len(added) :]
+        added_cond = dict(zip(("text_embeds", "time_ids"), added, strict=True)) if added else None
+        with _tiling_input(tile):
+            return self.unet(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                added_cond_kwargs=added_cond,
+                down_block_additional_residuals=tuple(down),
+                mid_block_additional_residual=mid,
+                return_dict=False,
+            )[0]
+
+
+class _ControlNetGraph(torch.nn.Module):
+    """sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale, [text_embeds,
+    time_ids], tile -> the residuals, scaled. The strength is an input (diffusers takes a Python
+    float, which tracing would freeze into the graph)."""
+
+    def __init__(self, controlnet: torch.nn.Module) -> None:
+        super().__init__()
+        self.controlnet = controlnet
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        controlnet_cond: torch.Tensor,
+        conditioning_scale: torch.Tensor,
+        *rest: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
         *added, tile = rest
         added_cond = dict(zip(("text_embeds", "time_ids"), added, strict=True)) if added else None
         with _tiling_input(tile):
-            return self.unet(sample, timestep, encoder_hidden_states, added_cond_kwargs=added_cond, return_dict=False)[0]
+            down, mid = self.controlnet(
+                sample, timestep, encoder_hidden_states, controlnet_cond, 1.0, added_cond_kwargs=added_cond, return_dict=False
+            )
+        return *(residual * conditioning_scale for residual in down), mid * conditioning_scale
 
 
 class _VaeDecoderGraph(torch.nn.Module):
@@ -606,6 +744,7 @@ class OnnxUNet(_OnnxModule):
     def __init__(self, original: torch.nn.Module, session: _Session) -> None:
         super().__init__(original, session)
         self.session = session
+        self.residuals = [i.name for i in session.session.get_inputs() if i.name.startswith("down_residual_") or i.name == "mid_residual"]
         if self.config.addition_embed_type == "text_time":
             # The SDXL pipeline checks its time ids against the width of this layer.
             width = original.add_embedding.linear_1.in_features
@@ -619,6 +758,8 @@ class OnnxUNet(_OnnxModule):
         timestep_cond: torch.Tensor | None = None,
         cross_attention_kwargs: dict | None = None,
         added_cond_kwargs: dict | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> object:
         from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
@@ -633,8 +774,73 @@ class OnnxUNet(_OnnxModule):
         }
         if added_cond_kwargs:
             inputs |= {"text_embeds": added_cond_kwargs["text_embeds"], "time_ids": added_cond_kwargs["time_ids"]}
+        if down_block_additional_residuals is None:  # no ControlNet: zeros that broadcast
+            residuals = [torch.zeros(1, 1, 1, 1)] * len(self.residuals)
+        else:
+            residuals = [*down_block_additional_residuals, mid_block_additional_residual]
+        inputs |= dict(zip(self.residuals, residuals, strict=True))
         (out,) = self.session.run(inputs | {"tile": self.tile}, [tuple(sample.shape)])
         return UNet2DConditionOutput(sample=out) if return_dict else (out,)
+
+
+class OnnxControlNet(ControlNetModel):
+    """A ControlNet exported by `export_controlnet`, run on ONNX Runtime. A ControlNetModel only so
+    that the diffusers pipelines take it (they check the class): it holds no torch weights, and
+    its config comes from the export."""
+
+    def __init__(self, folder: Path, device: str) -> None:
+        from diffusers.configuration_utils import FrozenDict
+
+        torch.nn.Module.__init__(self)  # not ControlNetModel's: that would build the network again
+        info = json.loads((folder / "export.json").read_text())
+        self._internal_dict = FrozenDict(info["config"])
+        self.levels = info["residuals"]
+        self.session = _Session(folder / "controlnet" / "model.onnx", device)
+        # Seamless tiling: [x, y], set per job by `seamless`. A buffer, since diffusers reads the
+        # dtype of a MultiControlNetModel off its nets' parameters or buffers, and this has no parameters.
+        self.register_buffer("tile", torch.zeros(2), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.session.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        controlnet_cond: torch.Tensor,
+        conditioning_scale: float = 1.0,
+        class_labels: torch.Tensor | None = None,
+        timestep_cond: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict | None = None,
+        cross_attention_kwargs: dict | None = None,
+        guess_mode: bool = False,
+        return_dict: bool = True,
+    ) -> object:
+        from diffusers.models.controlnets.controlnet import ControlNetOutput
+
+        if guess_mode or class_labels is not None or timestep_cond is not None or attention_mask is not None or cross_attention_kwargs:
+            raise ValueError("the ONNX ControlNet takes no guess mode, class labels, guidance embedding or attention arguments")
+        batch, _, height, width = sample.shape
+        inputs = {
+            "sample": sample,
+            "timestep": torch.as_tensor(timestep, dtype=torch.float32).reshape(-1).expand(batch),
+            "encoder_hidden_states": encoder_hidden_states,
+            "controlnet_cond": controlnet_cond.to(torch.float32),
+            "conditioning_scale": torch.tensor([float(conditioning_scale)]),
+        }
+        if added_cond_kwargs:
+            inputs |= {"text_embeds": added_cond_kwargs["text_embeds"], "time_ids": added_cond_kwargs["time_ids"]}
+        # A stride-2 convolution halves a side rounding up, as the UNet's downsamplers do.
+        shapes = [(batch, channels, -(-height // 2**halved), -(-width // 2**halved)) for channels, halved in self.levels]
+        *down, mid = self.session.run(inputs | {"tile": self.tile}, shapes)
+        return ControlNetOutput(down_block_res_samples=tuple(down), mid_block_res_sample=mid) if return_dict else (tuple(down), mid)
 
 
 class OnnxVae(_OnnxModule):
@@ -712,7 +918,9 @@ def use_onnx(pipeline: object, folder: Path, device: str) -> None:
 def seamless(pipeline: object, tile_x: bool, tile_y: bool) -> Iterator[None]:
     """The ONNX pipeline's `torch_diffusion.seamless`: circular padding on the tiled axes."""
     tile = torch.tensor([float(tile_x), float(tile_y)])
-    modules = (pipeline.unet, pipeline.vae)
+    controlnet = getattr(pipeline, "controlnet", None)  # it reads the latents too, so it tiles with them
+    controlnets = [] if controlnet is None else getattr(controlnet, "nets", [controlnet])  # MultiControlNetModel's
+    modules = (pipeline.unet, pipeline.vae, *controlnets)
     for module in modules:
         module.tile = tile
     try:

@@ -173,11 +173,11 @@ def set_scheduler(loaded: LoadedPipeline, pipeline: object, name: str) -> None:
 # -- seamless tiling --------------------------------------------------------------------------
 
 
-def _padded_convs(pipeline: object) -> Iterator[object]:
+def padded_convs(*models: object) -> Iterator[object]:
+    """The convolutions of `models` that pad their input: the ones seamless tiling pads circularly."""
     import torch
 
-    controlnet = getattr(pipeline, "controlnet", None)  # it reads the latents too, so it tiles with them
-    for model in (pipeline.unet, pipeline.vae, *([controlnet] if controlnet is not None else [])):
+    for model in models:
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d) and module.padding != (0, 0):
                 yield module
@@ -197,7 +197,8 @@ def seamless(pipeline: object, tile_x: bool, tile_y: bool) -> Iterator[None]:
         input = F.pad(input, (0, 0, pad_y, pad_y), mode="circular" if tile_y else "constant")
         return F.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups)
 
-    convs = list(_padded_convs(pipeline))
+    controlnet = getattr(pipeline, "controlnet", None)  # it reads the latents too, so it tiles with them
+    convs = list(padded_convs(pipeline.unet, pipeline.vae, *([controlnet] if controlnet is not None else [])))
     for conv in convs:
         conv._conv_forward = types.MethodType(conv_forward, conv)  # an instance attribute shadows the method
     try:

@@ -25,45 +25,45 @@ _sym_db = _symbol_database.Default()
 from . import pixels_pb2 as artforge_dot_v1_dot_pixels__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61rtforge/v1/jobs.proto\x12\x0b\x61rtforge.v1\x1a\x18\x61rtforge/v1/pixels.proto\"I\n\nJobOptions\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x1a\n\x12keep_on_disconnect\x18\x02 \x01(\x08\x12\r\n\x05label\x18\x03 \x01(\t\"\x94\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.artforge.v1.JobQueuedH\x00\x12*\n\x07started\x18\x0b \x01(\x0b\x32\x17.artforge.v1.JobStartedH\x00\x12,\n\x08progress\x18\x0c \x01(\x0b\x32\x18.artforge.v1.JobProgressH\x00\x12&\n\x04text\x18\r \x01(\x0b\x32\x16.artforge.v1.TextDeltaH\x00\x12\x36\n\x0cimage_header\x18\x0e \x01(\x0b\x32\x1e.artforge.v1.ImageResultHeaderH\x00\x12\x32\n\x0bimage_chunk\x18\x0f \x01(\x0b\x32\x1b.artforge.v1.ImageDataChunkH\x00\x12,\n\x08\x66inished\x18\x14 \x01(\x0b\x32\x18.artforge.v1.JobFinishedH\x00\x42\x07\n\x05\x65vent\"S\n\tJobQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0cqueue_length\x18\x02 \x01(\r\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x03 \x01(\x01\"k\n\nJobStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06worker\x18\x06 \x01(\t\"\xc9\x02\n\x0bJobProgress\x12-\n\x05phase\x18\x01 \x01(\x0e\x32\x1e.artforge.v1.JobProgress.Phase\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x13\n\x0btotal_steps\x18\x03 \x01(\r\x12#\n\x07preview\x18\x04 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb1\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x17\n\x13PHASE_LOADING_MODEL\x10\x01\x12\x14\n\x10PHASE_GENERATING\x10\x02\x12\x18\n\x14PHASE_POSTPROCESSING\x10\x03\x12\x19\n\x15PHASE_EXPORTING_MODEL\x10\x04\x12\x14\n\x10PHASE_RESTARTING\x10\x05\x12\x17\n\x13PHASE_PREPROCESSING\x10\x06\"4\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\xbe\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x04 \x01(\x01\x12\x16\n\x0equeued_seconds\x18\x05 \x01(\x01\x12\x13\n\x0brun_seconds\x18\x06 \x01(\x01\x12\x16\n\x0e\x64\x65vice_seconds\x18\x07 \x01(\x01\")\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa1\x01\n\x0bJobFinished\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.artforge.v1.JobState\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.artforge.v1.JobError\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.artforge.v1.Usage\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\"\xec\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.artforge.v1.JobState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x16\n\x0equeue_position\x18\x07 \x01(\r\x12!\n\x05usage\x18\x08 \x01(\x0b\x32\x12.artforge.v1.Usage\x12$\n\x05\x65rror\x18\t \x01(\x0b\x32\x15.artforge.v1.JobError\x12\x0e\n\x06\x65vents\x18\n \x01(\x04\x12\r\n\x05owner\x18\x0b \x01(\t\x12\x14\n\x0csubmitted_at\x18\x0c \x01(\x01\x12\x12\n\nstarted_at\x18\r \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0e \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0f \x01(\t\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x10 \x01(\x01\"M\n\x0fListJobsRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\x18\n\x10include_finished\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"e\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.artforge.v1.JobInfo\x12\x15\n\rothers_queued\x18\x02 \x01(\r\x12\x16\n\x0eothers_running\x18\x03 \x01(\r\"8\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x04\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xbb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x1f\n\x1bJOB_STATE_DEADLINE_EXCEEDED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61rtforge/v1/jobs.proto\x12\x0b\x61rtforge.v1\x1a\x18\x61rtforge/v1/pixels.proto\"I\n\nJobOptions\x12\x10\n\x08priority\x18\x01 \x01(\x05\x12\x1a\n\x12keep_on_disconnect\x18\x02 \x01(\x08\x12\r\n\x05label\x18\x03 \x01(\t\"\x94\x03\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x17\n\x0f\x65lapsed_seconds\x18\x03 \x01(\x01\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.artforge.v1.JobQueuedH\x00\x12*\n\x07started\x18\x0b \x01(\x0b\x32\x17.artforge.v1.JobStartedH\x00\x12,\n\x08progress\x18\x0c \x01(\x0b\x32\x18.artforge.v1.JobProgressH\x00\x12&\n\x04text\x18\r \x01(\x0b\x32\x16.artforge.v1.TextDeltaH\x00\x12\x36\n\x0cimage_header\x18\x0e \x01(\x0b\x32\x1e.artforge.v1.ImageResultHeaderH\x00\x12\x32\n\x0bimage_chunk\x18\x0f \x01(\x0b\x32\x1b.artforge.v1.ImageDataChunkH\x00\x12,\n\x08\x66inished\x18\x14 \x01(\x0b\x32\x18.artforge.v1.JobFinishedH\x00\x42\x07\n\x05\x65vent\"S\n\tJobQueued\x12\x10\n\x08position\x18\x01 \x01(\r\x12\x14\n\x0cqueue_length\x18\x02 \x01(\r\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x03 \x01(\x01\"\x83\x01\n\nJobStarted\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x0c\n\x04seed\x18\x04 \x01(\x04\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\r\x12\x0e\n\x06worker\x18\x06 \x01(\t\x12\x16\n\x0e\x62\x61\x63kend_reason\x18\x07 \x01(\t\"\xc9\x02\n\x0bJobProgress\x12-\n\x05phase\x18\x01 \x01(\x0e\x32\x1e.artforge.v1.JobProgress.Phase\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x13\n\x0btotal_steps\x18\x03 \x01(\r\x12#\n\x07preview\x18\x04 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xb1\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x17\n\x13PHASE_LOADING_MODEL\x10\x01\x12\x14\n\x10PHASE_GENERATING\x10\x02\x12\x18\n\x14PHASE_POSTPROCESSING\x10\x03\x12\x19\n\x15PHASE_EXPORTING_MODEL\x10\x04\x12\x14\n\x10PHASE_RESTARTING\x10\x05\x12\x17\n\x13PHASE_PREPROCESSING\x10\x06\"4\n\tTextDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\"\xbe\x01\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x03 \x01(\x01\x12\x19\n\x11tokens_per_second\x18\x04 \x01(\x01\x12\x16\n\x0equeued_seconds\x18\x05 \x01(\x01\x12\x13\n\x0brun_seconds\x18\x06 \x01(\x01\x12\x16\n\x0e\x64\x65vice_seconds\x18\x07 \x01(\x01\")\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xa1\x01\n\x0bJobFinished\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.artforge.v1.JobState\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.artforge.v1.JobError\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.artforge.v1.Usage\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x15\n\rfinish_reason\x18\x05 \x01(\t\"\xec\x02\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.artforge.v1.JobState\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05label\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x16\n\x0equeue_position\x18\x07 \x01(\r\x12!\n\x05usage\x18\x08 \x01(\x0b\x32\x12.artforge.v1.Usage\x12$\n\x05\x65rror\x18\t \x01(\x0b\x32\x15.artforge.v1.JobError\x12\x0e\n\x06\x65vents\x18\n \x01(\x04\x12\r\n\x05owner\x18\x0b \x01(\t\x12\x14\n\x0csubmitted_at\x18\x0c \x01(\x01\x12\x12\n\nstarted_at\x18\r \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0e \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0f \x01(\t\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x10 \x01(\x01\"M\n\x0fListJobsRequest\x12\x11\n\tall_users\x18\x01 \x01(\x08\x12\x18\n\x10include_finished\x18\x02 \x01(\x08\x12\r\n\x05limit\x18\x03 \x01(\r\"e\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x14.artforge.v1.JobInfo\x12\x15\n\rothers_queued\x18\x02 \x01(\r\x12\x16\n\x0eothers_running\x18\x03 \x01(\r\"8\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x15\n\rfrom_sequence\x18\x02 \x01(\x04\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t*\xbb\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05\x12\x1f\n\x1bJOB_STATE_DEADLINE_EXCEEDED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'artforge.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2204
-  _globals['_JOBSTATE']._serialized_end=2391
+  _globals['_JOBSTATE']._serialized_start=2229
+  _globals['_JOBSTATE']._serialized_end=2416
   _globals['_JOBOPTIONS']._serialized_start=65
   _globals['_JOBOPTIONS']._serialized_end=138
   _globals['_JOBEVENT']._serialized_start=141
   _globals['_JOBEVENT']._serialized_end=545
   _globals['_JOBQUEUED']._serialized_start=547
   _globals['_JOBQUEUED']._serialized_end=630
-  _globals['_JOBSTARTED']._serialized_start=632
-  _globals['_JOBSTARTED']._serialized_end=739
-  _globals['_JOBPROGRESS']._serialized_start=742
-  _globals['_JOBPROGRESS']._serialized_end=1071
-  _globals['_JOBPROGRESS_PHASE']._serialized_start=894
-  _globals['_JOBPROGRESS_PHASE']._serialized_end=1071
-  _globals['_TEXTDELTA']._serialized_start=1073
-  _globals['_TEXTDELTA']._serialized_end=1125
-  _globals['_USAGE']._serialized_start=1128
-  _globals['_USAGE']._serialized_end=1318
-  _globals['_JOBERROR']._serialized_start=1320
-  _globals['_JOBERROR']._serialized_end=1361
-  _globals['_JOBFINISHED']._serialized_start=1364
-  _globals['_JOBFINISHED']._serialized_end=1525
-  _globals['_JOBINFO']._serialized_start=1528
-  _globals['_JOBINFO']._serialized_end=1892
-  _globals['_LISTJOBSREQUEST']._serialized_start=1894
-  _globals['_LISTJOBSREQUEST']._serialized_end=1971
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1973
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2074
-  _globals['_WATCHJOBREQUEST']._serialized_start=2076
-  _globals['_WATCHJOBREQUEST']._serialized_end=2132
-  _globals['_CANCELJOBREQUEST']._serialized_start=2134
-  _globals['_CANCELJOBREQUEST']._serialized_end=2168
-  _globals['_GETJOBREQUEST']._serialized_start=2170
-  _globals['_GETJOBREQUEST']._serialized_end=2201
+  _globals['_JOBSTARTED']._serialized_start=633
+  _globals['_JOBSTARTED']._serialized_end=764
+  _globals['_JOBPROGRESS']._serialized_start=767
+  _globals['_JOBPROGRESS']._serialized_end=1096
+  _globals['_JOBPROGRESS_PHASE']._serialized_start=919
+  _globals['_JOBPROGRESS_PHASE']._serialized_end=1096
+  _globals['_TEXTDELTA']._serialized_start=1098
+  _globals['_TEXTDELTA']._serialized_end=1150
+  _globals['_USAGE']._serialized_start=1153
+  _globals['_USAGE']._serialized_end=1343
+  _globals['_JOBERROR']._serialized_start=1345
+  _globals['_JOBERROR']._serialized_end=1386
+  _globals['_JOBFINISHED']._serialized_start=1389
+  _globals['_JOBFINISHED']._serialized_end=1550
+  _globals['_JOBINFO']._serialized_start=1553
+  _globals['_JOBINFO']._serialized_end=1917
+  _globals['_LISTJOBSREQUEST']._serialized_start=1919
+  _globals['_LISTJOBSREQUEST']._serialized_end=1996
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1998
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2099
+  _globals['_WATCHJOBREQUEST']._serialized_start=2101
+  _globals['_WATCHJOBREQUEST']._serialized_end=2157
+  _globals['_CANCELJOBREQUEST']._serialized_start=2159
+  _globals['_CANCELJOBREQUEST']._serialized_end=2193
+  _globals['_GETJOBREQUEST']._serialized_start=2195
+  _globals['_GETJOBREQUEST']._serialized_end=2226
 # @@protoc_insertion_point(module_scope)

@@ -70,20 +70,22 @@ class JobQueued(_message.Message):
     def __init__(self, position: _Optional[int] = ..., queue_length: _Optional[int] = ..., estimated_wait_seconds: _Optional[float] = ...) -> None: ...
 
 class JobStarted(_message.Message):
-    __slots__ = ("model", "backend", "device", "seed", "attempt", "worker")
+    __slots__ = ("model", "backend", "device", "seed", "attempt", "worker", "backend_reason")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_REASON_FIELD_NUMBER: _ClassVar[int]
     model: str
     backend: str
     device: str
     seed: int
     attempt: int
     worker: str
-    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
+    backend_reason: str
+    def __init__(self, model: _Optional[str] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., seed: _Optional[int] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., backend_reason: _Optional[str] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("phase", "step", "total_steps", "preview", "message")
