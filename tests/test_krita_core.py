@@ -18,12 +18,12 @@ from artforge_client import ImageResult
 from artforge_client.colors import linear_to_srgb
 from artforge_client.job_state import Phase
 from artforge_client.server import ServerSettings
-from artforge_client.v1 import image_pb2, pixels_pb2
+from artforge_client.v1 import image_pb2, pixels_pb2, server_pb2
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "plugins" / "krita"))
 
-from artforge_krita import bundled, jobs, pixels
+from artforge_krita import bundled, controls, jobs, pixels
 from artforge_krita.pixels import PixelFormat, Refused
 from artforge_krita.status import StatusLine
 
@@ -252,6 +252,122 @@ def test_layer_result_crops_the_servers_image():
     result = jobs.layer_result([ImageResult(header, png_bytes(rgb, 8))], jobs.Target("generate", jobs.Region(3, 4, 5, 3), U8), "fog")
     got = np.frombuffer(result.data, np.uint8).reshape(3, 5, 4)
     assert (got[..., [2, 1, 0]] == rgb[:3, :5]).all() and result.seed == 42 and "seed 42" in result.label
+
+
+# -- controls --------------------------------------------------------------------------------------
+
+
+def control_choice(layer_id: str = "{layer}", use: controls.Use | None = None, **changes) -> controls.ControlChoice:
+    return controls.ControlChoice(layer_id, "sketch", use or controls.Use("scribble", "scribble"), **changes)
+
+
+def test_the_type_list_has_each_type_as_is_then_the_ones_made_from_a_layer():
+    entries = controls.uses(("scribble", "depth", "tile"))
+    assert [entry.label for entry in entries] == ["scribble", "depth", "tile", "scribble from layer", "depth from layer"]
+    assert entries[3] == controls.Use("scribble", "scribble") and entries[2].preprocessor == ""
+    # A new row: a From canvas layer as it is; any other layer as a drawing, for scribble.
+    assert controls.default_use(entries, "Control: depth") == controls.Use("depth")
+    assert controls.default_use(entries, "Control: canny") == controls.Use("scribble", "scribble")  # no canny ControlNet
+    assert controls.default_use(entries, "Paint Layer 2") == controls.Use("scribble", "scribble")
+    assert controls.default_use(controls.uses(("normal",)), "sketch") == controls.Use("normal")
+    assert controls.use_of_control_layer(controls.layer_name("lineart")) == controls.Use("lineart")
+    assert controls.use_of_control_layer("Control: nonsense") is None
+
+
+def test_the_server_offers_the_types_of_its_controlnets():
+    listed = [
+        server_pb2.ModelInfo(name="d", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="depth"),
+        server_pb2.ModelInfo(name="s", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="scribble"),
+        server_pb2.ModelInfo(name="d2", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="depth"),
+        server_pb2.ModelInfo(name="x", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type=""),  # a type nobody knows
+        server_pb2.ModelInfo(name="i", kind=server_pb2.MODEL_KIND_IMAGE),
+    ]
+    options = controls.control_options(listed, 3)
+    assert options == controls.ControlOptions(("scribble", "depth"), 3, known=True)
+    # None registered, or a server that does not say its limit: every type, and the default limit.
+    assert controls.control_options([], 0) == controls.ControlOptions(controls.CONTROL_TYPES, 4, known=True)
+    assert not controls.ControlOptions().known and controls.ControlOptions().types == controls.CONTROL_TYPES
+
+
+@pytest.mark.parametrize(
+    ("choices", "limit", "words"),
+    [
+        ([control_choice()] * 3, 2, "at most 2 controls a job; remove 1"),
+        ([control_choice(), control_choice(layer_id="")], 4, "Control 2: pick its layer"),
+        ([control_choice(strength=2.5)], 4, "Control 1: strength 2.5 is outside 0..2"),
+        ([control_choice(start=0.5, end=0.5)], 4, "Control 1: it must start before it ends (from 50% to 50%"),
+        ([control_choice(use=controls.Use("sketchy"))], 4, "Control 1: 'sketchy' is not a control type"),
+        ([control_choice(use=controls.Use("normal", "normal"))], 4, "cannot make 'normal' from a layer"),
+    ],
+)
+def test_controls_the_server_would_refuse_are_refused_with_a_reason(choices, limit, words):
+    with pytest.raises(Refused, match=words.replace("(", r"\(").replace(".", r"\.")):
+        controls.check_choices(choices, limit)
+    controls.check_choices([control_choice(strength=0.0, start=0.0, end=1.0), control_choice(strength=2.0, start=0.9)], 2)
+
+
+@pytest.mark.parametrize("action", ["generate", "refine", "fill"])
+def test_controls_send_their_layers_pixels_over_the_jobs_padded_region(action):
+    region = jobs.Region(4, 6, 13, 7)
+    drawn = gradient(13, 7)  # a transparent layer: alpha 0..1 across it
+    source = krita_bytes(gradient(13, 7, alpha=False), U8)
+    coverage = bytes([255] * (13 * 7)) if action == "fill" else b""
+    target = jobs.Target(action, region, U8, original=source if action == "fill" else b"", coverage=coverage)
+    layers = [
+        controls.ControlLayer(control_choice(strength=0.8, start=0.1, end=0.6), krita_bytes(drawn, U8)),
+        controls.ControlLayer(control_choice("{other}", controls.Use("depth")), krita_bytes(drawn[::-1].copy(), U8)),
+    ]
+    request = jobs.image_request(jobs.Params(strength=0.7), target, b"" if action == "generate" else source, layers)
+    assert len(request.controls) == 2
+    first, second = request.controls
+    assert (first.type, first.preprocessor, first.model) == ("scribble", "scribble", "")
+    assert (first.strength, first.start, first.end) == pytest.approx((0.8, 0.1, 0.6))
+    assert (second.type, second.preprocessor) == ("depth", "") and second.HasField("strength")
+    assert (second.strength, second.start, second.end) == (1.0, 0.0, 1.0)
+    for control, pixels_ in zip(request.controls, (drawn, drawn[::-1]), strict=True):
+        image = control.image
+        # The job's size (the region padded to multiples of 8, as the source image is), RGBA with the alpha kept.
+        assert (image.width, image.height, image.channels, image.dtype) == (16, 8, 4, pixels_pb2.PIXEL_TYPE_UINT8)
+        sent = np.frombuffer(image.data, np.uint8).reshape(8, 16, 4)
+        assert (sent[:7, :13] == np.rint(pixels_ * 255)).all()
+        assert not sent[7:].any() and not sent[:, 13:].any()  # padding: transparent black
+    if action != "generate":
+        assert (request.init_image.width, request.init_image.height) == (16, 8)
+
+
+def test_controls_of_a_linear_document_go_as_srgb_floats():
+    drawn = gradient(5, 3)
+    target = jobs.Target("generate", jobs.Region(0, 0, 5, 3), F32_LINEAR)
+    request = jobs.image_request(jobs.Params(), target, b"", [controls.ControlLayer(control_choice(), krita_bytes(drawn, F32_LINEAR))])
+    image = request.controls[0].image
+    assert (image.width, image.height, image.dtype) == (8, 8, pixels_pb2.PIXEL_TYPE_FLOAT32)
+    sent = np.frombuffer(image.data, np.float32).reshape(8, 8, 4)[:3, :5]
+    assert np.allclose(sent[..., 3], drawn[..., 3])  # alpha as it is
+    assert np.allclose(sent[..., 0], [[linear_to_srgb(v) for v in row] for row in drawn[..., 0]], atol=1e-6)
+
+
+def test_the_preprocess_request_sends_the_canvas_at_its_size():
+    region = jobs.Region(3, 2, 13, 7)
+    canvas = krita_bytes(gradient(13, 7, alpha=False), U16)
+    request = jobs.preprocess_request("canny", jobs.Target("preprocess", region, U16), canvas)
+    assert isinstance(request, image_pb2.PreprocessRequest)
+    assert (request.preprocessor, request.output_format) == ("canny", pixels_pb2.OUTPUT_FORMAT_PNG16)
+    assert (request.image.width, request.image.height, request.image.dtype) == (13, 7, pixels_pb2.PIXEL_TYPE_UINT16)
+    assert request.image == pixels.to_server(canvas, 13, 7, U16) and "canny" in request.options.label
+    with pytest.raises(Refused, match="not 'blur'"):
+        jobs.preprocess_request("blur", jobs.Target("preprocess", region, U16), canvas)
+
+
+def test_a_preprocess_result_becomes_an_opaque_gray_control_layer():
+    gray = (np.arange(6 * 9, dtype=np.uint16).reshape(6, 9, 1) * 4) % 256
+    header = pixels_pb2.ImageResultHeader(
+        role=pixels_pb2.IMAGE_ROLE_COLOR, image=pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, width=9, height=6)
+    )
+    target = jobs.Target("preprocess", jobs.Region(1, 2, 9, 6), U8)
+    result = jobs.layer_result([ImageResult(header, png_bytes(gray, 8))], target, "canny", controls.layer_name("canny"))
+    got = np.frombuffer(result.data, np.uint8).reshape(6, 9, 4)
+    assert (got[..., :3] == gray).all() and (got[..., 3] == 255).all()
+    assert (result.action, result.layer_name, result.label) == ("preprocess", "Control: canny", "Control: canny 9x6")
 
 
 def test_history_keeps_the_newest_within_count_and_bytes():

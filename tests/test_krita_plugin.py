@@ -51,6 +51,9 @@ CHECKS = [
     "refine_round_trips_16_bit_float",
     "refine_round_trips_32_bit_float",
     "a_gray_document_is_refused_clearly",
+    "a_scribble_layer_steers_generate_as_its_pixels",
+    "a_missing_control_layer_is_refused_clearly",
+    "from_canvas_canny_makes_a_control_layer",
     "cancel_stops_the_job",
     "closing_the_document_mid_job_keeps_the_result_in_history",
     "unreachable_server_gives_a_sentence",
@@ -60,6 +63,7 @@ CHECKS = [
     "docker_buttons_work_on_the_active_document",
     "a_stale_message_never_overwrites_a_newer_one",
     "a_seed_above_2_31_round_trips",
+    "docker_controls_from_canvas_and_generate",
     "progress_resets_on_cancel",
     "a_queued_job_shows_its_place_and_wait",
     "a_quota_refusal_shows_its_sentence",
@@ -74,6 +78,7 @@ GUI_CHECKS = [
     "menus_named_as_the_readme_says",
     "a_menu_action_runs_in_the_docker",
     "fits_a_docked_height_of_400_px",
+    "a_control_row_fits_the_dock_column",
     "manual_in_the_plugin_manager",
 ]
 GUI_CHECK = REPO / "tests" / "krita" / "gui_check"
@@ -84,9 +89,16 @@ def krita_server(tmp_path_factory):
     if shutil.which("kritarunner") is None or shutil.which("xvfb-run") is None:
         pytest.fail("Krita is not installed: run installers/setup-krita.sh (installers/run-tests.sh does)")
     root = REPO / ".cache" / "tiny-models"
-    build_all(root)
+    paths = build_all(root)
     fetch(STYLE_TRANSFER, root, progress=False)
+    # The tiny SD 1.5 ControlNet (registered as tiny-sd15-depth from controlnets/) once more as a
+    # scribble one, for the control layer checks: the server then lists the types scribble and depth.
     config = f"""
+[model.tiny-scribble]
+kind = "controlnet"
+path = "{paths["tiny-sd15-controlnet"]}"
+control = "scribble"
+
 [models]
 default_text = "none"
 preload = ["tiny-sd15"]
@@ -298,28 +310,111 @@ def test_the_server_came_back_after_the_kill(krita_run, krita_server):
     assert krita_server.restarts == 1, krita_server.restart_error
 
 
+def server_bgra(address: str, request, width: int, height: int) -> np.ndarray:
+    """Run `request` (GenerateImageRequest or PreprocessRequest) with this process's client; its
+    8-bit PNG, decoded by pypng and cropped to width x height, as Krita's BGRA (gray as gray, opaque without alpha)."""
+    with Client(address, token=TOKEN) as client:
+        submit = client.preprocess if isinstance(request, image_pb2.PreprocessRequest) else client.generate_image
+        stream = submit(request)
+        stream.wait()
+    colour = next(image for image in stream.images if image.role == pixels_pb2.IMAGE_ROLE_COLOR)
+    png_width, png_height, rows, info = png.Reader(bytes=colour.data).read()
+    planes = info["planes"]
+    server = np.vstack([np.asarray(row, np.uint8) for row in rows]).reshape(png_height, png_width, planes)[:height, :width]
+    rgb = server[..., :3] if planes >= 3 else np.repeat(server[..., :1], 3, axis=-1)
+    expected = np.empty((height, width, 4), np.uint8)
+    expected[..., 0], expected[..., 1], expected[..., 2] = rgb[..., 2], rgb[..., 1], rgb[..., 0]
+    expected[..., 3] = server[..., -1] if planes in (2, 4) else 255
+    return expected
+
+
+def dumped(out: Path, name: str, message_type) -> tuple:
+    """A check's dump: the request, the region and the layer's pixels there (8-bit BGRA)."""
+    request = message_type.FromString((out / f"{name}.request").read_bytes())
+    meta = json.loads((out / f"{name}.json").read_text())
+    assert meta["bounds"] == meta["region"], f"layer bounds {meta['bounds']} != region {meta['region']}"
+    _, _, width, height = meta["region"]
+    layer = np.frombuffer((out / f"{name}.pixels").read_bytes(), np.uint8).reshape(height, width, 4)
+    return request, meta["region"], layer
+
+
+def differing(layer: np.ndarray, expected: np.ndarray) -> int:
+    return int((layer != expected).any(axis=-1).sum())
+
+
 @pytest.mark.parametrize("name", GENERATED)
 def test_generated_layer_holds_the_servers_pixels(krita_run, krita_server, name):
     """Replay the plugin's request with this process's client: the layer must be the server's PNG, cropped, in BGRA."""
     results, out = krita_run
     assert results[name]["ok"], results[name]["message"]
-    request = image_pb2.GenerateImageRequest.FromString((out / f"{name}.request").read_bytes())
-    meta = json.loads((out / f"{name}.json").read_text())
-    x, y, width, height = meta["region"]
-    assert meta["bounds"] == meta["region"], f"layer bounds {meta['bounds']} != region {meta['region']}"
+    request, (_, _, width, height), layer = dumped(out, name, image_pb2.GenerateImageRequest)
     assert request.width % 8 == 0 and request.height % 8 == 0 and request.width >= width and request.height >= height
     assert request.output_format == pixels_pb2.OUTPUT_FORMAT_PNG8
-    with Client(krita_server.address, token=TOKEN) as client:
-        stream = client.generate_image(request)
-        stream.wait()
-    colour = next(image for image in stream.images if image.role == pixels_pb2.IMAGE_ROLE_COLOR)
-    png_width, png_height, rows, info = png.Reader(bytes=colour.data).read()
-    server = np.vstack([np.asarray(row, np.uint8) for row in rows]).reshape(png_height, png_width, info["planes"])
-    server = server[:height, :width]
-    expected = np.empty((height, width, 4), np.uint8)
-    expected[..., 0], expected[..., 1], expected[..., 2] = server[..., 2], server[..., 1], server[..., 0]
-    expected[..., 3] = server[..., 3] if info["planes"] == 4 else 255
-    layer = np.frombuffer((out / f"{name}.pixels").read_bytes(), np.uint8).reshape(height, width, 4)
-    assert (x, y) == tuple(meta["bounds"][:2])
-    differing = int((layer != expected).any(axis=-1).sum())
-    assert differing == 0, f"{differing} of {width * height} pixels differ from the server's result"
+    wrong = differing(layer, server_bgra(krita_server.address, request, width, height))
+    assert wrong == 0, f"{wrong} of {width * height} pixels differ from the server's result"
+
+
+def test_a_scribble_control_layer_reaches_the_server_as_its_pixels(krita_run, krita_server):
+    """The drawn layer a_scribble_layer_steers_generate_as_its_pixels chose as a scribble control:
+    the control image sent is that layer's pixels over the job's region (RGBA, alpha kept, padded
+    with transparency to the job's size, as built here from the layer's own bytes). The request
+    with the control image built here gives the very pixels of the plugin's layer; with an empty
+    layer in its place, other pixels: the server painted from the layer's pixels."""
+    name = "a_scribble_layer_steers_generate_as_its_pixels"
+    results, out = krita_run
+    assert results[name]["ok"], results[name]["message"]
+    request, (_, _, width, height), layer = dumped(out, name, image_pb2.GenerateImageRequest)
+    drawn = np.frombuffer((out / f"{name}.control").read_bytes(), np.uint8).reshape(height, width, 4)
+    assert (drawn[..., 3] == 0).any() and (drawn[..., 3] == 255).any() and (drawn[..., 3] == 128).any(), "not the drawn layer"
+    padded = np.zeros((request.height, request.width, 4), np.uint8)
+    padded[:height, :width] = drawn[..., [2, 1, 0, 3]]
+    mine = pixels_pb2.Image(
+        encoding=pixels_pb2.IMAGE_ENCODING_RAW,
+        width=request.width,
+        height=request.height,
+        channels=4,
+        dtype=pixels_pb2.PIXEL_TYPE_UINT8,
+        data=padded.tobytes(),
+    )
+    (control,) = request.controls
+    assert (control.type, control.preprocessor, control.model) == ("scribble", "scribble", "")
+    assert (control.strength, control.start, control.end) == (1.0, 0.0, 1.0)
+    assert control.image == mine, "the control image sent is not the layer's pixels over the job's region"
+
+    replay = image_pb2.GenerateImageRequest()
+    replay.CopyFrom(request)
+    replay.controls[0].image.CopyFrom(mine)
+    wrong = differing(layer, server_bgra(krita_server.address, replay, width, height))
+    assert wrong == 0, f"{wrong} of {width * height} pixels differ from the server's result for the layer's pixels"
+    replay.controls[0].image.data = bytes(len(mine.data))  # the same layer, empty
+    changed = differing(layer, server_bgra(krita_server.address, replay, width, height))
+    assert changed > width * height // 4, f"an empty control layer changed only {changed} of {width * height} pixels"
+
+
+def test_from_canvas_canny_layer_holds_the_servers_edges(krita_run, krita_server):
+    """From canvas (canny): the layer it made holds what a Preprocess call of this process's client
+    gives for the canvas pixels the check read (a gray PNG, as opaque gray); the request sent was
+    those pixels at their size."""
+    name = "from_canvas_canny_makes_a_control_layer"
+    results, out = krita_run
+    assert results[name]["ok"], results[name]["message"]
+    request, (_, _, width, height), layer = dumped(out, name, image_pb2.PreprocessRequest)
+    canvas = np.frombuffer((out / f"{name}.canvas").read_bytes(), np.uint8).reshape(height, width, 4)
+    mine = image_pb2.PreprocessRequest(
+        image=pixels_pb2.Image(
+            encoding=pixels_pb2.IMAGE_ENCODING_RAW,
+            width=width,
+            height=height,
+            channels=4,
+            dtype=pixels_pb2.PIXEL_TYPE_UINT8,
+            data=canvas[..., [2, 1, 0, 3]].tobytes(),
+        ),
+        preprocessor="canny",
+        output_format=pixels_pb2.OUTPUT_FORMAT_PNG8,
+    )
+    assert request.image == mine.image and request.preprocessor == "canny" and request.output_format == mine.output_format
+    expected = server_bgra(krita_server.address, mine, width, height)
+    wrong = differing(layer, expected)
+    assert wrong == 0, f"{wrong} of {width * height} pixels differ from the server's canny result"
+    edges = int((layer[..., 0] == 255).sum())
+    assert 0 < edges < width * height // 2 and (layer[..., 3] == 255).all(), f"{edges} edge pixels"

@@ -328,6 +328,114 @@ def a_gray_document_is_refused_clearly():
     raise AssertionError("a GRAYA document was not refused")
 
 
+def strokes(width: int, height: int) -> bytes:
+    """A drawing on transparency, 8-bit BGRA: opaque black lines, a half-transparent red diagonal, nothing elsewhere."""
+    data = bytearray(width * height * 4)
+    for y in range(height):
+        for x in range(width):
+            if x % 16 in (3, 4) or y % 12 in (5, 6):
+                data[(y * width + x) * 4 : (y * width + x + 1) * 4] = bytes((0, 0, 0, 255))
+            elif abs(x - y) <= 1:
+                data[(y * width + x) * 4 : (y * width + x + 1) * 4] = bytes((0, 0, 200, 128))
+    return bytes(data)
+
+
+def blocks(width: int, height: int) -> bytes:
+    """An opaque 8-bit BGRA picture with hard edges for canny: white, with a black block, a gray one and a blue stripe."""
+    data = bytearray(b"\xff" * (width * height * 4))
+    for y in range(height):
+        for x in range(width):
+            colour = None
+            if 8 <= x < 30 and 6 <= y < 24:
+                colour = (0, 0, 0, 255)
+            elif 36 <= x < 60 and 14 <= y < 34:
+                colour = (90, 90, 90, 255)
+            elif 20 <= x + y // 2 < 26:
+                colour = (200, 40, 10, 255)
+            if colour is not None:
+                data[(y * width + x) * 4 : (y * width + x + 1) * 4] = bytes(colour)
+    return bytes(data)
+
+
+@check
+def a_scribble_layer_steers_generate_as_its_pixels():
+    """A drawn layer on transparency, chosen as a scribble control (made from the layer on the
+    server), over a selection whose bounds are not multiples of 8: pytest compares the control
+    image sent with the layer's pixels, and replays the request for the result's pixels."""
+    from artforge_krita.controls import ControlChoice, Use
+    from artforge_krita.krita_adapter import control_layers, node_id
+
+    document, background = new_document(64, 48)
+    background.setPixelData(pattern(64, 48, "U8"), 0, 0, 64, 48)
+    sketch = document.createNode("sketch", "paintlayer")
+    document.rootNode().addChildNode(sketch, None)
+    sketch.setPixelData(strokes(64, 48), 0, 0, 64, 48)
+    assert (node_id(sketch), "sketch") in control_layers(document), control_layers(document)
+    selection = Selection()
+    selection.select(5, 3, 45, 37, 255)
+    document.setSelection(selection)
+    run = controller()
+    choice = ControlChoice(node_id(sketch), "sketch", Use("scribble", "scribble"), strength=1.0, start=0.0, end=1.0)
+    job = run.start("generate", params(seed=13), document, background, control_choices=[choice])
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    region = job.target.region
+    assert (region.x, region.y, region.width, region.height) == (5, 3, 45, 37), region
+    assert_layer_at(run.result_node, region)
+    dump("a_scribble_layer_steers_generate_as_its_pixels", run.result_node, region, job.request)
+    (OUT / "a_scribble_layer_steers_generate_as_its_pixels.control").write_bytes(bytes(sketch.pixelData(5, 3, 45, 37)))
+    document.close()
+    control = job.request.controls[0]
+    return f"{control.type}/{control.preprocessor} {control.image.width}x{control.image.height}: {snapshot.message}"
+
+
+@check
+def a_missing_control_layer_is_refused_clearly():
+    from artforge_krita.controls import ControlChoice, Use
+    from artforge_krita.pixels import Refused
+
+    document, layer = new_document(32, 32)
+    gone = ControlChoice("{00000000-0000-0000-0000-000000000001}", "old sketch", Use("scribble", "scribble"))
+    try:
+        controller().start("generate", params(), document, layer, control_choices=[gone])
+    except Refused as refusal:
+        assert str(refusal) == "Control 1: the layer 'old sketch' is not in this document; pick its layer again.", str(refusal)
+        return str(refusal)
+    finally:
+        document.close()
+    raise AssertionError("a control row whose layer is gone was not refused")
+
+
+@check
+def from_canvas_canny_makes_a_control_layer():
+    """From canvas (canny) over a selection: a hidden layer "Control: canny" on top holding the
+    server's edges; pytest makes the same Preprocess call from the canvas pixels dumped here."""
+    document, layer = new_document(72, 40)
+    layer.setPixelData(blocks(72, 40), 0, 0, 72, 40)
+    layer.setOpacity(230)  # the canvas, not the layer: what Preprocess gets is the projection
+    document.refreshProjection()
+    document.waitForDone()
+    selection = Selection()
+    selection.select(6, 4, 61, 33, 255)
+    document.setSelection(selection)
+    canvas = bytes(document.pixelData(6, 4, 61, 33))
+    run = controller()
+    job = run.start_preprocess("canny", document)
+    snapshot = wait(run)
+    assert snapshot.phase.value == "succeeded", snapshot.message
+    node = run.result_node
+    assert node is not None and node.name() == "Control: canny" and not node.visible(), (node and node.name(), node and node.visible())
+    assert document.rootNode().childNodes()[-1].name() == "Control: canny", layer_names(document)
+    assert run.made_control is not None and run.made_control[1] == "canny", run.made_control
+    region = job.target.region
+    assert (region.x, region.y, region.width, region.height) == (6, 4, 61, 33), region
+    assert_layer_at(node, region)
+    dump("from_canvas_canny_makes_a_control_layer", node, region, job.request)
+    (OUT / "from_canvas_canny_makes_a_control_layer.canvas").write_bytes(canvas)
+    document.close()
+    return snapshot.message
+
+
 @check
 def cancel_stops_the_job():
     document, layer = new_document(256, 256)
@@ -515,6 +623,58 @@ def a_seed_above_2_31_round_trips():
     assert "above the largest seed" in docker.status.text() and not docker.controller.busy, docker.status.text()
     document.close()
     return docker.history.itemText(0)
+
+
+@check
+def docker_controls_from_canvas_and_generate():
+    """Through the docker: From canvas (scribble) adds its layer as a control row, rows stop at
+    the server's limit, and Generate sends the row's layer as it is."""
+    from artforge_krita.controls import Use
+
+    docker, document = docker_on_a_document(64, 48)
+    options = docker.control_options
+    assert options.known and options.types == ("scribble", "depth") and options.max_controls == 4, options
+    painted = document.createNode("picture", "paintlayer")
+    document.rootNode().addChildNode(painted, None)
+    document.setActiveNode(painted)
+    painted.setPixelData(blocks(64, 48), 0, 0, 64, 48)
+    document.refreshProjection()
+    document.waitForDone()
+    docker.preprocessor.setCurrentText("scribble")
+    docker.from_canvas_button.click()
+    settle(docker, lambda: not docker.controller.busy and docker.control_rows)
+    assert "Control: scribble" in layer_names(document), f"{layer_names(document)}; status: {docker.status.text()}"
+    row = docker.control_rows[0]
+    assert row.layer.currentText() == "Control: scribble" and row.use.currentData() == Use("scribble"), row.use.currentText()
+    labels = [row.use.itemText(i) for i in range(row.use.count())]
+    assert labels == ["scribble", "depth", "scribble from layer", "depth from layer"], labels
+    for _ in range(3):
+        docker.add_control_button.click()
+    assert len(docker.control_rows) == 4 and not docker.add_control_button.isEnabled(), len(docker.control_rows)
+    assert docker.add_control() is None and "at most 4 controls" in docker.status.text(), docker.status.text()
+    added = docker.control_rows[1]
+    active = document.activeNode().name()
+    assert added.layer.currentText() == active and added.use.currentData() == Use("scribble", "scribble"), (active, added.use.currentText())
+    for extra in docker.control_rows[1:]:
+        extra.remove_button.click()
+    assert docker.control_rows == [row] and docker.add_control_button.isEnabled()
+    row.strength.setValue(0.75)
+    row.end.setValue(80)
+    docker.seed.setText("3")
+    docker.action_buttons["generate"].click()
+    settle(docker, lambda: not docker.controller.busy)
+    assert docker.status.text() == "Done" and layer_names(document).count("ArtForge") == 1, (docker.status.text(), layer_names(document))
+    (control,) = docker.controller.job.request.controls
+    assert (control.type, control.preprocessor) == ("scribble", ""), control
+    assert abs(control.strength - 0.75) < 1e-6 and control.start == 0 and abs(control.end - 0.8) < 1e-6, control
+    made = next(node for node in document.rootNode().childNodes() if node.name() == "Control: scribble")
+    bgra = bytearray(made.pixelData(0, 0, 64, 48))
+    bgra[0::4], bgra[2::4] = bgra[2::4], bgra[0::4]
+    assert control.image.data == bytes(bgra), "the control image is not the control layer's pixels"
+    white = sum(value == 255 for value in bgra[0::4])
+    assert 0 < white < 64 * 48, f"{white} white pixels in the scribble layer"
+    document.close()
+    return f"types {labels}; {white} stroke pixels"
 
 
 @check

@@ -40,8 +40,9 @@ from PyQt5.QtWidgets import (
 import artforge_krita
 
 if TYPE_CHECKING:
-    from artforge_client.server import ServerSettings, ServerSummary
-    from artforge_krita.jobs import LayerResult, Params
+    from artforge_client.server import ServerSettings
+    from artforge_krita.controls import ControlChoice, Use
+    from artforge_krita.jobs import Connection, LayerResult, Params
 
 DOCKER_ID = "artforge_docker"
 POLL_MS = 100
@@ -51,6 +52,16 @@ ACTION_TIPS = {
     "refine": "Image to image from the Source, with the prompt; Strength 0 keeps it",
     "fill": "Repaint the selection with the prompt; every other pixel keeps its value",
     "stylize": "The Source in the chosen style",
+}
+CONTROL_TIPS = {
+    "add": "Add a control: a layer that steers Generate, Refine and Fill through a ControlNet",
+    "preprocessor": "What From canvas makes of the visible canvas: edges (canny), strokes (scribble), lines (lineart) or depth",
+    "from_canvas": "Make a control layer from the visible canvas on the server (in the selection's bounds), and add it as a control",
+    "layer": "The layer this control reads: its own pixels over the job's area, hidden or not",
+    "use": "The ControlNet type; 'from layer': the server makes it from the layer first (a drawing's strokes, a picture's edges or depth)",
+    "strength": "Strength of this control: 0 adds nothing, 1 is the ControlNet's own, up to 2",
+    "start": "The first step it acts on, as a share of the steps",
+    "end": "The last step it acts on, as a share of the steps",
 }
 SERVER_DEFAULT = "Server default"
 STYLE_ICON = QSize(24, 24)
@@ -120,6 +131,96 @@ class ServerDialog(QDialog):
             self.certificate.setText(path)
 
 
+class LayerList(QComboBox):
+    """A control row's layer: the active document's layers, listed again each time the list opens (layers come and go)."""
+
+    def __init__(self, docker: ArtForgeDocker) -> None:
+        super().__init__()
+        self.docker = docker
+        self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(4)
+        self.setToolTip(CONTROL_TIPS["layer"])
+
+    def showPopup(self) -> None:
+        self.fill()
+        super().showPopup()
+
+    def fill(self, select: str | None = None) -> None:
+        """List the layers, keeping the chosen one (or choosing `select`); none chosen when it is gone."""
+        wanted = select if select is not None else self.currentData()
+        layers = self.docker._adapter.control_layers(Krita.instance().activeDocument())
+        if [(self.itemData(i), self.itemText(i)) for i in range(self.count())] != layers:
+            self.clear()
+            for layer_id, name in layers:
+                self.addItem(name, layer_id)
+        self.setCurrentIndex(self.findData(wanted) if wanted else -1)
+
+
+class ControlRow(QWidget):
+    """One control: its layer, use (type), strength and steps, and a button to remove it (two lines, to fit the dock column)."""
+
+    def __init__(self, docker: ArtForgeDocker, layer_id: str, use: Use | None) -> None:
+        super().__init__()
+        self.controls = docker._controls
+        self.layer = LayerList(docker)
+        self.layer.fill(layer_id)
+        self.use = QComboBox()
+        self.use.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.use.setMinimumContentsLength(4)
+        self.use.setToolTip(CONTROL_TIPS["use"])
+        self.set_uses(docker.control_options.uses, use)
+        self.remove_button = _button("✕", "Remove this control", lambda: docker.remove_control(self))
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.0, 2.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setValue(1.0)
+        self.strength.setPrefix("strength ")
+        self.strength.setToolTip(CONTROL_TIPS["strength"])
+        self.start, self.end = QSpinBox(), QSpinBox()
+        for box, (low, high, value) in ((self.start, (0, 99, 0)), (self.end, (1, 100, 100))):
+            box.setRange(low, high)
+            box.setValue(value)
+            box.setSuffix("%")
+            box.setSingleStep(5)
+        self.start.setToolTip(CONTROL_TIPS["start"])
+        self.end.setToolTip(CONTROL_TIPS["end"])
+        top, bottom = QHBoxLayout(), QHBoxLayout()
+        for line in (top, bottom):
+            line.setSpacing(2)
+        top.addWidget(self.layer, 1)
+        top.addWidget(self.use, 1)
+        top.addWidget(self.remove_button)
+        bottom.addWidget(self.strength, 1)
+        bottom.addWidget(self.start, 1)
+        bottom.addWidget(QLabel("to"))
+        bottom.addWidget(self.end, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 2, 0, 2)
+        layout.setSpacing(2)
+        layout.addLayout(top)
+        layout.addLayout(bottom)
+
+    def set_uses(self, uses: list[Use], keep: Use | None = None) -> None:
+        """The Type list the server offers, keeping the chosen use when it still has it."""
+        keep = keep if keep is not None else self.use.currentData()
+        self.use.clear()
+        for use in uses:
+            self.use.addItem(use.label, use)
+        index = next((i for i, use in enumerate(uses) if use == keep), 0)
+        self.use.setCurrentIndex(index)
+
+    def choice(self) -> ControlChoice:
+        use = self.use.currentData() or self.controls.Use(self.controls.CONTROL_TYPES[0])
+        return self.controls.ControlChoice(
+            layer_id=self.layer.currentData() or "",
+            layer_name=self.layer.currentText(),
+            use=use,
+            strength=round(self.strength.value(), 2),
+            start=self.start.value() / 100,
+            end=self.end.value() / 100,
+        )
+
+
 class ArtForgeDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
@@ -135,10 +236,12 @@ class ArtForgeDocker(DockWidget):
             layout.addWidget(message)
             return
         # Imported here, not at the top: these need the bundled grpcio, which may be missing.
-        from artforge_krita import jobs, krita_adapter
+        from artforge_krita import controls, jobs, krita_adapter
         from artforge_krita.status import StatusLine
 
-        self._jobs, self._adapter = jobs, krita_adapter
+        self._jobs, self._adapter, self._controls = jobs, krita_adapter, controls
+        self.control_options = controls.ControlOptions()  # until the server says which ControlNets it has
+        self.control_rows: list[ControlRow] = []
         self.controller = krita_adapter.Controller()
         self.side_jobs: dict[str, jobs.Job] = {}  # prompt help and connection tests, beside the image job
         self.status_line = StatusLine()
@@ -214,6 +317,24 @@ class ArtForgeDocker(DockWidget):
         grid.setColumnStretch(3, 1)
         layout.addLayout(grid)
 
+        self.add_control_button = _button("+ Control", CONTROL_TIPS["add"], lambda: self.add_control())
+        self.preprocessor = QComboBox()
+        self.preprocessor.addItems(list(self._controls.PREPROCESSORS))
+        self.preprocessor.setToolTip(CONTROL_TIPS["preprocessor"])
+        self.preprocessor.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.preprocessor.setMinimumContentsLength(4)
+        self.from_canvas_button = _button("From canvas", CONTROL_TIPS["from_canvas"], self.from_canvas)
+        control_bar = QHBoxLayout()
+        control_bar.setSpacing(2)
+        control_bar.addWidget(self.add_control_button)
+        control_bar.addStretch(1)
+        control_bar.addWidget(self.preprocessor, 1)
+        control_bar.addWidget(self.from_canvas_button)
+        layout.addLayout(control_bar)
+        self.controls_box = QVBoxLayout()
+        self.controls_box.setSpacing(0)
+        layout.addLayout(self.controls_box)
+
         buttons = QHBoxLayout()
         buttons.setSpacing(2)
         self.action_buttons = {}
@@ -282,12 +403,70 @@ class ArtForgeDocker(DockWidget):
     def open_server_settings(self) -> None:
         self.server.open_with(self.controller.settings)
 
+    def control_choices(self) -> list[ControlChoice]:
+        return [row.choice() for row in self.control_rows]
+
     def run(self, action: str) -> None:
         try:
-            self.controller.start(action, self.params(), visible=self.source.currentIndex() == 1)
+            self.controller.start(
+                action,
+                self.params(),
+                visible=self.source.currentIndex() == 1,
+                control_choices=self.control_choices(),
+                max_controls=self.control_options.max_controls,
+            )
         except self._jobs.Refused as refusal:
             self._say(str(refusal))
         self.poll()
+
+    def add_control(self, layer_id: str | None = None, use: Use | None = None) -> ControlRow | None:
+        """A control row for `layer_id` (the active layer by default); None, with a sentence, when the server's limit is reached."""
+        limit = self.control_options.max_controls
+        if len(self.control_rows) >= limit:
+            self._say(f"The server takes at most {limit} controls a job.")
+            return None
+        document = Krita.instance().activeDocument()
+        layers = dict(self._adapter.control_layers(document))
+        if layer_id is None:
+            active = document.activeNode() if document is not None else None
+            layer_id = self._adapter.node_id(active) if active is not None else ""
+        if use is None:
+            use = self._controls.default_use(self.control_options.uses, layers.get(layer_id, "").rsplit(" / ", 1)[-1])
+        row = ControlRow(self, layer_id if layer_id in layers else "", use)
+        self.control_rows.append(row)
+        self.controls_box.addWidget(row)
+        self._enable_buttons()
+        return row
+
+    def remove_control(self, row: ControlRow) -> None:
+        if row in self.control_rows:
+            self.control_rows.remove(row)
+            self.controls_box.removeWidget(row)
+            row.hide()
+            row.deleteLater()
+        self._enable_buttons()
+
+    def from_canvas(self) -> None:
+        try:
+            self.controller.start_preprocess(self.preprocessor.currentText())
+        except self._jobs.Refused as refusal:
+            self._say(str(refusal))
+        self.poll()
+
+    def _take_made_control(self) -> None:
+        """A From canvas layer has come: add it as a control (when there is room)."""
+        made, self.controller.made_control = self.controller.made_control, None
+        if made is None:
+            return
+        node, kind = made
+        use = self._controls.Use(kind)
+        if use not in self.control_options.uses:
+            self.status_line.say(f"Made the layer '{node.name()}'; the server has no {kind} ControlNet to use it with.")
+        elif len(self.control_rows) >= self.control_options.max_controls:
+            limit = self.control_options.max_controls
+            self.status_line.say(f"Made the layer '{node.name()}'; remove a control to use it (at most {limit}).")
+        else:
+            self.add_control(self._adapter.node_id(node), use)
 
     def cancel(self) -> None:
         self.controller.cancel()
@@ -358,11 +537,9 @@ class ArtForgeDocker(DockWidget):
         except self._jobs.Refused as refusal:  # the result could not be pasted; it stays in the history
             self.status_line.say(str(refusal))
             snapshot = self.controller.job.state.snapshot()
+        self._take_made_control()
         self._show_status()
-        busy = self.controller.busy
-        for button in self.action_buttons.values():
-            button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy or bool(self.side_jobs))
+        self._enable_buttons()
         if snapshot is None:
             return
         # Only a running job or a result has progress to show: a cancelled or failed job goes back to 0.
@@ -374,7 +551,18 @@ class ArtForgeDocker(DockWidget):
             self.history.addItems(labels)
             self.history.setCurrentIndex(0 if labels else -1)
 
-    def _show_server(self, summary: ServerSummary) -> None:
+    def _enable_buttons(self) -> None:
+        busy = self.controller.busy
+        for button in (*self.action_buttons.values(), self.from_canvas_button):
+            button.setEnabled(not busy)
+        self.add_control_button.setEnabled(len(self.control_rows) < self.control_options.max_controls)
+        self.cancel_button.setEnabled(busy or bool(self.side_jobs))
+
+    def _show_server(self, connection: Connection) -> None:
+        summary = connection.summary
+        self.control_options = connection.controls
+        for row in self.control_rows:
+            row.set_uses(self.control_options.uses)
         style = self.style.currentIndex()
         self.style.clear()
         previews = summary.style_previews

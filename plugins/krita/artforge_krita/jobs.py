@@ -8,15 +8,16 @@ and the main thread's timer only has to paste them into a layer.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from artforge_client import Client, ImageResult, JobStream, prompt_help
-from artforge_client.job_state import JobState, run_stream
-from artforge_client.server import ServerSettings, check_connection
-from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
-from artforge_krita import pixels
+from artforge_client.job_state import JobState, describe_error, run_stream
+from artforge_client.server import ServerSettings, ServerSummary, check_connection
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2
+from artforge_krita import controls, pixels
+from artforge_krita.controls import ControlLayer, ControlOptions
 from artforge_krita.pixels import PixelFormat, Refused
 
 PREVIEW_EVERY = 2  # steps between previews: each costs the worker a decode and a conversion
@@ -72,7 +73,7 @@ class Target:
     """Where a result goes and what it needs on the way: the source bytes and the selection
     coverage for Fill, whose result is composited so that unselected pixels keep their bytes."""
 
-    action: str  # "generate", "refine", "fill", "stylize"
+    action: str  # "generate", "refine", "fill", "stylize", "preprocess" (From canvas)
     region: Region
     fmt: PixelFormat
     original: bytes = b""
@@ -89,9 +90,12 @@ class LayerResult:
     data: bytes
     seed: int
     prompt: str
+    layer_name: str = ""  # the new layer's name when the action does not set it ("Control: canny")
 
     @property
     def label(self) -> str:
+        if self.layer_name:
+            return f"{self.layer_name} {self.region.width}x{self.region.height}"
         words = self.prompt if len(self.prompt) <= 32 else self.prompt[:31] + "…"
         return f"{self.action} {self.region.width}x{self.region.height} seed {self.seed}: {words}".rstrip(": ")
 
@@ -105,8 +109,12 @@ def _padded_source(source: bytes, target: Target) -> pixels_pb2.Image:
     return pixels.to_server(data, region.padded_width, region.padded_height, fmt)
 
 
-def image_request(params: Params, target: Target, source: bytes = b"") -> image_pb2.GenerateImageRequest:
-    """Generate (txt2img), Refine (img2img from `source`) or Fill (inpaint `source` through target.coverage)."""
+def image_request(
+    params: Params, target: Target, source: bytes = b"", control_layers: Sequence[ControlLayer] = ()
+) -> image_pb2.GenerateImageRequest:
+    """Generate (txt2img), Refine (img2img from `source`) or Fill (inpaint `source` through
+    target.coverage), steered by `control_layers`: each layer's pixels over the region, padded
+    as the source is, so the ControlNet sees them where the job paints."""
     region = target.region
     request = image_pb2.GenerateImageRequest(
         model=params.model,
@@ -121,6 +129,8 @@ def image_request(params: Params, target: Target, source: bytes = b"") -> image_
         request.steps = params.steps
     if params.seed >= 0:
         request.seed = params.seed
+    for layer in control_layers:
+        request.controls.append(controls.control_message(layer.choice, _padded_source(layer.data, target)))
     if target.action == "generate":
         request.mode = image_pb2.IMAGE_MODE_TXT2IMG
         return request
@@ -147,11 +157,25 @@ def stylize_request(params: Params, target: Target, source: bytes) -> image_pb2.
     )
 
 
+def preprocess_request(preprocessor: str, target: Target, source: bytes) -> image_pb2.PreprocessRequest:
+    """From canvas: the server makes a control image of `source` (the region of the visible canvas), at its size."""
+    if preprocessor not in controls.PREPROCESSORS:
+        raise Refused(f"The server makes control images with {', '.join(controls.PREPROCESSORS)}, not '{preprocessor}'.")
+    region = target.region
+    return image_pb2.PreprocessRequest(
+        image=pixels.to_server(source, region.width, region.height, target.fmt),
+        preprocessor=preprocessor,
+        output_format=target.fmt.output_format,
+        options=jobs_pb2.JobOptions(label=f"krita: {preprocessor} from canvas"),
+    )
+
+
 # -- results -------------------------------------------------------------------------------------
 
 
-def layer_result(images: list, target: Target, prompt: str) -> LayerResult:
-    """The first colour image of a finished job (artforge_client.ImageResult list) as document bytes for the target."""
+def layer_result(images: list, target: Target, prompt: str, layer_name: str = "") -> LayerResult:
+    """The first colour image of a finished job (artforge_client.ImageResult list) as document bytes
+    for the target; a gray one (a control image) becomes opaque gray."""
     colour = next((image for image in images if image.role == pixels_pb2.IMAGE_ROLE_COLOR), None)
     if colour is None:
         raise Refused("The server finished without an image.")
@@ -162,7 +186,7 @@ def layer_result(images: list, target: Target, prompt: str) -> LayerResult:
     data = pixels.crop(pixels.from_server(colour.image, fmt), header.width, region.width, region.height, fmt.pixel_size)
     if target.coverage:
         data = pixels.composite(target.original, data, target.coverage, region.width, fmt)
-    return LayerResult(target.action, region, fmt, data, colour.header.provenance.seed, prompt)
+    return LayerResult(target.action, region, fmt, data, colour.header.provenance.seed, prompt, layer_name)
 
 
 def preview_pixels(preview: pixels_pb2.Image, target: Target) -> bytes:
@@ -253,18 +277,29 @@ class Job:
         return self
 
 
-def start_image_job(settings: ServerSettings, request: image_pb2.GenerateImageRequest | image_pb2.StylizeRequest, target: Target) -> Job:
-    """Submit on a worker; on success the state's result is a LayerResult."""
+ImageJobRequest = image_pb2.GenerateImageRequest | image_pb2.StylizeRequest | image_pb2.PreprocessRequest
+
+
+def start_image_job(settings: ServerSettings, request: ImageJobRequest, target: Target) -> Job:
+    """Submit on a worker; on success the state's result is a LayerResult (a Preprocess one named "Control: canny")."""
     job = Job(settings, target.action, request=request, target=target)
     prompt = getattr(request, "prompt", "")
+    name = controls.layer_name(request.preprocessor) if isinstance(request, image_pb2.PreprocessRequest) else ""
+    if name:
+        prompt = request.preprocessor
 
     def work(client: Client) -> None:
-        submit = client.stylize if isinstance(request, image_pb2.StylizeRequest) else client.generate_image
+        if isinstance(request, image_pb2.StylizeRequest):
+            submit = client.stylize
+        elif isinstance(request, image_pb2.PreprocessRequest):
+            submit = client.preprocess
+        else:
+            submit = client.generate_image
         run_stream(
             job.state,
             lambda: _Watched(submit(request), job._set_preview),
             settings.address,
-            result=lambda stream: layer_result(stream.images, target, prompt),
+            result=lambda stream: layer_result(stream.images, target, prompt, name),
         )
 
     return job._start(work)
@@ -283,10 +318,37 @@ def start_prompt_expand(settings: ServerSettings, idea: str) -> Job:
     return job._start(work)
 
 
+@dataclass(frozen=True)
+class Connection:
+    """What Test Connection found: the server's summary (models, styles) and what it offers for controls."""
+
+    summary: ServerSummary
+    controls: ControlOptions
+
+
 def start_connection_test(settings: ServerSettings) -> Job:
-    """Test Connection (and the style and model lists, with the styles' previews): on success the state's result is a ServerSummary."""
+    """Test Connection (and the style and model lists, with the styles' previews, and the ControlNets'
+    types): on success the state's result is a Connection, its message the summary's sentence."""
     job = Job(settings, "connection")
-    return job._start(lambda client: check_connection(client, job.state, style_previews=True))
+
+    def work(client: Client) -> None:
+        checked = JobState()
+        checked.begin("connection")
+        check_connection(client, checked, style_previews=True)
+        snapshot = checked.snapshot()
+        if snapshot.result is None:
+            job.state.fail(snapshot.message)
+            return
+        try:
+            options = controls.control_options(
+                client.list_models(server_pb2.MODEL_KIND_CONTROLNET), client.server_info().limits.max_controls
+            )
+        except Exception as error:  # the artist gets a sentence, not a traceback
+            job.state.fail(describe_error(error, client.address))
+            return
+        job.state.succeed(Connection(snapshot.result, options), snapshot.message)
+
+    return job._start(work)
 
 
 # -- history -------------------------------------------------------------------------------------

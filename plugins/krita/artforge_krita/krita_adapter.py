@@ -6,12 +6,16 @@ on a worker thread) and `poll()`, called by the docker's QTimer, pastes previews
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from krita import Document, Krita, Node
+from PyQt5.QtCore import QUuid
 
 from artforge_client import DEFAULT_ADDRESS
 from artforge_client.job_state import JobSnapshot, Phase
 from artforge_client.server import ServerSettings
-from artforge_krita import jobs
+from artforge_krita import controls, jobs
+from artforge_krita.controls import ControlChoice, ControlLayer
 from artforge_krita.jobs import History, Job, LayerResult, Params, Region, Target
 from artforge_krita.pixels import PixelFormat, Refused, document_format
 
@@ -54,6 +58,40 @@ def selection_area(document: Document) -> tuple[Region, bytes]:
     return region, bytes(selection.pixelData(region.x, region.y, region.width, region.height))
 
 
+def control_layers(document: Document | None) -> list[tuple[str, str]]:
+    """The layers a control row can pick, top first: (unique id, name; "Group / name" inside groups).
+    Masks have no pixels of their own to send, and the preview layer comes and goes."""
+    found: list[tuple[str, str]] = []
+
+    def walk(parent: Node, path: str) -> None:
+        for node in reversed(parent.childNodes()):  # Krita lists children bottom first
+            if node.type().endswith("mask") or node.name() == PREVIEW_LAYER:
+                continue
+            name = f"{path}{node.name()}"
+            found.append((node.uniqueId().toString(), name))
+            if node.type() == "grouplayer":
+                walk(node, f"{name} / ")
+
+    if document is not None:
+        walk(document.rootNode(), "")
+    return found
+
+
+def node_id(node: Node) -> str:
+    return node.uniqueId().toString()
+
+
+def control_pixels(document: Document, choices: Sequence[ControlChoice], region: Region) -> list[ControlLayer]:
+    """Each row's layer's own pixels over `region` (its alpha kept: a drawn layer's strokes are where it is painted)."""
+    read = []
+    for number, choice in enumerate(choices, 1):
+        node = document.nodeByUniqueID(QUuid(choice.layer_id))
+        if node is None:
+            raise Refused(f"Control {number}: the layer '{choice.layer_name}' is not in this document; pick its layer again.")
+        read.append(ControlLayer(choice, bytes(node.pixelData(region.x, region.y, region.width, region.height))))
+    return read
+
+
 class Controller:
     """One image job at a time, plus the history. Owned by the docker; the tests drive it directly."""
 
@@ -62,6 +100,7 @@ class Controller:
         self.history = History()
         self.job: Job | None = None
         self.result_node: Node | None = None  # the layer the last finished job made
+        self.made_control: tuple[Node, str] | None = None  # a From canvas layer and its type, until the docker takes it
         self._document: Document | None = None
         self._above: Node | None = None
         self._preview: Node | None = None
@@ -72,14 +111,23 @@ class Controller:
     def busy(self) -> bool:
         return self.job is not None and not self.job.state.snapshot().phase.finished
 
-    def start(self, action: str, params: Params, document: Document | None = None, node: Node | None = None, visible: bool = False) -> Job:
+    def start(
+        self,
+        action: str,
+        params: Params,
+        document: Document | None = None,
+        node: Node | None = None,
+        visible: bool = False,
+        control_choices: Sequence[ControlChoice] = (),
+        max_controls: int = controls.DEFAULT_MAX_CONTROLS,
+    ) -> Job:
         """Generate, refine, fill or stylize on `document` (the active one by default), reading `node`
-        (the active layer) or, with `visible`, the whole visible canvas. Refused with a sentence when it cannot."""
-        if self.busy:
-            raise Refused("Another ArtForge job is still running: wait for it or cancel it.")
-        document = document or Krita.instance().activeDocument()
-        if document is None:
-            raise Refused("Open or create a document first.")
+        (the active layer) or, with `visible`, the whole visible canvas; Generate, Refine and Fill
+        steered by `control_choices` (Stylize takes none). Refused with a sentence when it cannot."""
+        document = self._document_for_a_job(document)
+        if action == "stylize":
+            control_choices = ()
+        controls.check_choices(control_choices, max_controls)
         fmt = format_of(document)
         region, coverage = selection_area(document)
         node = node or document.activeNode()
@@ -96,8 +144,30 @@ class Controller:
         if action == "stylize":
             request = jobs.stylize_request(params, target, source)
         else:
-            request = jobs.image_request(params, target, source)
-        self._document, self._above, self.result_node, self._finished = document, node, None, False
+            request = jobs.image_request(params, target, source, control_pixels(document, control_choices, region))
+        return self._submit(request, target, document, node)
+
+    def start_preprocess(self, preprocessor: str, document: Document | None = None) -> Job:
+        """From canvas: the server makes a control image (canny, scribble, lineart, depth) of the
+        visible canvas over the selection's bounds (or all of it), as Refine reads the canvas; it
+        arrives as a hidden layer named "Control: <preprocessor>" on top, for a control row."""
+        document = self._document_for_a_job(document)
+        fmt = format_of(document)
+        region, _ = selection_area(document)
+        source = bytes(document.pixelData(region.x, region.y, region.width, region.height))
+        target = Target("preprocess", region, fmt)
+        return self._submit(jobs.preprocess_request(preprocessor, target, source), target, document, None)
+
+    def _document_for_a_job(self, document: Document | None) -> Document:
+        if self.busy:
+            raise Refused("Another ArtForge job is still running: wait for it or cancel it.")
+        document = document or Krita.instance().activeDocument()
+        if document is None:
+            raise Refused("Open or create a document first.")
+        return document
+
+    def _submit(self, request: jobs.ImageJobRequest, target: Target, document: Document, above: Node | None) -> Job:
+        self._document, self._above, self.result_node, self._finished = document, above, None, False
         self.job = jobs.start_image_job(self.settings, request, target)
         return self.job
 
@@ -134,6 +204,8 @@ class Controller:
                 if not _is_open(self._document):
                     raise Refused("The document was closed before the result came: it is in the history (Apply again).")
                 self.result_node = self.paste(snapshot.result, self._document, self._above)
+                if snapshot.result.action == "preprocess":  # its prompt is the preprocessor, the control's type
+                    self.made_control = (self.result_node, snapshot.result.prompt)
 
     def paste(self, result: LayerResult, document: Document | None = None, above: Node | None = None) -> Node:
         """A new paint layer holding `result` at its region, above `above` (or on top)."""
@@ -142,7 +214,9 @@ class Controller:
             raise Refused("Open a document to paste the result into.")
         if format_of(document) != result.fmt:
             raise Refused("This result was made for a document of another colour depth or profile.")
-        node = document.createNode(LAYER_NAMES[result.action], "paintlayer")
+        node = document.createNode(result.layer_name or LAYER_NAMES[result.action], "paintlayer")
+        if result.action == "preprocess":
+            node.setVisible(False)  # an opaque control image would hide the painting; it is there for a control row
         self._insert(document, node, above)
         region = result.region
         node.setPixelData(result.data, region.x, region.y, region.width, region.height)

@@ -129,6 +129,7 @@ class GuiCheck:
         if self.docker is not None:
             check("a_menu_action_runs_in_the_docker", self.a_menu_action_runs_in_the_docker)
             check("fits_a_docked_height_of_400_px", self.fits_a_docked_height_of_400_px)
+            check("a_control_row_fits_the_dock_column", self.a_control_row_fits_the_dock_column)
         self.step(self.look_at_the_plugin_manager, 1000)
         Krita.instance().action("options_configure").trigger()  # a modal dialog: its event loop runs the timer
 
@@ -148,6 +149,29 @@ class GuiCheck:
         assert height <= DOCKED_HEIGHT, f"the docker will not get smaller than {height} px"
         return f"{height} px: {self.every_control_inside_the_docked_area()}"
 
+    def a_control_row_fits_the_dock_column(self) -> str:
+        """+ Control adds a row (layer, type, remove; strength, steps) that needs no more width than the docker has."""
+        docker = self.docker
+        docker.add_control_button.click()
+        QApplication.processEvents()
+        try:
+            assert len(docker.control_rows) == 1, f"{len(docker.control_rows)} control rows"
+            row, content = docker.control_rows[0], docker.widget()
+            row_controls = [row.layer, row.use, row.remove_button, row.strength, row.start, row.end]
+            too_wide = []
+            for widget in row_controls:
+                rect = QRect(widget.mapTo(content, widget.rect().topLeft()), widget.size())
+                width, _ = self.smallest(widget)
+                if rect.left() < 0 or rect.right() > content.rect().right() or rect.width() < width:
+                    too_wide.append(f"{self.name(widget)} at {rect.getRect()} (needs {width} px) in {content.width()} px")
+            assert not too_wide, "; ".join(too_wide)
+            needed = row.minimumSizeHint()
+            return f"a row needs {needed.width()}x{needed.height()} px in a {content.width()} px wide docker"
+        finally:
+            for row in list(docker.control_rows):
+                docker.remove_control(row)
+            QApplication.processEvents()
+
     def every_control_inside_the_docked_area(self) -> str:
         content = self.docker.widget()
         area = content.rect()
@@ -165,6 +189,7 @@ class GuiCheck:
         named = [docker.prompt, docker.help_button, docker.server_button, docker.model, docker.style, docker.steps]
         named += [docker.strength, docker.seed, docker.source, *docker.action_buttons.values(), docker.cancel_button]
         named += [docker.progress, docker.history, docker.apply_button, docker.seed_button]
+        named += [docker.add_control_button, docker.preprocessor, docker.from_canvas_button]
         missed = [self.name(widget) for widget in named if widget not in controls]
         assert not missed, f"controls not found in the docker: {missed}"
         assert not outside, "; ".join(outside)
