@@ -1,7 +1,7 @@
 """Running a check script inside real Blender (the bpy module in .venv-blender) from pytest.
 
 The extension zip is built as users get it, the script gets a CONFIG.json naming it, a scratch
-BLENDER_USER_RESOURCES folder and an output folder (plus whatever the caller adds), and writes
+BLENDER_USER_RESOURCES folder, a scratch TMPDIR and an output folder (plus whatever the caller adds), and writes
 OUT/results.json: one {"ok", "detail", ...} per check (tests/blender/harness.py).
 """
 
@@ -32,7 +32,8 @@ def run_in_blender(script: str, work: Path, timeout: float, **config: str) -> di
     out.mkdir()
     settings = {"zip": build.stdout.strip().splitlines()[-1], "user_resources": str(work / "user"), "out": str(out), **config}
     (work / "config.json").write_text(json.dumps(settings))
-    env = {"BLENDER_USER_RESOURCES": settings["user_resources"], "PATH": "/usr/bin:/bin", "HOME": str(work)}
+    (work / "tmp").mkdir()
+    env = {"BLENDER_USER_RESOURCES": settings["user_resources"], "PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work / "tmp")}
     command = [BLENDER_PYTHON, REPO / "tests" / "blender" / script, work / "config.json"]
     process = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     results_file = out / "results.json"

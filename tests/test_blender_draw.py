@@ -73,7 +73,21 @@ def test_a_running_job_shows_progress_and_cancel_and_greys_its_button(run):
     running = {"button": False, "poll": True, "progress": [[0.4, "Generating 40%"]], "cancel": [True], "messages": []}
     assert jobs["ARTFORGE_PT_shader_editor"]["texture"] == running
     assert jobs["ARTFORGE_PT_view3d"]["blockout"] == running
+    assert jobs["ARTFORGE_PT_view3d"]["projection"] == running
     assert jobs["preferences"]["connection"] == running
+
+
+def test_the_projection_section_offers_its_settings(run):
+    """Prompt, depth strength and size; the view's colours and the bake, each with its own setting
+    greyed out until it is ticked."""
+    view3d = passed(run, "no_job")["outline"]["ARTFORGE_PT_view3d"]
+    shown = "\n".join(view3d)
+    for name in ("projection_prompt", "projection_depth_strength", "projection_size", "projection_use_colours", "projection_bake"):
+        assert f"property='{name}'" in shown, name
+    for name in ("projection_init_strength", "projection_bake_size"):
+        (line,) = [line for line in view3d if f"property='{name}'" in line]
+        parent = view3d[view3d.index(line) - 1]
+        assert "enabled=False" in parent, (name, parent)
 
 
 def test_a_finished_job_shows_its_message(run):
@@ -87,6 +101,7 @@ def test_a_queued_job_shows_its_place_and_the_estimated_wait(run):
     jobs = passed(run, "jobs_waiting")["jobs"]["ARTFORGE_PT_view3d"]
     assert jobs["texture"]["progress"] == [[0.0, "Waiting in the queue: 2 jobs ahead, about 2 min"]], jobs["texture"]
     assert jobs["blockout"]["progress"] == [[0.0, "Next in the queue"]], jobs["blockout"]  # no estimate yet: none shown
+    assert jobs["projection"]["progress"] == [[0.0, "Waiting in the queue: 1 job ahead, about 30 s"]], jobs["projection"]
 
 
 def test_a_quota_refusal_shows_the_servers_sentence(run):
@@ -96,9 +111,15 @@ def test_a_quota_refusal_shows_the_servers_sentence(run):
 
 
 def test_failing_polls_grey_out_the_button(run):
-    for state, kind in (("no_active_object", "texture"), ("no_camera", "concept")):
+    for state, kind in (
+        ("no_active_object", "texture"),
+        ("no_camera", "concept"),
+        ("no_active_object", "projection"),
+        ("no_camera", "projection"),
+    ):
         button = passed(run, state)["jobs"]["ARTFORGE_PT_view3d"][kind]
         assert (button["button"], button["poll"]) == (False, False), (state, button)
     for obj in ("Camera", "Light"):
         assert passed(run, "object_takes_no_material")["jobs"][obj]["ARTFORGE_PT_shader_editor"]["texture"]["poll"] is False
+        assert passed(run, "object_takes_no_material")["jobs"][obj]["ARTFORGE_PT_view3d"]["projection"]["poll"] is False
     assert passed(run, "shader_panel_outside_shader_editor")["outline"]["ARTFORGE_PT_shader_editor"] is None

@@ -5,12 +5,14 @@ installers/build-blender-extension.py and installed the way Blender's Install fr
 tests/blender/run_checks.py runs every check in one Blender process (start-up is the expensive
 part) and writes results.json, which the tests below read. One check kills the server mid-job; it
 comes back on the same port and folder (tests/restarting_server.py), and the checks after it use
-the restarted server.
+the restarted server. ARTFORGE_BLENDER_CHECKS=name,name runs only those checks (and the install),
+for working on them; the tests of the others then fail as not run.
 """
 
 from __future__ import annotations
 
 import io
+import os
 
 import grpc
 import numpy as np
@@ -52,6 +54,10 @@ default_model = "tiny-sd15"
 path = "{tiny["tiny-sd15"]}"
 backend = "torch"
 
+[model.tiny-sd15-depth]  # the depth ControlNet Project Texture from View asks for (by type)
+path = "{tiny["tiny-sd15-controlnet"]}"
+kind = "controlnet"
+
 [auth]
 tokens = {{ artist = "{TOKEN}" }}
 
@@ -70,6 +76,7 @@ def run(server, tmp_path_factory) -> dict:
     # discard port 9: nothing listens there
     config = {"address": server.address, "token": TOKEN, "quota_token": QUOTA_TOKEN, "dead_address": "127.0.0.1:9"}
     config["server_pid"] = str(server.pid)
+    config["only"] = os.environ.get("ARTFORGE_BLENDER_CHECKS", "")  # comma-separated check names: run only those (developing)
     return run_in_blender("run_checks.py", tmp_path_factory.mktemp("blender"), 900, **config)
 
 
@@ -135,6 +142,139 @@ def test_concept_art_from_the_camera(run):
     # The capture is 64 px on the long side of the scene's 2:1 frame; the server keeps the size.
     assert record["IMG2IMG"]["size"] == [64, 32] and record["STYLIZE"]["size"] == [64, 32]
     assert record["render_settings_restored"]
+
+
+# -- project texture from view ----------------------------------------------------------------------
+
+PROJECTION_SIZE = (160, 96)  # the checks' camera resolution
+
+
+def gray(png: bytes) -> np.ndarray:
+    """A depth PNG's grays in 0..1 (16-bit gray, or 8-bit)."""
+    image = PILImage.open(io.BytesIO(png))
+    top = 65535.0 if image.mode.startswith("I") else 255.0
+    return np.asarray(image, np.float64) / top
+
+
+def test_the_depth_sent_follows_the_geometry(run):
+    record = passed(run, "project_texture_from_view")
+    depth = gray((run["_out"] / "projection-depth-sent.png").read_bytes())
+    assert depth.shape == (PROJECTION_SIZE[1], PROJECTION_SIZE[0]), "the depth is not at the camera's resolution"
+    assert [record["request"]["width"], record["request"]["height"]] == list(PROJECTION_SIZE), record["request"]
+    assert record["request"]["controls"] == [{"type": "depth", "model": "", "strength": 1.0, "preprocessor": ""}], record["request"]
+    assert record["request"]["mode"] != image_pb2.IMAGE_MODE_IMG2IMG  # txt2img, unless the view's colours are asked for
+    pixels, distances = record["pixels"], record["distances"]
+
+    def at(name: str) -> float:
+        column, row = pixels[name]
+        return depth[row, column]
+
+    # Nearer is brighter: the cube's front before the ground behind it, the near ground before the far.
+    order = sorted(pixels, key=lambda name: distances[name])
+    assert order == ["cube_front", "ground_near", "ground_far", "ground_behind_cube"], distances
+    values = [at(name) for name in order]
+    assert values == sorted(values, reverse=True) and values[-1] > 0 and len(set(values)) == 4, dict(zip(order, values, strict=True))
+    # Above the ground's far edge the camera sees nothing: black.
+    assert (depth[0] == 0).all() and depth.max() == 1.0
+    # Up a column of ground beside the cube, the ground goes away: darker row by row, then nothing.
+    column = depth[:, pixels["ground_near"][0]]
+    ground = column[column > 0]
+    assert len(ground) > PROJECTION_SIZE[1] // 2 and (column[: -len(ground)] == 0).all(), column
+    assert (np.diff(ground) > 0).all(), "the depth does not rise steadily towards the camera along the ground"
+    # Nothing but the cube is brighter than the ground just in front of it.
+    cube_column, cube_row = pixels["cube_front"]
+    assert depth[cube_row, cube_column] > depth[pixels["ground_behind_cube"][1], cube_column]
+
+
+def test_the_saved_depth_is_what_was_sent(run):
+    record = passed(run, "project_texture_from_view")
+    assert record["depth_file_is_sent"] and record["depth_image_is_sent"], record
+    assert record["depth_path"] == str(run["_out"] / "projection depth Cam.png"), "not next to the .blend"
+    assert record["depth_image_size"] == list(PROJECTION_SIZE), record
+    assert f"Depth: {record['depth_path']}" in record["message"]
+
+
+def test_the_projection_is_the_servers_picture_through_the_camera_uv_map(run, server):
+    record = passed(run, "project_texture_from_view")
+    assert record["uv_map"] == "ArtForge Projection" and "ArtForge Projection" in record["uv_maps"], record
+    assert set(record["links"]) == {
+        "UVMAP.UV -> TEX_IMAGE.Vector",
+        "TEX_IMAGE.Color -> BSDF_PRINCIPLED.Base Color",
+        "BSDF_PRINCIPLED.BSDF -> OUTPUT_MATERIAL.Surface",
+    }, record["links"]
+    assert record["image"]["size"] == list(PROJECTION_SIZE) and record["image"]["packed"], record["image"]
+    # The request Blender sent, sent again: the same pixels, and the depth control is what makes them.
+    request = image_pb2.GenerateImageRequest.FromString((run["_out"] / "projection-request.bin").read_bytes())
+    with server.client(token=TOKEN) as client:
+        again = client.generate_image(request)
+        again.wait()
+        request.ClearField("controls")
+        plain = client.generate_image(request)
+        plain.wait()
+    blender = np.load(run["_out"] / "projection-result.npy")[..., :3]
+    assert np.array_equal(blender, decoded(again.images[0].data)), "Blender's projected picture differs from the server's"
+    assert np.abs(blender.astype(int) - decoded(plain.images[0].data)).mean() > 1, "the depth control made no difference"
+
+
+def test_the_artists_material_and_uv_maps_are_kept(run):
+    record = passed(run, "project_texture_from_view")
+    assert record["slots"][0] == "Hand Made" and record["slots"][1].startswith("AF Projection"), record["slots"]
+    assert record["faces_use"] == [record["projection_slot"]] == [1], record
+    assert record["hand_made_intact"] and record["earlier_uvs_intact"], record
+    assert record["active_uv"] == ["UVMap", "UVMap"] and record["render_uv"] == ["UVMap", "UVMap"], record
+    assert record["ground_untouched"], "the object not selected changed"
+    assert record["render_settings"][0] == record["render_settings"][1], "the depth render left the scene's settings changed"
+
+
+def test_projected_uvs_put_each_vertex_where_the_camera_sees_it(run):
+    record = passed(run, "projected_uvs_match_the_camera")
+    for name in ("Ground", "Box", "again"):
+        assert record[name]["loops_in_view"] > 0 and record[name]["worst_pixels"] < 1.0, (name, record[name])
+    assert record["Ground"]["in_view"] < record["Ground"]["vertices"], "the ground should run out of the frame"
+    assert record["Box"]["in_view"] == record["Box"]["vertices"] == 8
+    assert record["again"]["uv_maps"] == ["UVMap", "ArtForge Projection"] and record["again"]["active"] == "UVMap", record["again"]
+    assert passed(run, "project_texture_from_view")["uv_errors"]["Box"]["worst_pixels"] < 1.0
+
+
+def test_the_bake_fills_the_meshs_own_uv_map(run):
+    record = passed(run, "project_and_bake")
+    assert record["slots"][0] == "Hand Made" and record["slots"][1].startswith("AF Projection"), record["slots"]
+    assert record["slots"][2].startswith("AF Baked") and record["faces_use"] == [1], record
+    assert record["uv_node"] == "UVMap" and record["image"]["size"] == [256, 256] and record["image"]["packed"], record
+    assert record["stand_in_gone"] and record["render_engine"][0] == record["render_engine"][1], record
+    assert 0.25 < record["filled"] < 0.95, record["filled"]  # the cube's net, not the whole image
+    assert sorted(record["faces"]) == ["-1,0,0", "0,-1,0", "0,0,-1", "0,0,1", "0,1,0", "1,0,0"], record["faces"]
+    for key, face in record["faces"].items():
+        own, seen = np.load(run["_out"] / f"bake-face-{key}.npy")
+        assert face["texels"] > 500 and face["alpha"] == [255, 255], (key, face)  # filled, every texel
+        # Every texel of the face holds the projection's colour at that point of the surface, give
+        # or take the bake's sampling; the same texels against the projection elsewhere differ.
+        assert np.abs(own - seen).mean() < 6, (key, np.abs(own - seen).mean())
+        assert np.abs(own - np.roll(seen, 37, axis=0)).mean() > 4 * np.abs(own - seen).mean(), key
+
+
+def test_projecting_again_replaces_only_its_own_projection(run):
+    record = passed(run, "project_again_replaces_its_projection")
+    first, second = record["first"], record["second"]
+    assert first["uv_maps"] == ["UVMap", "ArtForge Projection", "ArtForge Projection 2"], first
+    assert second["uv_maps"] == first["uv_maps"] and len(second["slots"]) == len(first["slots"]) == 1, second
+    assert len(second["materials"]) == 1 and second["materials"] != first["materials"], record
+    assert "in place of the earlier projection" in second["message"], second["message"]
+    assert first["request"] == {"mode": image_pb2.IMAGE_MODE_UNSPECIFIED, "strength": 0, "init": 0}, first["request"]
+    assert second["request"]["mode"] == image_pb2.IMAGE_MODE_IMG2IMG and second["request"]["init"] > 1000, second["request"]
+    assert second["request"]["strength"] == pytest.approx(0.75), second["request"]
+
+
+def test_projection_buttons_say_why(run):
+    found = passed(run, "projection_buttons_say_why")
+    assert "no camera" in found["nothing selected, no camera"] and "mesh to project onto" in found["nothing selected"], found
+    assert "Lamp is a light" in found["a light"] and "perspective or orthographic" in found["a panoramic camera"], found
+    assert "sees nothing" in found["the camera sees nothing"], found
+
+
+def test_a_projection_waits_in_the_queue_and_cancels(run):
+    record = passed(run, "projection_queued_then_cancelled")
+    assert record["phase"] == "cancelled" and record["queued"], record
 
 
 def test_describe_scene_fills_a_text_from_the_scene(run):

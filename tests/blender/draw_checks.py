@@ -29,11 +29,12 @@ from ui_recorder import BlenderWarning, DrawSelf, Node, UILayout, attribute_valu
 KINDS = {
     "texture": ("artforge.texture", "TEXTURE"),
     "concept": ("artforge.concept_art", "RENDER_STILL"),
+    "projection": ("artforge.project_texture", "MOD_UVPROJECT"),
     "describe": ("artforge.describe_scene", "TEXT"),
     "blockout": ("artforge.blockout", "MESH_CUBE"),
     "connection": ("artforge.test_connection", "LINKED"),
 }
-SHOWN = {"ARTFORGE_PT_view3d": ("texture", "concept", "describe", "blockout"), "ARTFORGE_PT_shader_editor": ("texture",)}
+SHOWN = {"ARTFORGE_PT_view3d": ("texture", "concept", "projection", "describe", "blockout"), "ARTFORGE_PT_shader_editor": ("texture",)}
 SHOWN["preferences"] = ("connection",)
 # The editor (area.ui_type) a panel of each space type is drawn in; a panel in another space needs one here.
 EDITORS = {"VIEW_3D": "VIEW_3D", "NODE_EDITOR": "ShaderNodeTree", "PREFERENCES": "PREFERENCES"}
@@ -391,12 +392,14 @@ def jobs_waiting() -> dict:
     fresh_scene()
     put_job("texture", methodcaller("queued", 2, "job-1", 95.0))
     put_job("concept")  # submitting
+    put_job("projection", methodcaller("queued", 1, "job-2", 30.0))
     put_job("describe", methodcaller("started"), methodcaller("request_cancel"))
     put_job("blockout", methodcaller("queued", 0))
     put_job("connection")
     expected = {
         "texture": active(0.0, "Waiting in the queue: 2 jobs ahead, about 2 min"),
         "concept": active(0.0, "Sending the request"),
+        "projection": active(0.0, "Waiting in the queue: 1 job ahead, about 30 s"),
         "describe": active(0.0, "Cancelling"),
         "blockout": active(0.0, "Next in the queue"),
         "connection": active(0.0, "Sending the request"),
@@ -420,7 +423,7 @@ def jobs_failed() -> dict:
 
     fresh_scene()
     unreachable = "Cannot reach the ArtForge server at 127.0.0.1:9."
-    for kind in ("texture", "connection"):
+    for kind in ("texture", "projection", "connection"):
         put_job(kind, methodcaller("fail", unreachable))
     # A quota refusal as the worker words it (run_stream): the server's sentence.
     quota = "quota max_queued_jobs: alice may have 2 jobs queued at once and has 2; one frees when a queued job starts or ends"
@@ -437,7 +440,7 @@ def jobs_failed() -> dict:
 def no_active_object() -> dict:
     fresh_scene()
     bpy.context.view_layer.objects.active = None
-    return expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | {"texture": idle(usable=False)})
+    return expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | dict.fromkeys(("texture", "projection"), idle(usable=False)))
 
 
 def object_takes_no_material() -> dict:
@@ -445,14 +448,15 @@ def object_takes_no_material() -> dict:
     for name in ("Camera", "Light"):
         fresh_scene()
         bpy.context.view_layer.objects.active = bpy.data.objects[name]
-        found[name] = expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | {"texture": idle(usable=False)})["jobs"]
+        unusable = dict.fromkeys(("texture", "projection"), idle(usable=False))
+        found[name] = expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | unusable)["jobs"]
     return {"jobs": found}
 
 
 def no_camera() -> dict:
     fresh_scene()
     bpy.context.scene.camera = None
-    return expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | {"concept": idle(usable=False)})
+    return expect_jobs(draw_all(), dict.fromkeys(KINDS, idle()) | dict.fromkeys(("concept", "projection"), idle(usable=False)))
 
 
 def shader_panel_outside_shader_editor() -> dict:

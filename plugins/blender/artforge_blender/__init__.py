@@ -1,10 +1,12 @@
-"""ArtForge for Blender: textures, concept art, scene descriptions and block-outs from an ArtForge server.
+"""ArtForge for Blender: textures, concept art, projections from the camera, scene descriptions and
+block-outs from an ArtForge server.
 
 The extension's root (blender_manifest.toml; installers/build-blender-extension.py builds the zip).
 Plain Python that runs without Blender, with unit tests: `scene_context` (the scene as text for the
 `scene_description` task), `blockout_plan` (the model's JSON plan, parsed and validated),
 `blockout_job` (the plan request with one retry), `image_jobs` (image requests and results),
-`connection` (server settings, online access). Shared with the Krita plugin: `artforge_client`
+`projection` (Project Texture from View: depth to a control image, the camera projection of the
+UVs), `connection` (server settings, online access). Shared with the Krita plugin: `artforge_client`
 (the client, `job_state`, `colors`), installed from the zip's wheels.
 
 The thin bpy layer: `preferences`, `properties`, `operators`, `panels`, `jobs` (worker threads and

@@ -1,4 +1,5 @@
-"""Image requests for textures and concept art, and sorting their results: plain Python, no bpy."""
+"""Image requests for textures, concept art and projections from the camera, and sorting their
+results: plain Python, no bpy."""
 
 from __future__ import annotations
 
@@ -112,6 +113,47 @@ def capture_layout(resolution_x: int, resolution_y: int, size: int) -> CaptureLa
         return max(MIN_CAPTURE_SIDE, -(-side // 8) * 8)
 
     return CaptureLayout(width, height, canvas(width), canvas(height))
+
+
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """Project Texture from View: a txt2img job (img2img with the view's colours) that follows the
+    camera's depth through a depth ControlNet."""
+
+    prompt: str
+    depth_strength: float = 1.0  # the ControlNet's strength, 0..2
+    init_strength: float | None = None  # img2img from the view's colours at this strength; None: txt2img
+    model: str = ""
+    steps: int = 0
+    seed: int = -1
+
+
+def projection_request(
+    settings: ProjectionSettings, depth_png: bytes, layout: CaptureLayout, colour_png: bytes | None = None
+) -> image_pb2.GenerateImageRequest:
+    """The canvas-sized job (each side a multiple of 8; the result is cropped back to the frame)
+    with one depth control, the depth PNG as it is (near bright, no preprocessor)."""
+    control = image_pb2.Control(
+        type="depth", image=pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, data=depth_png), strength=settings.depth_strength
+    )
+    request = image_pb2.GenerateImageRequest(
+        prompt=settings.prompt,
+        model=settings.model,
+        width=layout.canvas_width,
+        height=layout.canvas_height,
+        steps=settings.steps or None,
+        seed=_seed(settings.seed),
+        controls=[control],
+        preview_every=1,
+        output_format=pixels_pb2.OUTPUT_FORMAT_PNG8,
+    )
+    if settings.init_strength is not None:
+        if colour_png is None:
+            raise ValueError("img2img from the view needs the view's colours")
+        request.mode = image_pb2.IMAGE_MODE_IMG2IMG
+        request.init_image.CopyFrom(pixels_pb2.Image(encoding=pixels_pb2.IMAGE_ENCODING_PNG, data=colour_png))
+        request.strength = settings.init_strength
+    return request
 
 
 def maps_by_name(images: list[ImageResult]) -> dict[str, ImageResult]:

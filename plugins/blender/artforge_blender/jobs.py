@@ -1,6 +1,6 @@
 """Jobs on worker threads, their results applied on Blender's main thread from bpy.app.timers.
 
-One job per key at a time: the kind ("concept", "describe", "blockout", "connection"), or for
+One job per key at a time: the kind ("concept", "projection", "describe", "blockout", "connection"), or for
 textures the kind and the object (texture_key), so several objects get textures at once. The
 worker only talks to the server and fills a JobState; `tick()`, the timer, is the only place that
 touches bpy data for a job: streamed text, previews, and the result once the job has finished.
@@ -29,6 +29,7 @@ class Job:
     # finished; returns the sentence to show when the job is done (None: the state's message).
     update: Callable[[Job, JobSnapshot], str | None] | None = None
     stream: object = None  # the JobStream, set by the worker, read for previews
+    request: object = None  # what the worker sends, where an operator keeps it (a projection's, with its depth)
     applied_revision: int = -1
     done_message: str = ""  # what the panel shows after the job has finished
     failed: bool = False

@@ -8,14 +8,27 @@ from collections.abc import Callable
 import bpy
 
 from artforge_client import Client, ImageResult, JobStream
-from artforge_client.job_state import JobSnapshot, Phase, run_stream
+from artforge_client.job_state import JobSnapshot, Phase, describe_error, run_stream
 from artforge_client.server import ServerSettings
 
 from . import jobs, scene_io
 from .blockout_job import PlanAttempts
 from .blockout_plan import PlanResult
-from .image_jobs import DATA_MAPS, STYLIZE, TextureSettings, concept_request, maps_by_name, short_label, texture_request
+from .image_jobs import (
+    DATA_MAPS,
+    STYLIZE,
+    CaptureLayout,
+    ProjectionSettings,
+    TextureSettings,
+    capture_layout,
+    concept_request,
+    maps_by_name,
+    projection_request,
+    short_label,
+    texture_request,
+)
 from .preferences import start_job
+from .projection import CameraView, depth_to_gray, gray_png, pad_to_canvas, projection_size
 from .scene_context import scene_context
 
 PREVIEW_IMAGE = "ArtForge Preview"
@@ -171,6 +184,133 @@ class ARTFORGE_OT_concept_art(bpy.types.Operator):
         return start_job(self, context, "concept", f"Concept: {label}", work, update)
 
 
+# -- project a texture from the camera's view ---------------------------------------------------
+
+
+def apply_projection(
+    results: list[ImageResult], label: str, target: int, view: CameraView, layout: CaptureLayout, bake_size: int, scene_name: str
+) -> str:
+    """Put the picture made from the camera's view onto the object the job was started on (by
+    session_uid): the projection UV map from the camera as it was when its depth was rendered, a
+    new material through it, and with `bake_size` a bake onto the object's own UV map. Nothing the
+    artist made is replaced. One undo step."""
+    maps = maps_by_name(results)
+    if "albedo" not in maps:
+        raise ValueError("the server returned no image")
+    seed = maps["albedo"].header.provenance.seed
+    image = scene_io.crop_to_frame(scene_io.set_png(None, f"AF Projection {label}", maps["albedo"].data), layout)
+    obj = scene_io.object_by_uid(target)
+    if obj is None:
+        image.use_fake_user = True
+        message = (
+            f"Projection ready, seed {seed}: its object was deleted, so the image '{image.name}' is kept in the file (with a fake user)."
+        )
+    else:
+        uv_map, seen = scene_io.project_uvs(obj, view)
+        material = scene_io.projection_material(label, image, uv_map)
+        where = scene_io.place_projection(obj, material)
+        count = len(obj.data.vertices)
+        message = (
+            f"Projection ready, seed {seed}: '{material.name}' {where}, through the UV map '{uv_map}' ({seen} of {count} vertices in view)."
+        )
+        if bake_size:
+            message += " " + _bake(obj, material, bake_size, label, bpy.data.scenes.get(scene_name) or bpy.context.scene)
+    scene_io.show_in_image_editors(image)
+    scene_io.push_undo(f"ArtForge projection: {label}")
+    return message
+
+
+def _bake(obj: bpy.types.Object, material: bpy.types.Material, size: int, label: str, scene: bpy.types.Scene) -> str:
+    """Bake the projection onto the object's own UV map; a sentence saying what came of it."""
+    uv_map = scene_io.bake_uv_map(obj)
+    if uv_map is None:
+        return f"Not baked: {obj.name} has no UV map of its own to bake onto (unwrap it, then project again)."
+    try:
+        baked = scene_io.bake_projection(obj, material, uv_map, size, label, scene)
+    except Exception as error:  # the projection stands; the bake says why it did not
+        return f"The bake onto '{uv_map}' failed: {describe_error(error, '')}"
+    kept = "kept with a fake user (the mesh is shared)" if baked.use_fake_user else "in a new slot, on no face yet"
+    return f"Baked onto the UV map '{uv_map}' as '{baked.name}' ({size}x{size}), {kept}."
+
+
+class ARTFORGE_OT_project_texture(bpy.types.Operator):
+    bl_idname = "artforge.project_texture"
+    bl_label = "Project Texture from View"
+    bl_description = (
+        "Render the scene camera's depth, generate a picture that follows it (a depth ControlNet) and project it onto the "
+        "active mesh through a UV map from the camera, as a new material; optionally bake it onto the mesh's own UV map. "
+        "The depth is also saved as a PNG"
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        scene = context.scene
+        camera = scene.camera if scene is not None else None
+        if camera is None:
+            cls.poll_message_set("The scene has no camera: add one, and make it the scene's camera (Ctrl+Numpad 0).")
+            return False
+        if camera.type != "CAMERA" or camera.data.type == "PANO":
+            cls.poll_message_set(f"The scene camera '{camera.name}' must be a perspective or orthographic camera to project from.")
+            return False
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            what = f"{obj.name} is a {obj.type.lower()}: select" if obj is not None else "Select"
+            cls.poll_message_set(f"{what} the mesh to project onto.")
+            return False
+        if not scene_io.can_render_depth():
+            cls.poll_message_set("Projecting from the view needs Blender 5.0 or newer (it reads the depth through the compositor).")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        props, scene, obj = context.scene.artforge, context.scene, context.active_object
+        if not props.projection_prompt.strip():
+            self.report({"ERROR"}, "Write a prompt for the projected texture first.")
+            return {"CANCELLED"}
+        if jobs.active("projection"):  # before rendering anything
+            self.report({"WARNING"}, "An ArtForge projection job is still running: wait for it or cancel it.")
+            return {"CANCELLED"}
+        render, camera = scene.render, scene.camera
+        size = projection_size(render.resolution_x, render.resolution_y, render.resolution_percentage, props.projection_size)
+        layout = capture_layout(render.resolution_x, render.resolution_y, size)
+        context.view_layer.update()  # matrices as the artist sees them, also after a script moved things
+        view = scene_io.camera_view(scene)  # the camera as it is now: it may move while the job runs
+        gray = depth_to_gray(scene_io.render_depth(scene, context.view_layer, layout), camera.data.clip_end)
+        if not gray.any():
+            self.report({"ERROR"}, f"The camera '{camera.name}' sees nothing within its clip end: aim it at {obj.name}.")
+            return {"CANCELLED"}
+        depth_png = gray_png(pad_to_canvas(gray, layout))
+        path, _ = scene_io.save_depth(depth_png, camera.name)
+        colours = None
+        if props.projection_use_colours:
+            engine = scene.render.engine if props.capture_engine == "SCENE" else props.capture_engine
+            colours, _ = scene_io.capture_camera(scene, size, engine)
+        settings = ProjectionSettings(
+            props.projection_prompt,
+            props.projection_depth_strength,
+            props.projection_init_strength if props.projection_use_colours else None,
+            props.model.strip(),
+            props.steps,
+            props.seed,
+        )
+        request = projection_request(settings, depth_png, layout, colours)
+        label, target, seen = short_label(props.projection_prompt), obj.session_uid, []
+        bake_size, scene_name = int(props.projection_bake_size) if props.projection_bake else 0, scene.name
+
+        def update(job: jobs.Job, snapshot: JobSnapshot) -> str | None:
+            _show_preview(job, seen)
+            if snapshot.phase is not Phase.SUCCEEDED:
+                return None
+            message = apply_projection(snapshot.result, label, target, view, layout, bake_size, scene_name)
+            return f"{message} Depth: {path}"
+
+        def work(job: jobs.Job, settings: ServerSettings) -> None:
+            job.request = request
+            _run_image_job(job, settings, lambda client: client.generate_image(request))
+
+        return start_job(self, context, "projection", f"Projection: {label}", work, update)
+
+
 # -- describe the scene ------------------------------------------------------------------------
 
 
@@ -281,4 +421,11 @@ class ARTFORGE_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (ARTFORGE_OT_texture, ARTFORGE_OT_concept_art, ARTFORGE_OT_describe_scene, ARTFORGE_OT_blockout, ARTFORGE_OT_cancel)
+CLASSES = (
+    ARTFORGE_OT_texture,
+    ARTFORGE_OT_concept_art,
+    ARTFORGE_OT_project_texture,
+    ARTFORGE_OT_describe_scene,
+    ARTFORGE_OT_blockout,
+    ARTFORGE_OT_cancel,
+)

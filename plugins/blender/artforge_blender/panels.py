@@ -1,4 +1,4 @@
-"""Sidebar panels: the 3D View (all four tools) and the Shader Editor (textures)."""
+"""Sidebar panels: the 3D View (all five tools) and the Shader Editor (textures)."""
 
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ class ARTFORGE_PT_view3d(bpy.types.Panel):
         row.prop(props, "concept_size")
         box.prop(props, "capture_engine")
         draw_job(box, "concept", "artforge.concept_art", "RENDER_STILL")
+
+        layout.label(text="Project texture from view", icon="MOD_UVPROJECT")
+        box = layout.box()
+        box.prop(props, "projection_prompt", text="")
+        row = box.row(align=True)
+        row.prop(props, "projection_depth_strength")
+        row.prop(props, "projection_size")
+        row = box.row(align=True)
+        row.prop(props, "projection_use_colours")
+        sub = row.row(align=True)
+        sub.enabled = props.projection_use_colours
+        sub.prop(props, "projection_init_strength")
+        row = box.row(align=True)
+        row.prop(props, "projection_bake")
+        sub = row.row(align=True)
+        sub.enabled = props.projection_bake
+        sub.prop(props, "projection_bake_size", text="")
+        draw_job(box, "projection", "artforge.project_texture", "MOD_UVPROJECT")
 
         layout.label(text="Describe the scene", icon="TEXT")
         box = layout.box()

@@ -41,6 +41,40 @@ class ArtForgeSettings(bpy.types.PropertyGroup):
         default="BLENDER_WORKBENCH",
     )
 
+    # Project a texture from the camera's view
+    projection_prompt: bpy.props.StringProperty(name="Prompt", description="What the texture projected from the camera shows")
+    projection_depth_strength: bpy.props.FloatProperty(
+        name="Depth",
+        description="How closely the picture follows the camera's depth (the depth ControlNet's strength)",
+        default=1.0,
+        min=0.0,
+        max=2.0,
+    )
+    projection_size: bpy.props.IntProperty(
+        name="Size",
+        description="Long side of the picture at most (pixels); the camera's render resolution when that is smaller",
+        default=768,
+        min=64,
+        max=2048,
+        step=8,
+    )
+    projection_use_colours: bpy.props.BoolProperty(
+        name="From the view's colours",
+        description="Start from the camera view's colours (image-to-image, rendered as Concept Art's Capture says) instead of noise",
+        default=False,
+    )
+    projection_init_strength: bpy.props.FloatProperty(
+        name="Strength", description="How far to move from the view's colours", default=0.75, min=0.0, max=1.0
+    )
+    projection_bake: bpy.props.BoolProperty(
+        name="Bake to UV map",
+        description="Also bake the projection (Cycles) into a new image in the mesh's own UV map, as a material of its own",
+        default=False,
+    )
+    projection_bake_size: bpy.props.EnumProperty(
+        name="Bake resolution", items=[(str(s), f"{s} px", f"{s} x {s} pixels") for s in (*TEXTURE_SIZES, 2048)], default="1024"
+    )
+
     # Describe and block out
     describe_max_tokens: bpy.props.IntProperty(name="Length", description="Most tokens to write", default=300, min=16, max=2048)
     blockout_description: bpy.props.StringProperty(name="Description", description="The scene to block out", default="a house on a lawn")

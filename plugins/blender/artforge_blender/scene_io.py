@@ -1,5 +1,6 @@
 """The bpy side of the plain modules: read a SceneInfo from a scene, build a BlockoutPlan into it,
-turn server images into packed image datablocks and a material, capture the camera view.
+turn server images into packed image datablocks and a material, capture the camera view, render
+its depth, project a texture through it and bake it.
 Main thread only."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mathutils import Euler, Matrix
 
 from .blockout_plan import BlockoutPlan, BuildReport, Primitive
 from .image_jobs import CaptureLayout, capture_layout
+from .projection import PROJECTION_UV_MAP, CameraView, depth_file, in_view, loop_uvs, project_points
 from .scene_context import CameraInfo, LightInfo, MaterialInfo, ObjectInfo, SceneInfo
 
 BLOCKOUT_COLLECTION = "ArtForge Block-out"
@@ -373,21 +375,22 @@ def selected_faces(obj: bpy.types.Object) -> frozenset[int]:
     return frozenset(p.index for p in obj.data.polygons if p.select)
 
 
-def place_texture(obj: bpy.types.Object, material: bpy.types.Material, faces: frozenset[int]) -> str:
+def place_texture(obj: bpy.types.Object, material: bpy.types.Material, faces: frozenset[int], mark: str = TEXTURE_MARK) -> str:
     """Put `material` on `obj` without losing anything of the artist's; says where, as a sentence's end.
 
-    - The active slot holds an earlier ArtForge texture: it is replaced, and removed when unused.
+    - The active slot holds an earlier ArtForge material of the same kind (`mark`: a texture, a
+      projection): it is replaced, and removed when unused.
     - A mesh of its own: a new slot, on `faces` (the Edit Mode selection) or on every face; the
       other materials stay in their slots.
     - A mesh shared with other objects (linked duplicates), or a curve or text: the active slot
       links the material to this object only, and the data keeps its own material for the rest."""
     slots = obj.material_slots
     previous = slots[obj.active_material_index].material if slots else None
-    if previous is not None and previous.get(TEXTURE_MARK):
+    if previous is not None and previous.get(mark):
         slots[obj.active_material_index].material = material
         name = previous.name
-        remove_unused_texture(previous)
-        return f"on {obj.name}, in place of the earlier ArtForge texture '{name}'"
+        remove_unused_texture(previous, mark)
+        return f"on {obj.name}, in place of the earlier ArtForge {'texture' if mark == TEXTURE_MARK else 'projection'} '{name}'"
     data = obj.data
     if obj.type == "MESH" and data.users == 1:
         data.materials.append(material)
@@ -423,14 +426,15 @@ def _assign_faces(obj: bpy.types.Object, index: int, faces: frozenset[int]) -> N
     mesh.update()
 
 
-def remove_unused_texture(material: bpy.types.Material) -> None:
-    """Remove an ArtForge texture material nothing uses any more, and its images that nothing else uses."""
+def remove_unused_texture(material: bpy.types.Material, mark: str = TEXTURE_MARK) -> None:
+    """Remove an ArtForge material (a texture, a projection: `mark`) nothing uses any more, and its
+    images that nothing else uses."""
     if material.users:
         return
     images = [n.image for n in material.node_tree.nodes if n.type == "TEX_IMAGE" and n.image is not None]
     bpy.data.materials.remove(material)
     for image in images:
-        if image.users == 0 and image.get(TEXTURE_MARK):
+        if image.users == 0 and image.get(mark):
             bpy.data.images.remove(image)
 
 
@@ -575,3 +579,261 @@ def crop_to_frame(image: bpy.types.Image, layout: CaptureLayout) -> bpy.types.Im
     image.pixels.foreach_set(pixels.ravel())
     image.pack()
     return image
+
+
+# -- projecting a texture from the camera (the plain part: projection.py) -------------------------
+
+PROJECTION_MARK = "artforge_projection"  # on the projection's material and image
+PROJECTION_UV_KEY = "artforge_projection_uv"  # on a mesh: the name of the UV map a projection made there
+BAKE_MARK = "artforge_bake"
+BAKE_SAMPLES = 4  # a colour bake needs no light paths: a few samples a texel only smooth its edges
+
+
+def can_render_depth() -> bool:
+    """The depth is read through a compositor node group of its own (Scene.compositing_node_group,
+    Blender 5.0); Blender 4's compositor is the scene's own node tree, which this does not touch."""
+    return "compositing_node_group" in bpy.types.Scene.bl_rna.properties
+
+
+def camera_view(scene: bpy.types.Scene) -> CameraView:
+    """The scene camera as projecting needs it, at the scene's resolution and aspect (view_frame
+    takes the sensor fit, shift and pixel aspect into account)."""
+    camera = scene.camera
+    corners = [tuple(corner) for corner in camera.data.view_frame(scene=scene)]
+    matrix = camera.matrix_world.normalized().inverted()
+    return CameraView.from_frame([tuple(row) for row in matrix], corners, camera.data.type == "ORTHO")
+
+
+def render_depth(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, layout: CaptureLayout) -> np.ndarray:
+    """The scene camera's Z pass at layout.width x layout.height: distances along the camera's axis,
+    top row first, 1e10 where nothing is hit. Rendered with Workbench (quick, no GPU needed) through
+    a compositor node group of its own that sends the Depth pass to the output, saved as a 32-bit
+    EXR and read back. The scene's render settings, its compositor, the view layer's passes and the
+    Render Result's active slot are as they were afterwards."""
+    render = scene.render
+    tree = bpy.data.node_groups.new("ArtForge depth", "CompositorNodeTree")
+    fd, path = tempfile.mkstemp(suffix=".exr", prefix="artforge-depth-")
+    os.close(fd)
+    try:
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        settings = render.image_settings
+        media = {"media_type": "IMAGE"} if hasattr(settings, "media_type") else {}
+        with (
+            _temporarily(
+                render,
+                engine="BLENDER_WORKBENCH",
+                resolution_x=layout.width,
+                resolution_y=layout.height,
+                resolution_percentage=100,
+                use_border=False,
+                use_compositing=True,
+                use_single_layer=True,
+            ),
+            _temporarily(settings, **media, file_format="OPEN_EXR", color_mode="RGB", color_depth="32"),
+            _temporarily(scene, compositing_node_group=tree),
+            _temporarily(view_layer, use_pass_z=True),
+            _own_render_slot(),
+        ):
+            layers = tree.nodes.new("CompositorNodeRLayers")  # its outputs are the passes on when it is made
+            layers.scene, layers.layer = scene, view_layer.name
+            output = tree.nodes.new("NodeGroupOutput")
+            tree.links.new(layers.outputs["Depth"], output.inputs[0])
+            bpy.ops.render.render(scene=scene.name)
+            bpy.data.images["Render Result"].save_render(path, scene=scene)
+        image = bpy.data.images.load(path)
+        try:
+            depth = _pixels(image)[..., 0]
+        finally:
+            bpy.data.images.remove(image)
+        if depth.shape != (layout.height, layout.width):
+            raise RuntimeError(f"the depth render is {depth.shape[1]}x{depth.shape[0]}, not {layout.width}x{layout.height}")
+        return depth[::-1].copy()
+    finally:
+        bpy.data.node_groups.remove(tree)
+        os.unlink(path)
+
+
+def save_depth(png: bytes, camera: str) -> tuple[str, bpy.types.Image]:
+    """The depth PNG as a file, next to the .blend (a temporary folder while it is unsaved), never
+    over an existing file; and as an image datablock (packed, Non-Color, kept with a fake user)
+    whose file path is that file. The path and the image."""
+    blend = bpy.data.filepath
+    folder, stem = (os.path.dirname(blend), os.path.splitext(os.path.basename(blend))[0]) if blend else (tempfile.gettempdir(), "untitled")
+    path = depth_file(folder, stem, camera)
+    path.write_bytes(png)
+    image = set_png(None, f"AF Depth {camera}", png, data=True)
+    image.filepath_raw = str(path)
+    image.use_fake_user = True
+    return str(path), image
+
+
+def _projection_uv_name(mesh: bpy.types.Mesh) -> str:
+    """The UV map an earlier projection made on this mesh, else the first free "ArtForge
+    Projection", " 2", ...: a UV map of that name that is not ours (the artist's) is never taken."""
+    ours = mesh.get(PROJECTION_UV_KEY)
+    if ours and ours in mesh.uv_layers:
+        return ours
+    name, number = PROJECTION_UV_MAP, 1
+    while name in mesh.uv_layers:
+        number += 1
+        name = f"{PROJECTION_UV_MAP} {number}"
+    return name
+
+
+def project_uvs(obj: bpy.types.Object, view: CameraView) -> tuple[str, int]:
+    """Write where the camera sees each vertex into the mesh's projection UV map (made, or reused
+    when an earlier projection made it); the mesh's other UV maps, and which one is active and
+    which renders, stay as they were. The map's name and how many vertices are in view."""
+    mesh = obj.data
+    name = _projection_uv_name(mesh)
+    matrix = [tuple(row) for row in obj.matrix_world]
+    if obj.mode == "EDIT":
+        bm = bmesh.from_edit_mesh(mesh)
+        bm.verts.index_update()
+        layer = bm.loops.layers.uv.get(name) or bm.loops.layers.uv.new(name)
+        projected = project_points(view, np.array([v.co for v in bm.verts], np.float64).reshape(-1, 3), matrix)
+        for face in bm.faces:
+            for loop in face.loops:
+                loop[layer].uv = projected[loop.vert.index, :2]
+        bmesh.update_edit_mesh(mesh)
+    else:
+        layers = mesh.uv_layers
+        active, renders = layers.active_index, next((uv.name for uv in layers if uv.active_render), None)
+        layer = layers.get(name) or layers.new(name=name, do_init=False)
+        if layer is None:
+            raise ValueError(f"{obj.name} has {len(layers)} UV maps, the most Blender allows: remove one to project onto it")
+        if len(layers) > 1:  # the first map a mesh gets becomes active; a later one must not take the artist's place
+            layers.active_index = active
+            if renders is not None:
+                layers[renders].active_render = True
+        coords = np.empty(len(mesh.vertices) * 3, np.float64)
+        mesh.vertices.foreach_get("co", coords)
+        loop_vertices = np.empty(len(mesh.loops), np.int64)
+        mesh.loops.foreach_get("vertex_index", loop_vertices)
+        projected = project_points(view, coords, matrix)
+        layer.data.foreach_set("uv", loop_uvs(projected, loop_vertices))
+        mesh.update()
+    mesh[PROJECTION_UV_KEY] = name
+    return name, int(in_view(projected).sum())
+
+
+def _image_material(name: str, image: bpy.types.Image, uv_map: str, mark: str) -> bpy.types.Material:
+    """Principled BSDF whose Base Color is `image` through the UV map `uv_map` (a UV Map node, so
+    the material does not depend on which map is active)."""
+    material = bpy.data.materials.new(name)
+    material[mark] = True
+    tree = material.node_tree
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    uv = tree.nodes.new("ShaderNodeUVMap")
+    uv.uv_map, uv.location = uv_map, (-900, 300)
+    texture = tree.nodes.new("ShaderNodeTexImage")
+    texture.name = texture.label = "albedo"
+    texture.image, texture.extension, texture.location = image, "EXTEND", (-600, 300)
+    tree.links.new(uv.outputs["UV"], texture.inputs["Vector"])
+    tree.links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
+    tree.nodes.active = texture
+    return material
+
+
+def projection_material(label: str, image: bpy.types.Image, uv_map: str) -> bpy.types.Material:
+    image[PROJECTION_MARK] = True
+    return _image_material(f"AF Projection {label}", image, uv_map, PROJECTION_MARK)
+
+
+def place_projection(obj: bpy.types.Object, material: bpy.types.Material) -> str:
+    """The projection on every face of `obj`: in the slot of this object's earlier projection (its UV
+    map now holds the new view, so the earlier one could not show right), which is removed when
+    unused; else as place_texture puts a texture (a new slot, or the object's own link)."""
+    for index, slot in enumerate(obj.material_slots):
+        previous = slot.material
+        if previous is not None and previous.get(PROJECTION_MARK) and previous != material:
+            slot.material = material
+            name = previous.name
+            remove_unused_texture(previous, PROJECTION_MARK)
+            if obj.type == "MESH" and obj.data.users == 1:
+                _assign_faces(obj, index, frozenset())
+            return f"on {obj.name}, in place of the earlier projection '{name}'"
+    return place_texture(obj, material, frozenset(), mark=PROJECTION_MARK)
+
+
+def bake_uv_map(obj: bpy.types.Object) -> str | None:
+    """The UV map to bake onto: the active one, else the one that renders, else the first, of the
+    maps that are not a projection's; None when there is none."""
+    layers = obj.data.uv_layers
+    projection = obj.data.get(PROJECTION_UV_KEY)
+    own = [uv for uv in layers if uv.name != projection]
+    for uv in (layers.active, next((uv for uv in layers if uv.active_render), None), *own):
+        if uv is not None and uv.name != projection:
+            return uv.name
+    return None
+
+
+def bake_projection(
+    obj: bpy.types.Object, projection: bpy.types.Material, uv_map: str, size: int, label: str, scene: bpy.types.Scene
+) -> bpy.types.Material:
+    """Bake the projection's colour (Cycles, Diffuse colour only: no light) into a new image in the
+    object's UV map `uv_map`, and make it a material of its own ("AF Baked ..."), through that map.
+    The bake runs on a stand-in copy of the object (same mesh, transform and modifiers) that holds
+    only the projection, so the artist's materials, selection and active object are never touched;
+    the stand-in is removed afterwards. A mesh of its own gets the material in a new slot, on no
+    face (the faces keep showing the projection); a shared mesh keeps its slots, and the material
+    is kept with a fake user."""
+    if obj.mode == "EDIT":
+        obj.update_from_editmode()
+    image = bpy.data.images.new(f"AF Baked {label}", size, size, alpha=True)
+    image.generated_color = (0.0, 0.0, 0.0, 0.0)  # texels the bake does not reach stay empty
+    image[BAKE_MARK] = True
+    mesh = obj.data.copy()
+    mesh.materials.clear()
+    mesh.materials.append(projection)
+    mesh.polygons.foreach_set("material_index", np.zeros(len(mesh.polygons), np.int32))
+    stand_in = obj.copy()
+    stand_in.data = mesh
+    for slot in stand_in.material_slots:
+        slot.link, slot.material = "OBJECT", projection
+    stand_in.hide_render = stand_in.hide_viewport = False
+    tree = projection.node_tree
+    target = tree.nodes.new("ShaderNodeTexImage")
+    target.image = image
+    active = tree.nodes.active
+    scene.collection.objects.link(stand_in)
+    try:
+        tree.nodes.active = target
+        window = bpy.context.window or next(iter(bpy.context.window_manager.windows), None)
+        override = {"window": window} if window is not None else {}
+        with (
+            _temporarily(scene.render, engine="CYCLES"),
+            _temporarily(scene.cycles, samples=BAKE_SAMPLES),
+            bpy.context.temp_override(
+                **override,
+                scene=scene,
+                object=stand_in,
+                active_object=stand_in,
+                selected_objects=[stand_in],
+                selected_editable_objects=[stand_in],
+            ),
+        ):
+            bpy.ops.object.bake(
+                type="DIFFUSE",
+                pass_filter={"COLOR"},
+                uv_layer=uv_map,
+                target="IMAGE_TEXTURES",
+                use_selected_to_active=False,
+                use_clear=True,
+                margin=max(2, size // 64),
+            )
+    except BaseException:
+        bpy.data.images.remove(image)
+        raise
+    finally:
+        tree.nodes.remove(target)
+        tree.nodes.active = active
+        bpy.data.objects.remove(stand_in)
+        bpy.data.meshes.remove(mesh)
+    image.pack()
+    material = _image_material(f"AF Baked {label}", image, uv_map, BAKE_MARK)
+    if obj.type == "MESH" and obj.data.users == 1:
+        obj.data.materials.append(material)
+    else:
+        material.use_fake_user = True
+    return material
