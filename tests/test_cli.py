@@ -268,12 +268,13 @@ def test_bench_image_measures_a_diffusers_folder(tmp_path):
 
     folder = build_all(REPO / ".cache" / "tiny-models")["tiny-sd15"]
     out = tmp_path / "image.json"
-    args = ("bench", "image", "--model", str(folder), "--size", "64", "--steps", "2", "--repeats", "1", "-o", str(out))
+    args = ("bench", "image", "--model", str(folder), "--size", "64", "--steps", "2", "--repeats", "1", "--control", "-o", str(out))
     result = artforge(*args, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["bench"] == "image" and report["dtype"] == "float32" and report["size"] == 64
     figures = {"unet_step_batch1_seconds", "unet_step_batch2_seconds", "text_encoder_seconds", "vae_decode_seconds", "end_to_end_seconds"}
+    figures.add("controlled_step_batch2_seconds")  # --control: a ControlNet's step next to the plain one
     assert list(report["backends"]) == ["torch", "onnx"], "both backends, side by side"
     for backend in report["backends"].values():
         assert set(backend["figures"]) == figures

@@ -446,6 +446,9 @@ def test_a_control_steers_the_job_on_the_models_own_backend(client, backend):
     depth = image_pb2.Control(type="depth", image=png_image(a_picture(40, 24)))  # resized to the job
     steered = generate(client, seed=4, controls=[depth])
     assert (plain.started.backend, steered.started.backend, steered.started.backend_reason) == (backend, backend, "")
+    (applied,) = steered.images[0].header.provenance.controls  # in the result's provenance, and its PNG
+    assert (applied.model, applied.strength, applied.start, applied.end, applied.preprocessor) == ("tiny-sd15-depth", 1, 0, 1, "")
+    assert PILImage.open(io.BytesIO(steered.images[0].data)).text["artforge:controls"] == "tiny-sd15-depth:1:0:1"
     assert np.abs(colors(steered)[0] - colors(plain)[0]).mean() > 2
     depth.strength = 0.0
     assert np.abs(colors(generate(client, seed=4, controls=[depth]))[0] - colors(plain)[0]).max() <= 1, "at strength 0 it does nothing"

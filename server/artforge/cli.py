@@ -652,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     image_options.add_argument("--steps", type=int, default=4, help="steps of the end-to-end run")
     image_options.add_argument("--repeats", type=int, default=3)
     image_options.add_argument("--fp16", action="store_true", help="half precision (GPUs)")
+    image_options.add_argument("--control", action="store_true", help="also time a guided step steered by a ControlNet")
     image_options.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     bench.add_argument("-o", "--output", help="write the JSON here too, and its chart next to it (.png)")
     bench.set_defaults(func=cmd_bench)

@@ -78,6 +78,10 @@ def provenance_text(provenance: Provenance) -> dict[str, str]:
         "tiling": "".join(axis for axis, on in (("x", provenance.tiling_x), ("y", provenance.tiling_y)) if on),
         "loras": ",".join(f"{name}:{scale:g}" for name, scale in provenance.loras),
         "style": provenance.style,
+        "controls": ",".join(
+            f"{model}{'/' + preprocessor if preprocessor else ''}:{strength:g}:{start:g}:{end:g}"
+            for model, strength, start, end, preprocessor in provenance.controls
+        ),
     }
     return {f"artforge:{key}": value for key, value in fields.items() if value}
 

@@ -97,7 +97,7 @@ class ServerInfo:
 
 class Service:
     def __init__(self, app: App, readers: Mapping[str, RequestReader], observer: JobObserver | None = None) -> None:
-        """`readers`: for each job kind ("text", "image", "stylize"), how its request bytes read;
+        """`readers`: for each job kind ("text", "image", "stylize", "preprocess"), how its request bytes read;
         `observer`: told of every job's lifecycle (the metrics)."""
         self.app = app
         self.config = app.config

@@ -188,6 +188,10 @@ def provenance(p: Provenance, server_version: str) -> pixels_pb2.Provenance:
         loras=[pixels_pb2.LoraWeight(name=name, scale=scale) for name, scale in p.loras],
         server_version=server_version,
         style=p.style,
+        controls=[
+            pixels_pb2.AppliedControl(model=model, strength=strength, start=start, end=end, preprocessor=preprocessor)
+            for model, strength, start, end, preprocessor in p.controls
+        ],
     )
 
 

@@ -18,13 +18,17 @@ half as many, at least 2, without one: the networks are warm by then):
 - unet_step_batch2_seconds: a step with classifier-free guidance, the UNet on the conditional
   and the unconditional latent in one batch of 2: what a usual generation step costs;
 - text_encoder_seconds, vae_decode_seconds;
-- end_to_end_seconds: a whole pipeline call of --steps guided steps, text encoding included.
+- end_to_end_seconds: a whole pipeline call of --steps guided steps, text encoding included;
+- with --control, controlled_step_batch2_seconds: a guided step steered by one ControlNet (the
+  architecture's, made from its UNet as ControlNets are: the ControlNet, then the UNet taking
+  its residuals). Next to unet_step_batch2_seconds, it is what a control adds to each step.
 `onnx_vs_torch` gives the speedups (PyTorch time / ONNX time).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -176,8 +180,10 @@ def _embeddings(pipeline: object, arch: str) -> dict:
     }
 
 
-def _calls(pipeline: object, arch: str, args: argparse.Namespace, device: str, dtype: object) -> dict[str, Callable[[], None]]:
-    """The measured calls, on whatever networks `pipeline` holds."""
+def _calls(
+    pipeline: object, controlnet: object | None, arch: str, args: argparse.Namespace, device: str, dtype: object
+) -> dict[str, Callable[[], None]]:
+    """The measured calls, on whatever networks `pipeline` (and `controlnet`) hold."""
     import torch
 
     latent = args.size // pipeline.vae_scale_factor
@@ -201,6 +207,22 @@ def _calls(pipeline: object, arch: str, args: argparse.Namespace, device: str, d
             pipeline.unet(sample, 500, encoder_hidden_states=context.repeat(batch, 1, 1), added_cond_kwargs=extra or None)
         sync()
 
+    def controlled_step() -> None:
+        sample = torch.randn(2, 4, latent, latent, dtype=dtype, device=device)
+        image = torch.rand(2, 3, args.size, args.size, dtype=dtype, device=device)
+        extra = {k: v.repeat(2, 1) for k, v in added.items()} or None
+        with torch.inference_mode():
+            down, mid = controlnet(sample, 500, context.repeat(2, 1, 1), image, 1.0, added_cond_kwargs=extra, return_dict=False)
+            pipeline.unet(
+                sample,
+                500,
+                encoder_hidden_states=context.repeat(2, 1, 1),
+                added_cond_kwargs=extra,
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            )
+        sync()
+
     def text_encoder() -> None:
         _embeddings(pipeline, family)
         sync()
@@ -216,18 +238,22 @@ def _calls(pipeline: object, arch: str, args: argparse.Namespace, device: str, d
         pipeline(**embeddings, height=args.size, width=args.size, num_inference_steps=args.steps, guidance_scale=7.0, output_type="np")
         sync()
 
+    controlled = {"controlled_step_batch2_seconds": controlled_step} if controlnet is not None else {}
     return {
         "unet_step_batch1_seconds": lambda: unet_step(1),
         "unet_step_batch2_seconds": lambda: unet_step(2),
+        **controlled,
         "text_encoder_seconds": text_encoder,
         "vae_decode_seconds": vae_decode,
         "end_to_end_seconds": end_to_end,
     }
 
 
-def _measure(pipelines: dict[str, object], arch: str, args: argparse.Namespace, device: str, dtype: object) -> dict[str, dict]:
+def _measure(
+    pipelines: dict[str, object], controlnets: dict[str, object], arch: str, args: argparse.Namespace, device: str, dtype: object
+) -> dict[str, dict]:
     """Every figure of every backend (backend -> figure -> seconds)."""
-    calls = {backend: _calls(pipeline, arch, args, device, dtype) for backend, pipeline in pipelines.items()}
+    calls = {backend: _calls(pipeline, controlnets.get(backend), arch, args, device, dtype) for backend, pipeline in pipelines.items()}
     figures: dict[str, dict] = {backend: {} for backend in pipelines}
     for figure in next(iter(calls.values())):
         # A whole generation is long, and its networks are warm from the figures before it.
@@ -239,26 +265,63 @@ def _measure(pipelines: dict[str, object], arch: str, args: argparse.Namespace, 
     return figures
 
 
-def _export(args: argparse.Namespace, arch: str, pipeline: object, device: str, dtype: object) -> tuple[Path, float | None]:
-    """The pipeline's ONNX export for `device`, from the cache or made now; and the seconds that took."""
+def _random_controlnet(unet: object, dtype: object, device: str) -> object:
+    """A ControlNet made from `unet` (its encoder and middle block copied, as training starts from)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(0)
+    source = unet if device == "cpu" and dtype == torch.float32 else copy.deepcopy(unet).to(device="cpu", dtype=torch.float32)
+    return ControlNetModel.from_unet(source).to(device=device, dtype=dtype).eval()
+
+
+def _export_controlnet(args: argparse.Namespace, arch: str, controlnet: object, device: str) -> Path:
+    """The ControlNet's ONNX export for `device`, from the cache or made now (from float32 on the CPU)."""
+    import torch
+
+    from artforge.runtimes.export_cache import ExportCache, ExportKey
+    from artforge.runtimes.onnx_diffusion import export_controlnet, export_variant
+
+    cache_dir, _, digest = _export_identity(args, arch)
+    key = ExportKey(f"bench-random-{arch}-controlnet", export_variant(device), digest)
+
+    def make(folder: Path) -> None:
+        # Made from float32 on the CPU: a copy, unless that is what is measured.
+        source = controlnet if controlnet.device.type == "cpu" and controlnet.dtype == torch.float32 else copy.deepcopy(controlnet)
+        export_controlnet(source.to(device="cpu", dtype=torch.float32), folder, cuda=device.startswith("cuda"))
+
+    return ExportCache(cache_dir).build(key, make)
+
+
+def _export_identity(args: argparse.Namespace, arch: str) -> tuple[Path, str, str]:
+    """Where the bench's exports are cached, and the name and weights digest they are keyed by."""
     import diffusers
     import torch
     import transformers
 
     from artforge.config import load_config
-    from artforge.runtimes.export_cache import ExportCache, ExportKey, weights_digest
-    from artforge.runtimes.onnx_diffusion import export_pipeline, export_variant, source_files
+    from artforge.runtimes.export_cache import weights_digest
+    from artforge.runtimes.onnx_diffusion import source_files
 
     if args.model:  # next to the model, where a server with it in its models folder finds it too
         model = Path(args.model).resolve()
         cache_dir = model.parent / ".cache"
-        name, digest = model.name, weights_digest(source_files(model, False, None), cache_dir)
-    else:
-        cache_dir = load_config(overrides={"models_dir": args.models_dir}).models_dir / ".cache"
-        # Seeded random weights: the architecture and the libraries that initialize them decide them.
-        versions = [torch.__version__, diffusers.__version__, transformers.__version__]
-        identity = json.dumps([ARCHITECTURES[arch], _VAE, versions], sort_keys=True)
-        name, digest = f"bench-random-{arch}", hashlib.sha256(identity.encode()).hexdigest()[:24]
+        return cache_dir, model.name, weights_digest(source_files(model, False, None), cache_dir)
+    cache_dir = load_config(overrides={"models_dir": args.models_dir}).models_dir / ".cache"
+    # Seeded random weights: the architecture and the libraries that initialize them decide them.
+    versions = [torch.__version__, diffusers.__version__, transformers.__version__]
+    identity = json.dumps([ARCHITECTURES[arch], _VAE, versions], sort_keys=True)
+    return cache_dir, f"bench-random-{arch}", hashlib.sha256(identity.encode()).hexdigest()[:24]
+
+
+def _export(args: argparse.Namespace, arch: str, pipeline: object, device: str, dtype: object) -> tuple[Path, float | None]:
+    """The pipeline's ONNX export for `device`, from the cache or made now; and the seconds that took."""
+    import torch
+
+    from artforge.runtimes.export_cache import ExportCache, ExportKey
+    from artforge.runtimes.onnx_diffusion import export_pipeline, export_variant
+
+    cache_dir, name, digest = _export_identity(args, arch)
     cache = ExportCache(cache_dir)
     key = ExportKey(name, export_variant(device), digest)
     if found := cache.find(key):
@@ -299,11 +362,15 @@ def bench_image(args: argparse.Namespace) -> dict:
     if args.model:
         arch = "sdxl" if "XL" in type(pipeline).__name__ else "sd"
     unet_parameters = sum(p.numel() for p in pipeline.unet.parameters())
+    controlnet = _random_controlnet(pipeline.unet, dtype, device) if args.control else None
+    controlnets: dict[str, object] = {}
 
     pipelines: dict[str, object] = {}
     details: dict[str, dict] = {"torch": {"runtime": f"torch {torch.__version__} eager"}}
     if "torch" in backends:
         pipelines["torch"] = pipeline
+        if controlnet is not None:
+            controlnets["torch"] = controlnet
     if "onnx" in backends:
         import onnxruntime
 
@@ -323,10 +390,14 @@ def bench_image(args: argparse.Namespace) -> dict:
             # Host memory the sessions hold (their weights as ONNX Runtime keeps them); null off Linux.
             "session_memory_gib": None if resident is None else round(_resident_gib() - resident, 3),
         }
-    del pipeline  # only its ONNX copy, when PyTorch is not measured
+        if controlnet is not None:
+            from artforge.runtimes.onnx_diffusion import OnnxControlNet
+
+            controlnets["onnx"] = OnnxControlNet(_export_controlnet(args, arch, controlnet, device), device)
+    del pipeline, controlnet  # only their ONNX copies, when PyTorch is not measured
 
     load_average = [round(os.getloadavg()[0], 2)]
-    figures = _measure(pipelines, arch, args, device, dtype)
+    figures = _measure(pipelines, controlnets, arch, args, device, dtype)
     load_average.append(round(os.getloadavg()[0], 2))
     result = {
         **report("image", torch=torch.__version__, threads=torch.get_num_threads()),
@@ -337,6 +408,7 @@ def bench_image(args: argparse.Namespace) -> dict:
         "size": args.size,
         "steps": args.steps,
         "unet_parameters": unet_parameters,
+        "controlnet": "full-size, made from the UNet, random weights" if args.control else None,
         "repeats": args.repeats,
         "timing": "backends in turns on each figure, after a warm-up each; median, min and max in seconds",
         "load_average": load_average,  # 1-minute, at the start and the end: other work skews the figures
@@ -357,8 +429,10 @@ def chart(result: dict) -> tuple[str, list[Panel]]:
 
     size = result["size"]
     title = f"{result['arch']} {size}x{size} {result['dtype']} on {result['device']} ({result['machine']['cpus']} CPUs)"
+    controlled = [panel("guided step with a ControlNet", "controlled_step_batch2_seconds")] if result.get("controlnet") else []
     return title, [
         panel("UNet step, batch 1", "unet_step_batch1_seconds"),
         panel("UNet step, guided (batch 2)", "unet_step_batch2_seconds"),
+        *controlled,
         panel(f"end to end, {result['steps']} guided steps", "end_to_end_seconds"),
     ]

@@ -59,6 +59,7 @@ class Provenance:
     tiling_y: bool = False
     loras: list[tuple[str, float]] = field(default_factory=list)
     style: str = ""
+    controls: list[tuple[str, float, float, float, str]] = field(default_factory=list)  # model, strength, start, end, preprocessor
 
 
 @dataclass

@@ -431,6 +431,7 @@ class ImageEngine:
             tiling_x=request.tile_x,
             tiling_y=request.tile_y,
             loras=[(name, scale) for name, _, scale in prepared.loras],
+            controls=[(c.model, c.strength, c.start, c.end, c.preprocessor) for c in prepared.controls],
         )
         if request.mode == "img2img" and request.strength == 0.0:
             # Nothing to change: the input itself, not a lossy trip through the VAE.

@@ -325,6 +325,7 @@ def _decode(kind: str, body: str, blob: bytes | None) -> Event:
         case "ImageHeader":
             provenance = fields.pop("provenance")
             provenance["loras"] = [tuple(lora) for lora in provenance["loras"]]
+            provenance["controls"] = [tuple(control) for control in provenance.get("controls", [])]  # none in events stored before controls
             return ImageHeader(**{**fields, "image": _image(fields["image"]), "provenance": Provenance(**provenance)})
         case "ImageChunk":
             return ImageChunk(**fields)

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61rtforge/v1/pixels.proto\x12\x0b\x61rtforge.v1\"\x9b\x01\n\x05Image\x12,\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1a.artforge.v1.ImageEncoding\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.artforge.v1.PixelType\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\x1e\n\x06Tiling\x12\t\n\x01x\x18\x01 \x01(\x08\x12\t\n\x01y\x18\x02 \x01(\x08\")\n\nLoraWeight\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x02\"\xb1\x02\n\nProvenance\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12\x16\n\x0eguidance_scale\x18\t \x01(\x02\x12\x10\n\x08strength\x18\n \x01(\x02\x12#\n\x06tiling\x18\x0b \x01(\x0b\x32\x13.artforge.v1.Tiling\x12&\n\x05loras\x18\x0c \x03(\x0b\x32\x17.artforge.v1.LoraWeight\x12\x16\n\x0eserver_version\x18\r \x01(\t\x12\r\n\x05style\x18\x0e \x01(\t\"\xef\x01\n\x11ImageResultHeader\x12\x14\n\x0cresult_index\x18\x01 \x01(\r\x12\x13\n\x0b\x62\x61tch_index\x18\x02 \x01(\r\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.artforge.v1.ImageRole\x12!\n\x05image\x18\x04 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12+\n\nprovenance\x18\x07 \x01(\x0b\x32\x17.artforge.v1.Provenance\x12\x14\n\x0cnsfw_blurred\x18\x08 \x01(\x08\"D\n\x0eImageDataChunk\x12\x14\n\x0cresult_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*_\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x01\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x02*\x84\x01\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT16\x10\x03\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x04*}\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_FORMAT_PNG8\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_PNG16\x10\x02\x12\x1d\n\x19OUTPUT_FORMAT_RAW_FLOAT32\x10\x03*\x85\x01\n\tImageRole\x12\x1a\n\x16IMAGE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_ROLE_COLOR\x10\x01\x12\x15\n\x11IMAGE_ROLE_HEIGHT\x10\x02\x12\x15\n\x11IMAGE_ROLE_NORMAL\x10\x03\x12\x18\n\x14IMAGE_ROLE_ROUGHNESS\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x61rtforge/v1/pixels.proto\x12\x0b\x61rtforge.v1\"\x9b\x01\n\x05Image\x12,\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1a.artforge.v1.ImageEncoding\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08\x63hannels\x18\x04 \x01(\r\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.artforge.v1.PixelType\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\"\x1e\n\x06Tiling\x12\t\n\x01x\x18\x01 \x01(\x08\x12\t\n\x01y\x18\x02 \x01(\x08\")\n\nLoraWeight\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x02\"\xe0\x02\n\nProvenance\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05model\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x11\n\tscheduler\x18\x06 \x01(\t\x12\r\n\x05width\x18\x07 \x01(\r\x12\x0e\n\x06height\x18\x08 \x01(\r\x12\x16\n\x0eguidance_scale\x18\t \x01(\x02\x12\x10\n\x08strength\x18\n \x01(\x02\x12#\n\x06tiling\x18\x0b \x01(\x0b\x32\x13.artforge.v1.Tiling\x12&\n\x05loras\x18\x0c \x03(\x0b\x32\x17.artforge.v1.LoraWeight\x12\x16\n\x0eserver_version\x18\r \x01(\t\x12\r\n\x05style\x18\x0e \x01(\t\x12-\n\x08\x63ontrols\x18\x0f \x03(\x0b\x32\x1b.artforge.v1.AppliedControl\"c\n\x0e\x41ppliedControl\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08strength\x18\x02 \x01(\x02\x12\r\n\x05start\x18\x03 \x01(\x02\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x02\x12\x14\n\x0cpreprocessor\x18\x05 \x01(\t\"\xef\x01\n\x11ImageResultHeader\x12\x14\n\x0cresult_index\x18\x01 \x01(\r\x12\x13\n\x0b\x62\x61tch_index\x18\x02 \x01(\r\x12$\n\x04role\x18\x03 \x01(\x0e\x32\x16.artforge.v1.ImageRole\x12!\n\x05image\x18\x04 \x01(\x0b\x32\x12.artforge.v1.Image\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12+\n\nprovenance\x18\x07 \x01(\x0b\x32\x17.artforge.v1.Provenance\x12\x14\n\x0cnsfw_blurred\x18\x08 \x01(\x08\"D\n\x0eImageDataChunk\x12\x14\n\x0cresult_index\x18\x01 \x01(\r\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c*_\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x01\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x02*\x84\x01\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x15\n\x11PIXEL_TYPE_UINT16\x10\x02\x12\x16\n\x12PIXEL_TYPE_FLOAT16\x10\x03\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x04*}\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12OUTPUT_FORMAT_PNG8\x10\x01\x12\x17\n\x13OUTPUT_FORMAT_PNG16\x10\x02\x12\x1d\n\x19OUTPUT_FORMAT_RAW_FLOAT32\x10\x03*\x85\x01\n\tImageRole\x12\x1a\n\x16IMAGE_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_ROLE_COLOR\x10\x01\x12\x15\n\x11IMAGE_ROLE_HEIGHT\x10\x02\x12\x15\n\x11IMAGE_ROLE_NORMAL\x10\x03\x12\x18\n\x14IMAGE_ROLE_ROUGHNESS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'artforge.v1.pixels_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEENCODING']._serialized_start=894
-  _globals['_IMAGEENCODING']._serialized_end=989
-  _globals['_PIXELTYPE']._serialized_start=992
-  _globals['_PIXELTYPE']._serialized_end=1124
-  _globals['_OUTPUTFORMAT']._serialized_start=1126
-  _globals['_OUTPUTFORMAT']._serialized_end=1251
-  _globals['_IMAGEROLE']._serialized_start=1254
-  _globals['_IMAGEROLE']._serialized_end=1387
+  _globals['_IMAGEENCODING']._serialized_start=1042
+  _globals['_IMAGEENCODING']._serialized_end=1137
+  _globals['_PIXELTYPE']._serialized_start=1140
+  _globals['_PIXELTYPE']._serialized_end=1272
+  _globals['_OUTPUTFORMAT']._serialized_start=1274
+  _globals['_OUTPUTFORMAT']._serialized_end=1399
+  _globals['_IMAGEROLE']._serialized_start=1402
+  _globals['_IMAGEROLE']._serialized_end=1535
   _globals['_IMAGE']._serialized_start=42
   _globals['_IMAGE']._serialized_end=197
   _globals['_TILING']._serialized_start=199
@@ -46,9 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LORAWEIGHT']._serialized_start=231
   _globals['_LORAWEIGHT']._serialized_end=272
   _globals['_PROVENANCE']._serialized_start=275
-  _globals['_PROVENANCE']._serialized_end=580
-  _globals['_IMAGERESULTHEADER']._serialized_start=583
-  _globals['_IMAGERESULTHEADER']._serialized_end=822
-  _globals['_IMAGEDATACHUNK']._serialized_start=824
-  _globals['_IMAGEDATACHUNK']._serialized_end=892
+  _globals['_PROVENANCE']._serialized_end=627
+  _globals['_APPLIEDCONTROL']._serialized_start=629
+  _globals['_APPLIEDCONTROL']._serialized_end=728
+  _globals['_IMAGERESULTHEADER']._serialized_start=731
+  _globals['_IMAGERESULTHEADER']._serialized_end=970
+  _globals['_IMAGEDATACHUNK']._serialized_start=972
+  _globals['_IMAGEDATACHUNK']._serialized_end=1040
 # @@protoc_insertion_point(module_scope)

@@ -86,7 +86,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "seed", "model", "steps", "scheduler", "width", "height", "guidance_scale", "strength", "tiling", "loras", "server_version", "style")
+    __slots__ = ("prompt", "negative_prompt", "seed", "model", "steps", "scheduler", "width", "height", "guidance_scale", "strength", "tiling", "loras", "server_version", "style", "controls")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +101,7 @@ class Provenance(_message.Message):
     LORAS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
+    CONTROLS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     seed: int
@@ -115,7 +116,22 @@ class Provenance(_message.Message):
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     server_version: str
     style: str
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., strength: _Optional[float] = ..., tiling: _Optional[_Union[Tiling, _Mapping]] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., server_version: _Optional[str] = ..., style: _Optional[str] = ...) -> None: ...
+    controls: _containers.RepeatedCompositeFieldContainer[AppliedControl]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., scheduler: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., strength: _Optional[float] = ..., tiling: _Optional[_Union[Tiling, _Mapping]] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., server_version: _Optional[str] = ..., style: _Optional[str] = ..., controls: _Optional[_Iterable[_Union[AppliedControl, _Mapping]]] = ...) -> None: ...
+
+class AppliedControl(_message.Message):
+    __slots__ = ("model", "strength", "start", "end", "preprocessor")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSOR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    strength: float
+    start: float
+    end: float
+    preprocessor: str
+    def __init__(self, model: _Optional[str] = ..., strength: _Optional[float] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., preprocessor: _Optional[str] = ...) -> None: ...
 
 class ImageResultHeader(_message.Message):
     __slots__ = ("result_index", "batch_index", "role", "image", "total_bytes", "sha256", "provenance", "nsfw_blurred")
