@@ -14,9 +14,10 @@ A ControlNet is exported on its own (`export_controlnet`), into an export of its
 its weights: <export>/controlnet/model.onnx and export.json. It takes what the UNet takes plus
 the control image and a strength, and gives the residuals that the UNet adds to its skip
 connections and middle block. The UNet graph always takes those residuals as inputs: a job
-without controls feeds a 1 x 1 x 1 x 1 zero for each, which broadcasts (one addition per skip
-connection, a few milliseconds of a step that takes seconds), so one UNet graph serves both and
-a full-size UNet is not held twice.
+without controls feeds a 1 x 1 x 1 x 1 zero for each, which broadcasts, so one UNet graph serves
+both and a full-size UNet is not held twice. The additions cost nothing measurable: an SD 1.5
+guided step took 9.54 s with them and 9.72 s without, in turns (see README), with identical
+outputs.
 
 Serving (`use_onnx`) keeps the diffusers pipeline object, with its scheduler, tokenizers,
 img2img/inpaint logic, step callbacks and cancel, and swaps its torch modules for small
