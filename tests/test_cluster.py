@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from ray.cluster_utils import Cluster
 
+from artforge.engines.control_images import canny
 from artforge_client import ArtForgeError, Client, JobStream
 from artforge_client.v1 import image_pb2, jobs_pb2, server_pb2
 from tests.conftest import REPO, start_server, stop_server, wait_finished
 from tests.restarting_server import RestartingServer
+from tests.test_image_server import a_picture, pixels_of, png_image
 from tests.test_text_server import busy, running
 from tests.tiny_pipelines import build_all
 
@@ -181,6 +184,15 @@ def test_a_job_goes_to_the_worker_that_holds_its_model(client):
     holding = {worker.name: list(worker.loaded_models) for worker in idle_workers(client)}
     assert "tiny-sd15" in holding[first]
     assert all("tiny-sd15" not in models for name, models in holding.items() if name != first)
+
+
+def test_a_preprocess_job_runs_on_a_worker(client):
+    picture = a_picture()
+    picture[16:48, 16:48] = 255
+    stream = client.preprocess(image_pb2.PreprocessRequest(image=png_image(picture), preprocessor="canny"))
+    assert worker_of(iter(stream)) and stream.wait().state == SUCCEEDED
+    (edges,) = stream.images
+    assert np.array_equal(pixels_of(edges)[..., 0] > 0, canny(picture.astype(np.float32) / 255)[..., 0] > 0)
 
 
 def test_a_job_whose_node_is_removed_finishes_on_the_other_worker_in_one_stream(client, cluster):
