@@ -602,11 +602,13 @@ class ArtForgeExtension(Extension):
     def createActions(self, window) -> None:  # noqa: ANN001 - Krita's Extension API
         for action in ACTIONS:
             menu_action = window.createAction(f"artforge_{action}", f"ArtForge: {action.capitalize()}", "tools/scripts")
-            menu_action.triggered.connect(lambda _checked=False, a=action: self._run(a))
+            menu_action.triggered.connect(lambda _checked=False, a=action: self._run(lambda docker: docker.run(a)))
+        from_canvas = window.createAction("artforge_from_canvas", "ArtForge: Control from Canvas", "tools/scripts")
+        from_canvas.triggered.connect(lambda _checked=False: self._run(ArtForgeDocker.from_canvas))
 
-    def _run(self, action: str) -> None:
+    def _run(self, act: Callable[[ArtForgeDocker], None]) -> None:
         window = Krita.instance().activeWindow()
         # Each window has its own docker; Krita names a docker's QDockWidget after its factory's id.
         docker = window.qwindow().findChild(QDockWidget, DOCKER_ID) if window is not None else None
         if isinstance(docker, ArtForgeDocker) and not artforge_krita.PROBLEM:
-            docker.run(action)
+            act(docker)

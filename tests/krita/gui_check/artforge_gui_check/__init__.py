@@ -221,6 +221,7 @@ class GuiCheck:
         bar = self.qwindow.menuBar()
         scripts = menu(bar, "Tools", "Scripts")
         wanted = ["Import Python Plugin from File...", "ArtForge: Generate", "ArtForge: Refine", "ArtForge: Fill", "ArtForge: Stylize"]
+        wanted.append("ArtForge: Control from Canvas")
         assert all(name in scripts for name in wanted), f"Tools > Scripts has {scripts}"
         settings = menu(bar, "Settings")
         assert "Configure Krita..." in settings, f"Settings has {settings}"
@@ -228,7 +229,12 @@ class GuiCheck:
         return f"Tools > Scripts: {[name for name in scripts if 'ArtForge' in name or 'Import' in name]}"
 
     def a_menu_action_runs_in_the_docker(self) -> str:
-        """Tools > Scripts > ArtForge: Fill, on a document without a selection: the docker's refusal."""
+        """Tools > Scripts > ArtForge: Control from Canvas before any document is open, then
+        ArtForge: Fill on a document without a selection: the docker's refusals."""
+        from_canvas = Krita.instance().action("artforge_from_canvas")
+        assert from_canvas is not None, "no artforge_from_canvas action"
+        from_canvas.trigger()
+        assert self.docker.status.text() == "Open or create a document first.", self.docker.status.text()
         action = Krita.instance().action("artforge_fill")
         assert action is not None, "no artforge_fill action"
         document = Krita.instance().createDocument(64, 64, "artforge-menu", "RGBA", "U8", "", 72.0)
