@@ -18,7 +18,7 @@ from artforge_client import ImageResult
 from artforge_client.colors import linear_to_srgb
 from artforge_client.job_state import Phase
 from artforge_client.server import ServerSettings
-from artforge_client.v1 import image_pb2, pixels_pb2, server_pb2
+from artforge_client.v1 import image_pb2, pixels_pb2
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "plugins" / "krita"))
@@ -275,13 +275,7 @@ def test_the_type_list_has_each_type_as_is_then_the_ones_made_from_a_layer():
 
 
 def test_the_server_offers_the_types_of_its_controlnets():
-    listed = [
-        server_pb2.ModelInfo(name="d", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="depth"),
-        server_pb2.ModelInfo(name="s", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="scribble"),
-        server_pb2.ModelInfo(name="d2", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type="depth"),
-        server_pb2.ModelInfo(name="x", kind=server_pb2.MODEL_KIND_CONTROLNET, control_type=""),  # a type nobody knows
-        server_pb2.ModelInfo(name="i", kind=server_pb2.MODEL_KIND_IMAGE),
-    ]
+    listed = ["depth", "scribble", "depth", ""]  # ServerSummary.control_types: one per ControlNet, "" a type nobody knows
     options = controls.control_options(listed, 3)
     assert options == controls.ControlOptions(("scribble", "depth"), 3, known=True)
     # None registered, or a server that does not say its limit: every type, and the default limit.

@@ -39,6 +39,10 @@ class ServerSummary:
     # One PNG per style, by index (the server's reference picture in that style, 128 x 128);
     # empty when the server sent none (no style models, or a server older than the previews).
     style_previews: list[bytes] = field(default_factory=list)
+    # The control type of each registered ControlNet ("" where the server does not know it), and
+    # how many controls a job may have (0: a server older than controls).
+    control_types: list[str] = field(default_factory=list)
+    max_controls: int = 0
 
     @property
     def sentence(self) -> str:
@@ -70,5 +74,7 @@ def check_connection(client: Client, state: JobState, style_previews: bool = Fal
         images_available=info.images_available,
         stylize_available=info.stylize_available,
         style_previews=previews if all(previews) else [],
+        control_types=[model.control_type for model in models if model.kind == server_pb2.MODEL_KIND_CONTROLNET],
+        max_controls=info.limits.max_controls,
     )
     state.succeed(summary, summary.sentence)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from artforge_client.v1 import image_pb2, pixels_pb2, server_pb2
+from artforge_client.v1 import image_pb2, pixels_pb2
 from artforge_krita.pixels import Refused
 
 # The server's control types (artforge.models.registry.CONTROL_TYPES), in the order the Type list shows them.
@@ -78,9 +78,9 @@ class ControlOptions:
         return uses(self.types)
 
 
-def control_options(controlnets: Iterable[server_pb2.ModelInfo], max_controls: int) -> ControlOptions:
-    """From ListModels(kind=MODEL_KIND_CONTROLNET) and ServerInfo.limits.max_controls (0: not said)."""
-    found = {model.control_type for model in controlnets if model.kind == server_pb2.MODEL_KIND_CONTROLNET}
+def control_options(controlnet_types: Iterable[str], max_controls: int) -> ControlOptions:
+    """From Test Connection's ServerSummary: its ControlNets' types and ServerInfo.limits.max_controls (0: not said)."""
+    found = set(controlnet_types)
     types = tuple(kind for kind in CONTROL_TYPES if kind in found) or CONTROL_TYPES
     return ControlOptions(types, max_controls or DEFAULT_MAX_CONTROLS, known=True)
 

@@ -40,9 +40,9 @@ from PyQt5.QtWidgets import (
 import artforge_krita
 
 if TYPE_CHECKING:
-    from artforge_client.server import ServerSettings
+    from artforge_client.server import ServerSettings, ServerSummary
     from artforge_krita.controls import ControlChoice, Use
-    from artforge_krita.jobs import Connection, LayerResult, Params
+    from artforge_krita.jobs import LayerResult, Params
 
 DOCKER_ID = "artforge_docker"
 POLL_MS = 100
@@ -558,9 +558,8 @@ class ArtForgeDocker(DockWidget):
         self.add_control_button.setEnabled(len(self.control_rows) < self.control_options.max_controls)
         self.cancel_button.setEnabled(busy or bool(self.side_jobs))
 
-    def _show_server(self, connection: Connection) -> None:
-        summary = connection.summary
-        self.control_options = connection.controls
+    def _show_server(self, summary: ServerSummary) -> None:
+        self.control_options = self._controls.control_options(summary.control_types, summary.max_controls)
         for row in self.control_rows:
             row.set_uses(self.control_options.uses)
         style = self.style.currentIndex()

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from artforge_client import Client, ImageResult, JobStream, prompt_help
-from artforge_client.job_state import JobState, describe_error, run_stream
-from artforge_client.server import ServerSettings, ServerSummary, check_connection
-from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2, server_pb2
+from artforge_client.job_state import JobState, run_stream
+from artforge_client.server import ServerSettings, check_connection
+from artforge_client.v1 import image_pb2, jobs_pb2, pixels_pb2
 from artforge_krita import controls, pixels
-from artforge_krita.controls import ControlLayer, ControlOptions
+from artforge_krita.controls import ControlLayer
 from artforge_krita.pixels import PixelFormat, Refused
 
 PREVIEW_EVERY = 2  # steps between previews: each costs the worker a decode and a conversion
@@ -318,37 +318,11 @@ def start_prompt_expand(settings: ServerSettings, idea: str) -> Job:
     return job._start(work)
 
 
-@dataclass(frozen=True)
-class Connection:
-    """What Test Connection found: the server's summary (models, styles) and what it offers for controls."""
-
-    summary: ServerSummary
-    controls: ControlOptions
-
-
 def start_connection_test(settings: ServerSettings) -> Job:
     """Test Connection (and the style and model lists, with the styles' previews, and the ControlNets'
-    types): on success the state's result is a Connection, its message the summary's sentence."""
+    types): on success the state's result is a ServerSummary."""
     job = Job(settings, "connection")
-
-    def work(client: Client) -> None:
-        checked = JobState()
-        checked.begin("connection")
-        check_connection(client, checked, style_previews=True)
-        snapshot = checked.snapshot()
-        if snapshot.result is None:
-            job.state.fail(snapshot.message)
-            return
-        try:
-            options = controls.control_options(
-                client.list_models(server_pb2.MODEL_KIND_CONTROLNET), client.server_info().limits.max_controls
-            )
-        except Exception as error:  # the artist gets a sentence, not a traceback
-            job.state.fail(describe_error(error, client.address))
-            return
-        job.state.succeed(Connection(snapshot.result, options), snapshot.message)
-
-    return job._start(work)
+    return job._start(lambda client: check_connection(client, job.state, style_previews=True))
 
 
 # -- history -------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from artforge.engines.pbr import LUMA_WEIGHTS
-from artforge.errors import ArtForgeError, ErrorCode
 from artforge.images import resize, to_rgb
 from artforge.models.registry import ModelRegistry, ModelSpec
 from artforge.runtimes.depth import DepthEstimator
@@ -71,10 +70,7 @@ class ControlImages:
 
     def depth_model(self, field: str) -> ModelSpec:
         """The registered depth model the depth preprocessor uses; NOT_FOUND naming `field` without one."""
-        try:
-            return self.registry.get("", "depth")
-        except ArtForgeError as error:
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field}: {error.message.split(': ', 1)[1]}") from None
+        return self.registry.get("", "depth", field)
 
     def make(
         self, preprocessor: str, pixels: np.ndarray, width: int, height: int, device: str, depth_model: ModelSpec | None

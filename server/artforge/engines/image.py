@@ -322,10 +322,7 @@ class ImageEngine:
         for i, (name, scale) in enumerate(request.loras):
             if not -MAX_LORA_SCALE <= scale <= MAX_LORA_SCALE:
                 raise invalid(f"loras[{i}].scale", f"{scale:g} is outside -{MAX_LORA_SCALE:g}..{MAX_LORA_SCALE:g}")
-            try:
-                loras.append((name, self.registry.get(name, "lora").path, scale))
-            except ArtForgeError as error:
-                raise ArtForgeError(ErrorCode.NOT_FOUND, f"loras[{i}].name: {error.message.split(': ', 1)[1]}") from None
+            loras.append((name, self.registry.get(name, "lora", f"loras[{i}].name").path, scale))
 
         defaults = image_defaults(spec)
         if request.init_image is not None:
@@ -378,10 +375,7 @@ class ImageEngine:
     def _controlnet_for(self, control: ControlInput, spec: ModelSpec, shape: UnetShape | None, field_: str) -> ModelSpec:
         """The ControlNet a control names, or the first registered one of its type made for `spec`'s UNet."""
         if control.model:
-            try:
-                net = self.registry.get(control.model, "controlnet")
-            except ArtForgeError as error:
-                raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field_}.model: {error.message.split(': ', 1)[1]}") from None
+            net = self.registry.get(control.model, "controlnet", f"{field_}.model")
             if control.type and net.control_type and control.type != net.control_type:
                 raise invalid(f"{field_}.type", f"is {control.type}, but ControlNet {net.name} is a {net.control_type} ControlNet")
             made_for = unet_shape(net)

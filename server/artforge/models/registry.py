@@ -164,15 +164,16 @@ class ModelRegistry:
         names = [spec.name for spec in self.list(kind)]
         return names[0] if len(names) == 1 else ""
 
-    def get(self, name: str, kind: str) -> ModelSpec:
-        """The model called `name` (the kind's default if empty), or NOT_FOUND naming the choices."""
+    def get(self, name: str, kind: str, field: str = "model") -> ModelSpec:
+        """The model called `name` (the kind's default if empty), or NOT_FOUND naming `field` (the
+        request's field that named it) and the choices."""
         name = name or self.default_name(kind)
         with self._lock:
             spec = self._models.get(name)
             choices = sorted(n for n, s in self._models.items() if s.kind == kind)
         if spec is None or spec.kind != kind:
             known = ", ".join(choices) or f"none; {_HOW_TO_ADD.get(kind, 'see `artforge models list`')}"
-            raise ArtForgeError(ErrorCode.NOT_FOUND, f"model: no {kind} model named {shown(name)}; available: {known}")
+            raise ArtForgeError(ErrorCode.NOT_FOUND, f"{field}: no {kind} model named {shown(name)}; available: {known}")
         return spec
 
     def list(self, kind: str | None = None) -> list[ModelSpec]:
